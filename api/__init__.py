@@ -1,0 +1,1 @@
+"""The gRPC API: `hourglass.v1.JobScheduler`, with health checking and server reflection."""

@@ -1,0 +1,114 @@
+"""Between the wire (hourglass.v1 messages) and the domain types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hourglass.domain import Attempt, Job, JobState, Run, RunState, Task
+from hourglass.schedules import After, At, Cron, Every, Schedule
+from hourglass.v1 import scheduler_pb2 as pb
+
+_JOB_STATES = {
+    JobState.ACTIVE: pb.JOB_STATE_ACTIVE,
+    JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+RUN_STATES = {
+    RunState.QUEUED: pb.RUN_STATE_QUEUED,
+    RunState.RUNNING: pb.RUN_STATE_RUNNING,
+    RunState.SUCCEEDED: pb.RUN_STATE_SUCCEEDED,
+    RunState.FAILED: pb.RUN_STATE_FAILED,
+    RunState.TIMED_OUT: pb.RUN_STATE_TIMED_OUT,
+    RunState.CANCELLED: pb.RUN_STATE_CANCELLED,
+    RunState.LOST: pb.RUN_STATE_LOST,
+}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    message = Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def duration(value: timedelta | None) -> Duration | None:
+    if value is None:
+        return None
+    message = Duration()
+    message.FromTimedelta(value)
+    return message
+
+
+def from_timestamp(message: Timestamp) -> datetime:
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def task_to_pb(task: Task) -> pb.Task:
+    return pb.Task(
+        command=task.command,
+        args=task.args,
+        env=task.env,
+        image=task.image,
+        working_dir=task.working_dir,
+    )
+
+
+def schedule_to_pb(schedule: Schedule) -> pb.Schedule:
+    match schedule:
+        case At(at=at):
+            return pb.Schedule(at=timestamp(at))
+        case After(delay=delay):
+            return pb.Schedule(after=duration(delay))
+        case Cron(expression=expression, time_zone=time_zone):
+            return pb.Schedule(cron=pb.Cron(expression=expression, time_zone=time_zone))
+        case Every(interval=interval):
+            return pb.Schedule(every=pb.Every(interval=duration(interval)))
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    spec = job.spec
+    return pb.Job(
+        id=str(job.id),
+        name=spec.name,
+        task=task_to_pb(spec.task),
+        schedule=schedule_to_pb(spec.schedule),
+        max_attempts=spec.retry.max_attempts,
+        timeout=duration(spec.timeout),
+        retry_backoff=duration(spec.retry.backoff),
+        state=_JOB_STATES[job.state],
+        next_fire_at=timestamp(job.next_fire_at),
+        created_at=timestamp(job.created_at),
+        updated_at=timestamp(job.updated_at),
+    )
+
+
+def attempt_to_pb(attempt: Attempt) -> pb.Attempt:
+    return pb.Attempt(
+        number=attempt.number,
+        state=RUN_STATES[attempt.state],
+        worker_id=attempt.worker_id,
+        fencing_token=attempt.fencing_token,
+        started_at=timestamp(attempt.started_at),
+        finished_at=timestamp(attempt.finished_at),
+        exit_code=attempt.exit_code,
+        stdout_tail=attempt.stdout_tail,
+        stderr_tail=attempt.stderr_tail,
+        error=attempt.error,
+    )
+
+
+def run_to_pb(run: Run) -> pb.Run:
+    return pb.Run(
+        id=str(run.id),
+        job_id=str(run.job_id),
+        scheduled_at=timestamp(run.scheduled_at),
+        state=RUN_STATES[run.state],
+        attempt=run.attempt,
+        created_at=timestamp(run.created_at),
+        finished_at=timestamp(run.finished_at),
+        attempts=[attempt_to_pb(a) for a in run.attempts],
+    )

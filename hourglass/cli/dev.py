@@ -1,0 +1,53 @@
+"""`hourglass dev`: the whole service in one process on embedded PostgreSQL and etcd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from hourglass.cli import services
+from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres
+from hourglass.store import migrate
+from hourglass.workers.claimer import ClaimerConfig
+from hourglass.workers.worker import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"hourglass dev: starting PostgreSQL and etcd in {data_dir}", flush=True)
+    postgres = EmbeddedPostgres(data_dir / "postgres").start()
+    etcd = EmbeddedEtcd(data_dir / "etcd").start()
+    try:
+        dsn = postgres.dsn()
+        migrate.apply(dsn)
+        components = services.Components(
+            dsn=dsn,
+            etcd_endpoints=etcd.endpoint,
+            api_listen=args.listen,
+            producer=True,
+            worker=WorkerConfig(concurrency=args.concurrency),
+            claimer=ClaimerConfig(),
+            log_dir=data_dir / "logs",
+        )
+
+        def ready(port: int | None) -> None:
+            host = args.listen.rsplit(":", 1)[0]
+            address = f"{host}:{port}"
+            print(
+                f"hourglass dev: serving hourglass.v1.JobScheduler on {address}\n"
+                f"  database: {dsn}\n"
+                f"  etcd:     {etcd.endpoint}\n"
+                f"  try:      hourglass schedule --every 2s -- echo hello\n"
+                "  stop:     Ctrl-C",
+                flush=True,
+            )
+
+        asyncio.run(services.run(components, on_ready=ready))
+    finally:
+        etcd.stop()
+        postgres.stop()
+    return 0

@@ -1,0 +1,214 @@
+"""Entry point of the `hourglass` command.
+
+Exit codes: 0 success; 1 a failure (server unreachable, job not found); 2 bad input, whether
+argparse or the server (INVALID_ARGUMENT, ALREADY_EXISTS) found it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import platformdirs
+
+from hourglass import durations
+from hourglass.cli import client
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def _duration(text: str) -> str:
+    durations.parse(text)  # argparse turns the ValueError into a usage error (exit 2)
+    return text
+
+
+def _add_store_options(parser: argparse.ArgumentParser, *, etcd: bool = True) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=_env("HOURGLASS_DATABASE_URL"),
+        help="PostgreSQL DSN (env HOURGLASS_DATABASE_URL)",
+    )
+    if etcd:
+        parser.add_argument(
+            "--etcd",
+            default=_env("HOURGLASS_ETCD_ENDPOINTS"),
+            help="etcd endpoints HOST:PORT[,HOST:PORT] (env HOURGLASS_ETCD_ENDPOINTS)",
+        )
+        parser.add_argument(
+            "--etcd-prefix",
+            default=_env("HOURGLASS_ETCD_PREFIX", "/hourglass/"),
+            help="key prefix of this installation in etcd (env HOURGLASS_ETCD_PREFIX)",
+        )
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=_env("HOURGLASS_SERVER", DEFAULT_LISTEN),
+        help=f"API address HOST:PORT (env HOURGLASS_SERVER, default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hourglass", description="Schedule commands; run every fire at least once."
+    )
+    parser.add_argument("--log-level", default=_env("HOURGLASS_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser(
+        "dev", help="run everything on embedded PostgreSQL and etcd with the local executor"
+    )
+    dev.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("HOURGLASS_DATA_DIR", platformdirs.user_data_dir("hourglass"))),
+        help="where the embedded databases and run logs live (env HOURGLASS_DATA_DIR)",
+    )
+    dev.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
+    dev.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+
+    api = commands.add_parser("api", help="serve the gRPC API")
+    _add_store_options(api, etcd=False)
+    api.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
+
+    producer = commands.add_parser("producer", help="queue runs for due fires")
+    _add_store_options(producer, etcd=False)
+
+    worker = commands.add_parser("worker", help="claim and execute queued runs")
+    _add_store_options(worker)
+    worker.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
+    worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
+    worker.add_argument("--log-dir", type=Path, help="keep each attempt's full output here")
+
+    claimer = commands.add_parser("claimer", help="take back runs whose worker died")
+    _add_store_options(claimer)
+    claimer.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    _add_store_options(migrate, etcd=False)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="schedule a command; prints the job id",
+        usage="hourglass schedule (--at TIME | --after D | --cron EXPR [--tz ZONE] | --every D)"
+        " [options] -- COMMAND [ARGS...]",
+    )
+    _add_client_options(schedule)
+    when = schedule.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", help="once, at an ISO 8601 time (2026-12-01T09:00:00+01:00)")
+    when.add_argument("--after", type=_duration, help="once, after a delay (90s, 1h30m)")
+    when.add_argument("--cron", help="cron expression, 5 fields or 6 with seconds first")
+    when.add_argument("--every", type=_duration, help="repeatedly, every interval (2s, 5m)")
+    schedule.add_argument("--tz", default="", help="IANA time zone of --cron (default UTC)")
+    schedule.add_argument("--name", default="", help="default: the command's name")
+    schedule.add_argument("--max-attempts", type=int, default=1, help="tries per fire")
+    schedule.add_argument("--timeout", type=_duration, help="kill an attempt after this long")
+    schedule.add_argument("--retry-backoff", type=_duration, help="first retry delay (1s)")
+    schedule.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    schedule.add_argument("--request-id", default="", help="idempotency key (default: random)")
+    schedule.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS")
+
+    status = commands.add_parser("status", help="a job and its recent runs")
+    _add_client_options(status)
+    status.add_argument("job_id", metavar="JOB")
+    status.add_argument("--runs", type=int, default=10, help="recent runs to show")
+
+    jobs = commands.add_parser("jobs", help="list jobs")
+    _add_client_options(jobs)
+    jobs.add_argument("--limit", type=int, default=50)
+
+    runs = commands.add_parser("runs", help="list a job's runs and attempts")
+    _add_client_options(runs)
+    runs.add_argument("job_id", metavar="JOB")
+    runs.add_argument("--limit", type=int, default=50)
+
+    cancel = commands.add_parser("cancel", help="stop a job's future fires")
+    _add_client_options(cancel)
+    cancel.add_argument("job_id", metavar="JOB")
+    return parser
+
+
+def _require(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if not getattr(args, name.replace("-", "_")):
+            env = {"database-url": "HOURGLASS_DATABASE_URL", "etcd": "HOURGLASS_ETCD_ENDPOINTS"}
+            parser.error(f"--{name} is required (or set {env[name]})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    command = args.command
+    if command in ("schedule", "status", "jobs", "runs", "cancel"):
+        return client.run(parser, args)
+    if command == "dev":
+        from hourglass.cli import dev
+
+        return dev.run(args)
+    if command == "migrate":
+        _require(parser, args, "database-url")
+        from hourglass.store import migrate
+
+        applied = migrate.apply(args.database_url)
+        print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
+        return 0
+    return _run_component(parser, args)
+
+
+def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hourglass.cli import services
+    from hourglass.workers.claimer import ClaimerConfig
+    from hourglass.workers.worker import WorkerConfig, default_worker_id
+
+    _require(parser, args, "database-url")
+    if args.command in ("worker", "claimer"):
+        _require(parser, args, "etcd")
+    try:
+        components = services.Components(
+            dsn=args.database_url,
+            etcd_endpoints=getattr(args, "etcd", ""),
+            etcd_prefix=getattr(args, "etcd_prefix", "/hourglass/"),
+            api_listen=args.listen if args.command == "api" else None,
+            producer=args.command == "producer",
+            worker=WorkerConfig(
+                concurrency=args.concurrency,
+                lease_ttl=args.lease_ttl,
+                worker_id=args.worker_id or default_worker_id(),
+            )
+            if args.command == "worker"
+            else None,
+            claimer=ClaimerConfig(lease_ttl=args.lease_ttl) if args.command == "claimer" else None,
+            log_dir=getattr(args, "log_dir", None),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    def ready(port: int | None) -> None:
+        if port is not None:
+            print(f"hourglass api serving on {args.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+        else:
+            print(f"hourglass {args.command} running", flush=True)
+
+    asyncio.run(services.run(components, on_ready=ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Running components in this process until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hourglass import retrying
+from hourglass.api import server as api_server
+from hourglass.locks import Etcd
+from hourglass.store import db
+from hourglass.workers.claimer import Claimer, ClaimerConfig
+from hourglass.workers.executors.local import LocalExecutor
+from hourglass.workers.producer import Producer
+from hourglass.workers.worker import Worker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """Which components to run, and their settings."""
+
+    dsn: str
+    etcd_endpoints: str = ""
+    etcd_prefix: str = "/hourglass/"
+    api_listen: str | None = None
+    producer: bool = False
+    worker: WorkerConfig | None = None
+    claimer: ClaimerConfig | None = None
+    log_dir: Path | None = None
+
+
+async def _open_pool(dsn: str) -> db.Pool:
+    async for attempt in retrying.forever():
+        with attempt:
+            return await db.open_pool(dsn)
+    raise AssertionError("unreachable")
+
+
+async def run(components: Components, on_ready: Callable[[int | None], None] | None = None) -> None:
+    """Runs the chosen components until a signal. A worker drains on SIGTERM first."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await _open_pool(components.dsn)
+    etcd = Etcd(components.etcd_endpoints, components.etcd_prefix) if components.etcd_endpoints else None
+    tasks: list[asyncio.Task[None]] = []
+    worker: Worker | None = None
+    server = None
+
+    def spawn(name: str, coro: Coroutine[Any, Any, None]) -> None:
+        tasks.append(asyncio.create_task(coro, name=name))
+
+    try:
+        port = None
+        if components.api_listen is not None:
+            server, port = await api_server.start(pool, components.api_listen)
+        if components.producer:
+            spawn("producer", Producer(pool=pool, dsn=components.dsn).run())
+        if components.claimer is not None:
+            assert etcd is not None, "the claimer needs etcd"
+            spawn("claimer", Claimer(pool=pool, etcd=etcd, config=components.claimer).run())
+        if components.worker is not None:
+            assert etcd is not None, "the worker needs etcd"
+            worker = Worker(
+                pool=pool,
+                dsn=components.dsn,
+                etcd=etcd,
+                executor=LocalExecutor(log_dir=components.log_dir),
+                config=components.worker,
+            )
+            spawn("worker", worker.run())
+        if on_ready is not None:
+            on_ready(port)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        log.info("stopping")
+    finally:
+        if worker is not None:
+            worker.stop()
+        if server is not None:
+            await server.stop(grace=2)
+        for task in tasks:
+            if task.get_name() != "worker":
+                task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if etcd is not None:
+            await etcd.close()
+        await pool.close()

@@ -1,0 +1,157 @@
+"""The nouns of hourglass: jobs, runs, attempts and their states.
+
+Everything here is plain data with no I/O, so that the store, the API and the workers agree on
+one vocabulary. The state enums are the map of the system: each member says which component
+moves a run out of it.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NewType
+
+from hourglass.schedules import Schedule
+
+JobId = NewType("JobId", uuid.UUID)
+RunId = NewType("RunId", uuid.UUID)
+# The create revision of a run's etcd key. It grows with every new holder of a run, so a write
+# carrying an older token can be recognised and refused.
+FencingToken = NewType("FencingToken", int)
+WorkerId = NewType("WorkerId", str)
+
+
+class JobState(enum.StrEnum):
+    """Whether a job still fires."""
+
+    # Fires whenever next_fire_at comes due. The producer moves a one-shot job to COMPLETED
+    # when it fires; CancelJob moves any job to CANCELLED.
+    ACTIVE = "active"
+    # A one-shot job that has fired. Terminal.
+    COMPLETED = "completed"
+    # Cancelled by a user. Terminal.
+    CANCELLED = "cancelled"
+
+
+class RunState(enum.StrEnum):
+    """The life of one fire of a job (a run) and of each of its attempts.
+
+    queued -> running -> succeeded | failed | timed_out | cancelled, and running -> lost for an
+    attempt whose worker died. A run is retried by going back to queued with attempt + 1.
+    """
+
+    # Waiting for a worker, from `available_at` on (later than now while a retry backs off).
+    # A worker moves it to RUNNING when it claims it; CancelJob moves it to CANCELLED.
+    QUEUED = "queued"
+    # Held by a worker under an etcd lease, fenced by the key's create revision. The worker
+    # moves it to a terminal state, or back to QUEUED (attempt + 1) when the attempt failed
+    # and attempts remain. The claimer moves an attempt whose lease vanished to LOST.
+    RUNNING = "running"
+    # The process exited 0. Terminal.
+    SUCCEEDED = "succeeded"
+    # The process exited non-zero (or could not start) on the last allowed attempt. Terminal.
+    FAILED = "failed"
+    # The process outlived the job's timeout on the last allowed attempt and was killed.
+    # Terminal.
+    TIMED_OUT = "timed_out"
+    # Cancelled before it finished. Terminal.
+    CANCELLED = "cancelled"
+    # Attempts only: the worker's lease expired while it held the attempt. The claimer marks
+    # the attempt LOST and requeues the run (attempt + 1), or fails it when attempts are spent.
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (RunState.QUEUED, RunState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What a job runs: a process's argv locally, a container's command in Kubernetes."""
+
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    image: str = ""
+    working_dir: str = ""
+
+    @property
+    def argv(self) -> list[str]:
+        return [*self.command, *self.args]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 1
+    # Delay before the second attempt; doubled for each further one, capped at max_backoff.
+    backoff: timedelta = timedelta(seconds=1)
+    max_backoff: timedelta = timedelta(minutes=10)
+
+    def delay_before(self, attempt: int) -> timedelta:
+        """How long attempt number `attempt` (2 or more) waits after the one before failed:
+        the backoff doubled per retry, capped, then jittered down by up to half so that runs
+        that failed together do not retry in lockstep."""
+        ceiling = min(self.backoff * 2 ** max(attempt - 2, 0), self.max_backoff)
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything a user says about a job; what ScheduleJob stores."""
+
+    name: str
+    task: Task
+    schedule: Schedule
+    retry: RetryPolicy = RetryPolicy()
+    timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: JobId
+    spec: JobSpec
+    state: JobState
+    next_fire_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    state: RunState
+    worker_id: str
+    fencing_token: FencingToken
+    started_at: datetime
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: RunId
+    job_id: JobId
+    scheduled_at: datetime
+    state: RunState
+    attempt: int
+    created_at: datetime
+    finished_at: datetime | None = None
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as an executor reports it."""
+
+    state: RunState
+    exit_code: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    error: str = ""
+    finished_at: datetime | None = None

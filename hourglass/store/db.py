@@ -1,0 +1,108 @@
+"""Connections: a pool per process, transactions, and LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.AsyncConnection[dict[str, object]]
+Pool = AsyncConnectionPool[Connection]
+# Errors worth retrying: the server went away or refused for now, not a bug in a statement.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
+
+# Channels. Producers notify RUNS_CHANNEL when they queue runs; the API notifies JOBS_CHANNEL
+# when a job is stored or changed, so a producer sleeping until the next due time re-plans.
+RUNS_CHANNEL = "hourglass_runs"
+JOBS_CHANNEL = "hourglass_jobs"
+
+
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> Pool:
+    """A pool that checks connections before lending them, so a restarted server costs one
+    failed check rather than a failed statement."""
+    pool: Pool = AsyncConnectionPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        reconnect_timeout=3600,
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: Pool) -> AsyncIterator[Connection]:
+    """A connection inside one transaction, committed when the block exits cleanly."""
+    async with pool.connection() as conn, conn.transaction():
+        yield conn
+
+
+async def notify(conn: Connection, channel: str) -> None:
+    await conn.execute(f"NOTIFY {channel}")
+
+
+class Wakeups:
+    """Sets an event whenever a NOTIFY arrives on a channel, reconnecting when the server goes.
+
+    A component waits on `wait(timeout)`, which returns on a notification or when the timeout
+    (its polling fallback) runs out, whichever is first.
+    """
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name=f"listen {self._channel}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken by a notification, False on timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=max(timeout, 0))
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+    def poke(self) -> None:
+        """Wakes the waiter from inside the process (e.g. when a slot frees up)."""
+        self._event.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {self._channel}")
+                    # Anything notified while we were not listening is unknown: look once.
+                    self._event.set()
+                    async for _ in conn.notifies():
+                        self._event.set()
+            except psycopg.OperationalError as exc:
+                log.warning("listen on %s lost (%s); reconnecting", self._channel, exc)
+                self._event.set()
+                await asyncio.sleep(1)

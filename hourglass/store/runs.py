@@ -1,0 +1,334 @@
+"""The runs and attempts tables: the queue, its claims, fenced results and history.
+
+A run is one fire of a job; an attempt is one execution of a run. Every write made on behalf of
+a running attempt names the attempt's fencing token in its WHERE clause, so a worker that lost
+its lease (and with it the run) changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from hourglass.domain import (
+    Attempt,
+    FencingToken,
+    JobId,
+    Outcome,
+    RetryPolicy,
+    Run,
+    RunId,
+    RunState,
+    Task,
+)
+from hourglass.store.db import RUNS_CHANNEL, Connection, notify
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    """A run a worker has locked and is about to hold: what it needs to execute it."""
+
+    id: RunId
+    job_id: JobId
+    scheduled_at: datetime
+    attempt: int
+    task: Task
+    timeout: timedelta | None
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRun:
+    """A running run as the claimer sees it: who should hold it, with which token."""
+
+    id: RunId
+    attempt: int
+    fencing_token: FencingToken
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """The verdict on an attempt that did not succeed: try again at `at`, or stop."""
+
+    at: datetime | None
+
+    @staticmethod
+    def decide(retry: RetryPolicy, *, attempt: int, now: datetime) -> Requeue:
+        if attempt >= retry.max_attempts:
+            return Requeue(at=None)
+        return Requeue(at=now + retry.delay_before(attempt + 1))
+
+
+async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[QueuedRun]:
+    """Locks up to `limit` runs that are queued and available, oldest first, skipping rows other
+    workers hold locked. Must run in a transaction that `mark_running` then completes."""
+    cursor = await conn.execute(
+        """
+        SELECT r.id, r.job_id, r.scheduled_at, r.attempt, j.command, j.args, j.env, j.image,
+               j.working_dir, j.timeout, j.max_attempts, j.retry_backoff
+        FROM runs r JOIN jobs j ON j.id = r.job_id
+        WHERE r.state = 'queued' AND r.available_at <= %(now)s
+        ORDER BY r.available_at
+        LIMIT %(limit)s
+        FOR UPDATE OF r SKIP LOCKED
+        """,
+        {"now": now, "limit": limit},
+    )
+    return [
+        QueuedRun(
+            id=RunId(row["id"]),
+            job_id=JobId(row["job_id"]),
+            scheduled_at=row["scheduled_at"],
+            attempt=row["attempt"],
+            task=Task(
+                command=tuple(row["command"]),
+                args=tuple(row["args"]),
+                env=dict(row["env"]),
+                image=row["image"],
+                working_dir=row["working_dir"],
+            ),
+            timeout=row["timeout"],
+            retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def mark_running(
+    conn: Connection,
+    *,
+    held: list[tuple[QueuedRun, FencingToken]],
+    worker_id: str,
+    now: datetime,
+) -> None:
+    """Moves locked runs to running under their fencing tokens and opens their attempts."""
+    if not held:
+        return
+    params = {
+        "ids": [run.id for run, _ in held],
+        "attempts": [run.attempt for run, _ in held],
+        "tokens": [token for _, token in held],
+        "worker": worker_id,
+        "now": now,
+    }
+    await conn.execute(
+        """
+        UPDATE runs SET state = 'running', fencing_token = v.token
+        FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS v(id, token)
+        WHERE runs.id = v.id
+        """,
+        params,
+    )
+    await conn.execute(
+        """
+        INSERT INTO attempts (run_id, number, state, worker_id, fencing_token, started_at)
+        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s
+        FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
+             AS v(id, attempt, token)
+        """,
+        params,
+    )
+
+
+async def finish(
+    conn: Connection,
+    *,
+    run_id: RunId,
+    attempt: int,
+    token: FencingToken,
+    outcome: Outcome,
+    requeue: Requeue,
+    now: datetime,
+) -> bool:
+    """Records how an attempt ended and moves the run on: to the outcome's state, or back to
+    queued (attempt + 1, available at `requeue.at`) for a failure that has attempts left.
+
+    Fenced: returns False, and changes nothing, unless the attempt is still running under
+    `token`.
+    """
+    retrying = outcome.state != RunState.SUCCEEDED and requeue.at is not None
+    cursor = await conn.execute(
+        """
+        WITH attempt AS (
+            UPDATE attempts
+            SET state = %(state)s, finished_at = %(finished_at)s, exit_code = %(exit_code)s,
+                stdout_tail = %(stdout)s, stderr_tail = %(stderr)s, error = %(error)s
+            WHERE run_id = %(run_id)s AND number = %(attempt)s AND fencing_token = %(token)s
+              AND state = 'running'
+            RETURNING run_id
+        )
+        UPDATE runs
+        SET state = %(run_state)s,
+            attempt = %(next_attempt)s,
+            available_at = coalesce(%(available_at)s, available_at),
+            fencing_token = NULL,
+            finished_at = %(run_finished_at)s
+        WHERE id = (SELECT run_id FROM attempt) AND fencing_token = %(token)s
+          AND state = 'running'
+        RETURNING id
+        """,
+        {
+            "run_id": run_id,
+            "attempt": attempt,
+            "token": token,
+            "state": outcome.state.value,
+            "finished_at": outcome.finished_at or now,
+            "exit_code": outcome.exit_code,
+            "stdout": outcome.stdout_tail,
+            "stderr": outcome.stderr_tail,
+            "error": outcome.error,
+            "run_state": RunState.QUEUED.value if retrying else outcome.state.value,
+            "next_attempt": attempt + 1 if retrying else attempt,
+            "available_at": requeue.at if retrying else None,
+            "run_finished_at": None if retrying else outcome.finished_at or now,
+        },
+    )
+    accepted = await cursor.fetchone() is not None
+    if accepted and retrying:
+        await notify(conn, RUNS_CHANNEL)
+    return accepted
+
+
+async def list_held(conn: Connection) -> list[HeldRun]:
+    """Every running run with the token of the attempt that should hold it."""
+    cursor = await conn.execute(
+        """
+        SELECT r.id, r.attempt, r.fencing_token, j.max_attempts, j.retry_backoff
+        FROM runs r JOIN jobs j ON j.id = r.job_id
+        WHERE r.state = 'running'
+        """
+    )
+    return [
+        HeldRun(
+            id=RunId(row["id"]),
+            attempt=row["attempt"],
+            fencing_token=FencingToken(row["fencing_token"]),
+            retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def mark_lost(conn: Connection, *, run: HeldRun, now: datetime, reason: str) -> bool:
+    """Records that the holder of a run is gone: the attempt becomes lost and the run is
+    requeued (attempt + 1, after a backoff) or failed when its attempts are spent.
+
+    Fenced like a worker's write: a no-op unless the run is still running under the token the
+    caller saw, so a worker that finished in the meantime keeps its result.
+    """
+    requeue = Requeue.decide(run.retry, attempt=run.attempt, now=now)
+    outcome = Outcome(state=RunState.LOST, error=reason, finished_at=now)
+    # A lost attempt on the last allowed try fails the run: the work may or may not have
+    # happened, and nobody is left to say which.
+    if requeue.at is None:
+        outcome_for_run = RunState.FAILED
+    else:
+        outcome_for_run = RunState.QUEUED
+    cursor = await conn.execute(
+        """
+        WITH attempt AS (
+            UPDATE attempts SET state = 'lost', finished_at = %(now)s, error = %(error)s
+            WHERE run_id = %(run_id)s AND number = %(attempt)s AND fencing_token = %(token)s
+              AND state = 'running'
+            RETURNING run_id
+        )
+        UPDATE runs
+        SET state = %(run_state)s,
+            attempt = CASE WHEN %(run_state)s = 'queued' THEN attempt + 1 ELSE attempt END,
+            available_at = coalesce(%(available_at)s, available_at),
+            fencing_token = NULL,
+            finished_at = CASE WHEN %(run_state)s = 'queued' THEN NULL ELSE %(now)s END
+        WHERE id = (SELECT run_id FROM attempt) AND fencing_token = %(token)s
+          AND state = 'running'
+        RETURNING id
+        """,
+        {
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "token": run.fencing_token,
+            "error": outcome.error,
+            "run_state": outcome_for_run.value,
+            "available_at": requeue.at,
+            "now": now,
+        },
+    )
+    accepted = await cursor.fetchone() is not None
+    if accepted and requeue.at is not None:
+        await notify(conn, RUNS_CHANNEL)
+    return accepted
+
+
+async def next_available_at(conn: Connection) -> datetime | None:
+    """When the earliest queued run becomes claimable (a retry waiting out its backoff)."""
+    cursor = await conn.execute(
+        "SELECT available_at FROM runs WHERE state = 'queued' ORDER BY available_at LIMIT 1"
+    )
+    row = await cursor.fetchone()
+    return row["available_at"] if row else None
+
+
+def _attempt(row: dict[str, Any]) -> Attempt:
+    return Attempt(
+        number=row["number"],
+        state=RunState(row["state"]),
+        worker_id=row["worker_id"],
+        fencing_token=FencingToken(row["fencing_token"]),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        stdout_tail=row["stdout_tail"],
+        stderr_tail=row["stderr_tail"],
+        error=row["error"],
+    )
+
+
+async def list_for_job(
+    conn: Connection,
+    job_id: JobId,
+    *,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Run]:
+    """A job's runs with all their attempts, newest fire first; `before` is the
+    (scheduled_at, id) of the last run of the previous page."""
+    cursor = await conn.execute(
+        """
+        SELECT * FROM runs
+        WHERE job_id = %(job)s
+          AND (%(before_at)s::timestamptz IS NULL OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
+        ORDER BY scheduled_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "job": job_id,
+            "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None,
+        },
+    )
+    rows = await cursor.fetchall()
+    if not rows:
+        return []
+    cursor = await conn.execute(
+        "SELECT * FROM attempts WHERE run_id = ANY(%s) ORDER BY run_id, number",
+        ([row["id"] for row in rows],),
+    )
+    attempts: dict[uuid.UUID, list[Attempt]] = {}
+    for row in await cursor.fetchall():
+        attempts.setdefault(row["run_id"], []).append(_attempt(row))
+    return [
+        Run(
+            id=RunId(row["id"]),
+            job_id=JobId(row["job_id"]),
+            scheduled_at=row["scheduled_at"],
+            state=RunState(row["state"]),
+            attempt=row["attempt"],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"],
+            attempts=tuple(attempts.get(row["id"], ())),
+        )
+        for row in rows
+    ]

@@ -1,0 +1,96 @@
+"""The claimer: takes back runs whose worker is gone.
+
+A running run must have its etcd key, created by its holder with the run's fencing token as
+create revision. When the holder dies or stalls past its lease TTL, etcd deletes the key; the
+claimer finds such runs, records their attempt as lost, and requeues them (attempt + 1, after a
+backoff) or fails them when their attempts are spent.
+
+One claimer leads at a time: leadership is a key on the claimer's own lease, so a dead leader
+is replaced within a TTL. Running several claimers is safe even without it, since every write
+is fenced by the token the claimer saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from hourglass import retrying
+from hourglass.clock import Clock, SystemClock
+from hourglass.locks import Etcd, Lease
+from hourglass.store import db, runs
+from hourglass.workers.worker import default_worker_id
+
+log = logging.getLogger(__name__)
+
+LOST_REASON = "the worker holding this attempt died or stalled past its lease"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimerConfig:
+    # Seconds between sweeps.
+    interval: float = 1.0
+    lease_ttl: int = 10
+    claimer_id: str = field(default_factory=default_worker_id)
+
+
+class Claimer:
+    def __init__(
+        self,
+        *,
+        pool: db.Pool,
+        etcd: Etcd,
+        config: ClaimerConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.pool = pool
+        self.etcd = etcd
+        self.config = config or ClaimerConfig()
+        self.clock = clock or SystemClock()
+        self.lease = Lease(etcd, self.config.lease_ttl)
+        self.leading = False
+        self.taken_back = 0
+
+    async def run_once(self) -> int:
+        """One sweep: returns how many runs it took back."""
+        # Read PostgreSQL before etcd. A run claimed after the read is simply not seen; the
+        # other order could see it running without the key its claim just created.
+        async with self.pool.connection() as conn:
+            held = await runs.list_held(conn)
+        if not held:
+            return 0
+        keys = await self.etcd.held_runs()
+        taken = 0
+        for run in held:
+            if keys.get(str(run.id)) == run.fencing_token:
+                continue
+            async with db.transaction(self.pool) as conn:
+                if await runs.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):
+                    taken += 1
+                    log.warning("run %s attempt %d lost; taken back", run.id, run.attempt)
+        self.taken_back += taken
+        return taken
+
+    async def run(self) -> None:
+        try:
+            while True:
+                async for attempt in retrying.forever():
+                    with attempt:
+                        await self._lead_and_sweep()
+                await asyncio.sleep(self.config.interval)
+        finally:
+            await self.lease.stop(revoke=True)
+
+    async def _lead_and_sweep(self) -> None:
+        if self.lease.id == 0 or self.lease.lost.is_set():
+            self.leading = False
+            await self.lease.start()
+        leading = await self.etcd.campaign(
+            "claimer", lease_id=self.lease.id, holder=self.config.claimer_id
+        )
+        if leading != self.leading:
+            log.info("claimer %s %s", self.config.claimer_id, "leads" if leading else "follows")
+            self.leading = leading
+        if leading:
+            await self.run_once()

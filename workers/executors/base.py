@@ -1,0 +1,39 @@
+"""The contract between a worker and the place where attempts run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from hourglass.domain import FencingToken, JobId, Outcome, RunId, Task
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptContext:
+    run_id: RunId
+    job_id: JobId
+    attempt: int
+    fencing_token: FencingToken
+    scheduled_at: datetime
+    task: Task
+    timeout: timedelta | None
+    worker_id: str
+
+    def environment(self) -> dict[str, str]:
+        """The HOURGLASS_* variables every attempt's process gets, so that the program itself
+        can fence its side effects (e.g. write only if its token is the newest it has seen)."""
+        return {
+            "HOURGLASS_RUN_ID": str(self.run_id),
+            "HOURGLASS_JOB_ID": str(self.job_id),
+            "HOURGLASS_ATTEMPT": str(self.attempt),
+            "HOURGLASS_FENCING_TOKEN": str(self.fencing_token),
+            "HOURGLASS_SCHEDULED_AT": self.scheduled_at.isoformat(timespec="microseconds"),
+        }
+
+
+class Executor(Protocol):
+    async def execute(self, attempt: AttemptContext) -> Outcome:
+        """Runs the attempt to its end and says how it ended. Cancelling the call must stop
+        whatever was started (the worker lost the run) and re-raise CancelledError."""
+        ...

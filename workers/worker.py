@@ -1,0 +1,221 @@
+"""The worker: claims queued runs, holds each under its etcd lease, executes it, and writes the
+result fenced by the run's token.
+
+One claim is one transaction: lock up to `free slots` queued runs (SKIP LOCKED), create their
+etcd keys on this worker's lease in one etcd transaction (the keys' create revision is each
+run's fencing token), then mark them running with that token, and commit. A worker that dies
+anywhere in between leaves either a still-queued run (the transaction rolled back) or a running
+run whose key vanishes with the lease, which the claimer takes back.
+
+If the lease is lost (etcd says so, or heartbeats failed for a whole TTL) the worker stops its
+attempts without writing anything, since the claimer may already have given them to another
+worker, and starts over on a new lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from hourglass import retrying
+from hourglass.clock import Clock, SystemClock
+from hourglass.domain import FencingToken, Outcome, RunState
+from hourglass.locks import Etcd, Lease
+from hourglass.store import db, runs
+from hourglass.store.runs import QueuedRun, Requeue
+from hourglass.workers.executors.base import AttemptContext, Executor
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    # Attempts executed at once.
+    concurrency: int = 32
+    # Seconds etcd keeps this worker's runs after its last heartbeat.
+    lease_ttl: int = 10
+    # The longest the worker waits without looking for work (fallback for lost notifications).
+    max_idle: float = 1.0
+    # How long SIGTERM waits for running attempts before handing them back.
+    shutdown_grace: float = 30.0
+    worker_id: str = field(default_factory=default_worker_id)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease_ttl < 2:
+            raise ValueError("lease_ttl must be at least 2 seconds")
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        pool: db.Pool,
+        dsn: str,
+        etcd: Etcd,
+        executor: Executor,
+        config: WorkerConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.pool = pool
+        self.etcd = etcd
+        self.executor = executor
+        self.config = config or WorkerConfig()
+        self.clock = clock or SystemClock()
+        self.wakeups = db.Wakeups(dsn, db.RUNS_CHANNEL)
+        self.lease = Lease(etcd, self.config.lease_ttl)
+        self.active: dict[asyncio.Task[None], QueuedRun] = {}
+        self.stopping = asyncio.Event()
+        # Results refused because this worker no longer held the run: a zombie's writes.
+        self.fenced_off = 0
+
+    async def run(self) -> None:
+        """Claims and executes runs until `stop()`; then drains within the grace period."""
+        await self.wakeups.start()
+        try:
+            await self._start_lease()
+            while not self.stopping.is_set():
+                if self.lease.lost.is_set():
+                    await self._abandon_all("lease lost")
+                    await self._start_lease()
+                    continue
+                free = self.config.concurrency - len(self.active)
+                claimed = 0
+                if free > 0:
+                    try:
+                        claimed = await self.claim(free)
+                    except retrying.TRANSIENT_ERRORS as exc:
+                        log.warning("claim failed (%s); retrying", exc)
+                        await asyncio.sleep(1)
+                        continue
+                if claimed and claimed == free:
+                    continue  # there may be more waiting
+                await self.wakeups.wait(await self._idle_seconds(free))
+            await self._drain()
+        finally:
+            await self.wakeups.stop()
+            await self.lease.stop(revoke=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wakeups.poke()
+
+    async def claim(self, limit: int) -> int:
+        """Claims up to `limit` queued runs and starts executing them; returns how many."""
+        async with db.transaction(self.pool) as conn:
+            queued = await runs.lock_queued(conn, limit=limit, now=self.clock.now())
+            if not queued:
+                return 0
+            tokens = await self.etcd.hold_runs(
+                (run.id for run in queued), lease_id=self.lease.id, holder=self.config.worker_id
+            )
+            held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
+            await runs.mark_running(
+                conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
+            )
+        for run, token in held:
+            task = asyncio.create_task(self._execute(run, token), name=f"run {run.id}")
+            self.active[task] = run
+            task.add_done_callback(self._done)
+        return len(held)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.active.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("attempt task crashed", exc_info=task.exception())
+        self.wakeups.poke()  # a slot is free
+
+    async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
+        context = AttemptContext(
+            run_id=run.id,
+            job_id=run.job_id,
+            attempt=run.attempt,
+            fencing_token=token,
+            scheduled_at=run.scheduled_at,
+            task=run.task,
+            timeout=run.timeout,
+            worker_id=self.config.worker_id,
+        )
+        log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token)
+        try:
+            outcome = await self.executor.execute(context)
+        except Exception as exc:  # an executor bug must not lose the run
+            log.exception("executor failed on run %s", run.id)
+            outcome = Outcome(state=RunState.FAILED, error=f"executor error: {exc}")
+        if outcome.state == RunState.SUCCEEDED:
+            requeue = Requeue(at=None)
+        else:
+            requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
+        async for attempt in retrying.forever():
+            with attempt:
+                async with db.transaction(self.pool) as conn:
+                    accepted = await runs.finish(
+                        conn,
+                        run_id=run.id,
+                        attempt=run.attempt,
+                        token=token,
+                        outcome=outcome,
+                        requeue=requeue,
+                        now=self.clock.now(),
+                    )
+        if accepted:
+            log.info(
+                "run %s attempt %d %s (exit %s)",
+                run.id, run.attempt, outcome.state.value, outcome.exit_code,
+            )
+        else:
+            self.fenced_off += 1
+            log.warning(
+                "run %s attempt %d: result refused, token %d no longer holds the run",
+                run.id, run.attempt, token,
+            )
+        with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
+            await self.etcd.release_runs([run.id])
+
+    async def _start_lease(self) -> None:
+        async for attempt in retrying.forever():
+            with attempt:
+                await self.lease.start()
+        log.info("worker %s holds lease %x", self.config.worker_id, self.lease.id)
+
+    async def _idle_seconds(self, free: int) -> float:
+        """How long to wait for work: until the next retry becomes available, at most
+        max_idle; the full max_idle when every slot is busy (a finishing run pokes us)."""
+        if free <= 0:
+            return self.config.max_idle
+        try:
+            async with self.pool.connection() as conn:
+                available = await runs.next_available_at(conn)
+        except retrying.TRANSIENT_ERRORS:
+            return self.config.max_idle
+        if available is None:
+            return self.config.max_idle
+        wait = (available - self.clock.now()).total_seconds()
+        return min(max(wait, 0.0), self.config.max_idle)
+
+    async def _abandon_all(self, why: str) -> None:
+        """Stops every attempt without writing: they are no longer ours to finish."""
+        if self.active:
+            log.error("abandoning %d attempts: %s", len(self.active), why)
+        for task in list(self.active):
+            task.cancel()
+        await asyncio.gather(*self.active, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if not self.active:
+            return
+        log.info("waiting up to %ss for %d attempts", self.config.shutdown_grace, len(self.active))
+        _, pending = await asyncio.wait(list(self.active), timeout=self.config.shutdown_grace)
+        if pending:
+            # Handing back: the lease is revoked right after, so the claimer requeues these at
+            # once instead of waiting out the TTL.
+            await self._abandon_all("shutdown grace ran out")
