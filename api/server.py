@@ -20,15 +20,20 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
 
 
-async def start(pool: db.Pool, listen: str, clock: Clock | None = None) -> tuple[grpc.aio.Server, int]:
+async def start(
+    pool: db.Pool, listen: str, clock: Clock | None = None
+) -> tuple[grpc.aio.Server, int]:
     """Starts the server on `listen` (HOST:PORT; port 0 picks one); returns it and its port."""
     server = grpc.aio.server()
     pb_grpc.add_JobSchedulerServicer_to_server(JobScheduler(pool, clock), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(listen)

@@ -9,12 +9,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from hourglass.api import convert, validation
 from hourglass.clock import Clock, SystemClock
+from hourglass.domain import JobId
 from hourglass.store import db, jobs, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
@@ -39,6 +40,11 @@ def _answers_invalid(method: Handler[Response]) -> Handler[Response]:
             raise  # abort raises; this only satisfies the type checker
 
     return wrapper
+
+
+async def _not_found(context: grpc.aio.ServicerContext[Any, Any], job_id: JobId) -> NoReturn:
+    await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+    raise AssertionError("abort raises")
 
 
 def _encode_token(*parts: Any) -> str:
@@ -99,7 +105,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with self.pool.connection() as conn:
             job = await jobs.get(conn, job_id)
             if job is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+                await _not_found(context, job_id)
             recent = await runs.list_for_job(conn, job_id, limit=limit)
         return pb.GetJobStatusResponse(
             job=convert.job_to_pb(job), recent_runs=[convert.run_to_pb(r) for r in recent]
@@ -129,7 +135,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.cancel(conn, job_id, now=self.clock.now())
         if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+            await _not_found(context, job_id)
         log.info("job %s cancelled", job_id)
         return pb.CancelJobResponse(job=convert.job_to_pb(job))
 
@@ -142,12 +148,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         before = _decode_token(request.page_token) if request.page_token else None
         async with self.pool.connection() as conn:
             if await jobs.get(conn, job_id) is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+                await _not_found(context, job_id)
             page = await runs.list_for_job(conn, job_id, limit=limit + 1, before=before)
         token = ""
         if len(page) > limit:
             page = page[:limit]
             token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
-        return pb.ListRunsResponse(
-            runs=[convert.run_to_pb(r) for r in page], next_page_token=token
-        )
+        return pb.ListRunsResponse(runs=[convert.run_to_pb(r) for r in page], next_page_token=token)

@@ -65,7 +65,9 @@ def _task(message: pb.Task) -> Task:
         raise Invalid("task.command[0]", "must not be empty")
     argv = [*message.command, *message.args]
     if len(argv) > MAX_ARGV_ITEMS:
-        raise Invalid("task.args", f"command and args have {len(argv)} items; at most {MAX_ARGV_ITEMS}")
+        raise Invalid(
+            "task.args", f"command and args have {len(argv)} items; at most {MAX_ARGV_ITEMS}"
+        )
     for name, items in (("task.command", message.command), ("task.args", message.args)):
         for index, item in enumerate(items):
             if "\x00" in item:

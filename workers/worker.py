@@ -170,13 +170,18 @@ class Worker:
         if accepted:
             log.info(
                 "run %s attempt %d %s (exit %s)",
-                run.id, run.attempt, outcome.state.value, outcome.exit_code,
+                run.id,
+                run.attempt,
+                outcome.state.value,
+                outcome.exit_code,
             )
         else:
             self.fenced_off += 1
             log.warning(
                 "run %s attempt %d: result refused, token %d no longer holds the run",
-                run.id, run.attempt, token,
+                run.id,
+                run.attempt,
+                token,
             )
         with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
             await self.etcd.release_runs([run.id])

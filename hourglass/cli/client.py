@@ -65,25 +65,26 @@ def _duration(attempt: pb.Attempt) -> str:
 
 
 def runs_table(runs: list[pb.Run]) -> str:
-    rows = []
+    """One row per attempt, so a retried fire shows each try with its exit code."""
+    rows: list[list[object]] = []
     for run in runs:
-        attempts = list(run.attempts) or [None]
-        for attempt in attempts:
-            if attempt is None:
-                rows.append([run.id[:8], _when(run.scheduled_at), _state(run.state, "run"),
-                             run.attempt, "-", "-", "-", ""])
-                continue
+        head = [run.id[:8], _when(run.scheduled_at), _state(run.state, "run")]
+        if not run.attempts:
+            rows.append([*head, run.attempt, "-", "-", "-", ""])
+        for attempt in run.attempts:
             output = attempt.stdout_tail or attempt.stderr_tail or attempt.error
-            rows.append([
-                run.id[:8],
-                _when(run.scheduled_at),
-                _state(run.state, "run"),
-                f"{attempt.number}",
-                _state(attempt.state, "run"),
-                attempt.exit_code if attempt.HasField("exit_code") else "-",
-                _duration(attempt),
-                _first_line(output if attempt.state != pb.RUN_STATE_LOST else attempt.error),
-            ])
+            if attempt.state == pb.RUN_STATE_LOST:
+                output = attempt.error
+            rows.append(
+                [
+                    *head,
+                    attempt.number,
+                    _state(attempt.state, "run"),
+                    attempt.exit_code if attempt.HasField("exit_code") else "-",
+                    _duration(attempt),
+                    _first_line(output),
+                ]
+            )
     if not rows:
         return "(no runs yet)"
     return tables.render(
@@ -93,24 +94,31 @@ def runs_table(runs: list[pb.Run]) -> str:
 
 
 def job_details(job: pb.Job) -> str:
-    return tables.key_values([
-        ("job", job.id),
-        ("name", job.name),
-        ("command", shlex.join([*job.task.command, *job.task.args])),
-        ("schedule", _schedule(job.schedule)),
-        ("state", _state(job.state, "job")),
-        ("next fire", _when(job.next_fire_at, job.HasField("next_fire_at"))),
-        ("max attempts", job.max_attempts),
-        ("timeout", durations.format(job.timeout.ToTimedelta()) if job.HasField("timeout") else "-"),
-        ("created", _when(job.created_at)),
-    ])
+    return tables.key_values(
+        [
+            ("job", job.id),
+            ("name", job.name),
+            ("command", shlex.join([*job.task.command, *job.task.args])),
+            ("schedule", _schedule(job.schedule)),
+            ("state", _state(job.state, "job")),
+            ("next fire", _when(job.next_fire_at, job.HasField("next_fire_at"))),
+            ("max attempts", job.max_attempts),
+            (
+                "timeout",
+                durations.format(job.timeout.ToTimedelta()) if job.HasField("timeout") else "-",
+            ),
+            ("created", _when(job.created_at)),
+        ]
+    )
 
 
 def _print_json(message: Message) -> None:
     print(json.dumps(MessageToDict(message), indent=2))
 
 
-def _schedule_request(parser: argparse.ArgumentParser, args: argparse.Namespace) -> pb.ScheduleJobRequest:
+def _schedule_request(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> pb.ScheduleJobRequest:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         parser.error("give the command to run after --, e.g. -- echo hello")
@@ -125,7 +133,9 @@ def _schedule_request(parser: argparse.ArgumentParser, args: argparse.Namespace)
         try:
             at = datetime.fromisoformat(args.at)
         except ValueError:
-            parser.error(f"--at {args.at!r}: use ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+01:00")
+            parser.error(
+                f"--at {args.at!r}: use ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+01:00"
+            )
         if at.tzinfo is None:
             parser.error(f"--at {args.at!r}: give a time zone offset, e.g. +00:00")
         schedule.at.FromDatetime(at)
@@ -173,12 +183,20 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not table:
             return _print_json(reply)
         rows = [
-            [job.id, job.name, _schedule(job.schedule), _state(job.state, "job"),
-             _when(job.next_fire_at, job.HasField("next_fire_at"))]
+            [
+                job.id,
+                job.name,
+                _schedule(job.schedule),
+                _state(job.state, "job"),
+                _when(job.next_fire_at, job.HasField("next_fire_at")),
+            ]
             for job in reply.jobs
         ]
-        print(tables.render(["JOB", "NAME", "SCHEDULE", "STATE", "NEXT FIRE"], rows)
-              if rows else "(no jobs)")
+        print(
+            tables.render(["JOB", "NAME", "SCHEDULE", "STATE", "NEXT FIRE"], rows)
+            if rows
+            else "(no jobs)"
+        )
 
     def runs(stub: pb_grpc.JobSchedulerStub) -> None:
         reply = stub.ListRuns(pb.ListRunsRequest(job_id=args.job_id, page_size=args.limit))
@@ -188,8 +206,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         reply = stub.CancelJob(pb.CancelJobRequest(job_id=args.job_id))
         print(f"job {reply.job.id} cancelled") if table else _print_json(reply)
 
-    command = {"schedule": schedule, "status": status, "jobs": jobs, "runs": runs,
-               "cancel": cancel}[args.command]
+    command = {
+        "schedule": schedule,
+        "status": status,
+        "jobs": jobs,
+        "runs": runs,
+        "cancel": cancel,
+    }[args.command]
     with grpc.insecure_channel(args.server) as channel:
         try:
             command(pb_grpc.JobSchedulerStub(channel))

@@ -27,7 +27,10 @@ def _env(name: str, default: str = "") -> str:
 
 
 def _duration(text: str) -> str:
-    durations.parse(text)  # argparse turns the ValueError into a usage error (exit 2)
+    try:
+        durations.parse(text)
+    except ValueError as exc:  # argparse prints it as a usage error and exits 2
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -51,7 +51,11 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     pool = await _open_pool(components.dsn)
-    etcd = Etcd(components.etcd_endpoints, components.etcd_prefix) if components.etcd_endpoints else None
+    etcd = (
+        Etcd(components.etcd_endpoints, components.etcd_prefix)
+        if components.etcd_endpoints
+        else None
+    )
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
     server = None
@@ -94,6 +98,15 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
         for task in tasks:
             if task.get_name() != "worker":
                 task.cancel()
+        if worker is not None:
+            # The worker drains its attempts; past the grace (or while it is stuck retrying
+            # an outage) it is cancelled, and the claimer takes its runs back.
+            worker_task = next(t for t in tasks if t.get_name() == "worker")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(worker_task), worker.config.shutdown_grace + 5
+                )
+            worker_task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

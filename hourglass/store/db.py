@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[dict[str, object]]
+Connection = psycopg.AsyncConnection[dict[str, Any]]
 Pool = AsyncConnectionPool[Connection]
 # Errors worth retrying: the server went away or refused for now, not a bug in a statement.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -223,10 +223,7 @@ async def mark_lost(conn: Connection, *, run: HeldRun, now: datetime, reason: st
     outcome = Outcome(state=RunState.LOST, error=reason, finished_at=now)
     # A lost attempt on the last allowed try fails the run: the work may or may not have
     # happened, and nobody is left to say which.
-    if requeue.at is None:
-        outcome_for_run = RunState.FAILED
-    else:
-        outcome_for_run = RunState.QUEUED
+    outcome_for_run = RunState.FAILED if requeue.at is None else RunState.QUEUED
     cursor = await conn.execute(
         """
         WITH attempt AS (
@@ -298,7 +295,8 @@ async def list_for_job(
         """
         SELECT * FROM runs
         WHERE job_id = %(job)s
-          AND (%(before_at)s::timestamptz IS NULL OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
+          AND (%(before_at)s::timestamptz IS NULL
+               OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
         ORDER BY scheduled_at DESC, id DESC
         LIMIT %(limit)s
         """,

@@ -143,10 +143,8 @@ class LocalExecutor:
     async def _kill_group(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM to the whole group, then SIGKILL if it is still there after the grace."""
         _signal_group(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), self.kill_grace)
-        except TimeoutError:
-            pass
         _signal_group(process.pid, signal.SIGKILL)
         await process.wait()
 

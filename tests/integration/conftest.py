@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from hourglass.api import server as api_server
+from hourglass.store import db
+from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+async def api_address(pool: db.Pool) -> AsyncIterator[str]:
+    """A real gRPC server on a free loopback port, serving this test's database."""
+    server, port = await api_server.start(pool, "127.0.0.1:0")
+    yield f"127.0.0.1:{port}"
+    await server.stop(grace=None)
+
+
+@pytest.fixture
+async def stub(api_address: str) -> AsyncIterator[pb_grpc.JobSchedulerStub]:
+    async with grpc.aio.insecure_channel(api_address) as channel:
+        yield pb_grpc.JobSchedulerStub(channel)

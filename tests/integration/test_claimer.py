@@ -1,0 +1,144 @@
+"""The claimer takes back runs whose holder's lease is gone, and only those."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+from hourglass.domain import FencingToken, Outcome, RetryPolicy, RunState
+from hourglass.locks import Etcd, Lease
+from hourglass.store import db, runs
+from hourglass.store.runs import Requeue
+from hourglass.workers.claimer import Claimer, ClaimerConfig
+from hourglass.workers.producer import Producer
+from tests.integration.helpers import job_runs, schedule, seconds
+
+
+async def hold_one(pool: db.Pool, etcd: Etcd, lease_id: int) -> tuple[runs.QueuedRun, FencingToken]:
+    """Claims the one queued run as a worker would, on the given lease."""
+    async with db.transaction(pool) as conn:
+        (queued,) = await runs.lock_queued(conn, limit=10, now=datetime.now(UTC))
+        tokens = await etcd.hold_runs([queued.id], lease_id=lease_id, holder="worker-a")
+        await runs.mark_running(
+            conn, held=[(queued, tokens[queued.id])], worker_id="worker-a", now=datetime.now(UTC)
+        )
+    return queued, tokens[queued.id]
+
+
+async def queue_one(pool: db.Pool, database_url: str, **spec: object) -> object:
+    job_id = await schedule(pool, "true", **spec)
+    assert await Producer(pool=pool, dsn=database_url).run_once() == 1
+    return job_id
+
+
+async def test_a_run_whose_lease_expired_is_requeued_as_the_next_attempt(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    job_id = await queue_one(
+        pool, database_url, retry=RetryPolicy(max_attempts=2, backoff=seconds(0))
+    )
+    lease = await etcd.grant(5)
+    queued, token = await hold_one(pool, etcd, lease)
+    claimer = Claimer(pool=pool, etcd=etcd)
+    assert await claimer.run_once() == 0  # the holder is alive: hands off
+
+    await etcd.revoke(lease)  # the worker dies
+    assert await claimer.run_once() == 1
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.QUEUED and run.attempt == 2
+    (lost,) = run.attempts
+    assert lost.state == RunState.LOST and lost.fencing_token == token
+    assert "died or stalled" in lost.error
+
+    # The dead worker's late result is refused: its token no longer holds the run.
+    async with db.transaction(pool) as conn:
+        accepted = await runs.finish(
+            conn,
+            run_id=queued.id,
+            attempt=1,
+            token=token,
+            outcome=Outcome(state=RunState.SUCCEEDED, exit_code=0),
+            requeue=Requeue(at=None),
+            now=datetime.now(UTC),
+        )
+    assert not accepted
+    assert await job_runs(pool, job_id) == [run]  # type: ignore[arg-type]
+
+
+async def test_a_lost_run_with_no_attempts_left_fails(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    job_id = await queue_one(pool, database_url)
+    lease = await etcd.grant(5)
+    await hold_one(pool, etcd, lease)
+    await etcd.revoke(lease)
+    assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.FAILED and run.finished_at is not None
+    assert [a.state for a in run.attempts] == [RunState.LOST]
+
+
+async def test_a_holder_writes_with_its_token_and_nobody_else_can(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    job_id = await queue_one(pool, database_url)
+    lease = await etcd.grant(5)
+    queued, token = await hold_one(pool, etcd, lease)
+
+    async def finish(with_token: int) -> bool:
+        async with db.transaction(pool) as conn:
+            return await runs.finish(
+                conn,
+                run_id=queued.id,
+                attempt=1,
+                token=FencingToken(with_token),
+                outcome=Outcome(state=RunState.SUCCEEDED, exit_code=0),
+                requeue=Requeue(at=None),
+                now=datetime.now(UTC),
+            )
+
+    assert not await finish(token - 1)
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.RUNNING
+    assert await finish(token)
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.SUCCEEDED
+
+
+async def test_one_claimer_leads_and_another_takes_over_when_it_dies(
+    pool: db.Pool, etcd: Etcd
+) -> None:
+    first, second = (
+        Claimer(
+            pool=pool,
+            etcd=etcd,
+            config=ClaimerConfig(interval=0.1, lease_ttl=2, claimer_id=name),
+        )
+        for name in ("one", "two")
+    )
+    first_task = asyncio.create_task(first.run())
+    await asyncio.sleep(0.5)
+    second_task = asyncio.create_task(second.run())
+    await asyncio.sleep(0.5)
+    assert (first.leading, second.leading) == (True, False)
+
+    first_task.cancel()  # stops and revokes its lease, as a clean shutdown does
+    with contextlib.suppress(asyncio.CancelledError):
+        await first_task
+    for _ in range(50):
+        if second.leading:
+            break
+        await asyncio.sleep(0.1)
+    assert second.leading
+    second_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second_task
+
+
+async def test_a_lease_reports_loss_when_etcd_forgets_it(etcd: Etcd) -> None:
+    lease = Lease(etcd, ttl=2)
+    await lease.start()
+    await etcd.revoke(lease.id)
+    await asyncio.wait_for(lease.lost.wait(), timeout=5)
+    await lease.stop()
