@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install dev test check unit clean
+.PHONY: install dev test check tools unit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ install: $(BIN)/.installed
 dev: install
 	$(BIN)/hourglass dev
 
-# Static checks, then every test (unit, integration, acceptance) on real servers.
-test: check
+# Real servers the tests need beyond PostgreSQL and etcd, built once from their Go modules
+# into ~/.cache/hourglass (kube-apiserver, helm, kubeconform, grpcurl; an S3 server).
+tools:
+	./scripts/k8s-tools
+	./scripts/s3-server
+
+# Static checks, then every test (unit, integration, k8s, acceptance) on real servers.
+test: check tools
 	$(BIN)/python -m pytest
 
 check: install

@@ -7,14 +7,41 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass.domain import Attempt, Job, JobState, Run, RunState, Task
-from hourglass.schedules import After, At, Cron, Every, Schedule
+from hourglass.domain import (
+    Attempt,
+    CatchUpPolicy,
+    Job,
+    JobSpec,
+    JobState,
+    Overlap,
+    Run,
+    RunState,
+    Task,
+)
+from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
 from hourglass.v1 import scheduler_pb2 as pb
 
 _JOB_STATES = {
     JobState.ACTIVE: pb.JOB_STATE_ACTIVE,
     JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+    JobState.PAUSED: pb.JOB_STATE_PAUSED,
+}
+OVERLAPS = {
+    Overlap.ALLOW: pb.OVERLAP_POLICY_ALLOW,
+    Overlap.SKIP: pb.OVERLAP_POLICY_SKIP,
+    Overlap.BUFFER_ONE: pb.OVERLAP_POLICY_BUFFER_ONE,
+    Overlap.REPLACE: pb.OVERLAP_POLICY_REPLACE,
+}
+CATCH_UPS = {
+    CatchUpPolicy.ALL: pb.CATCH_UP_POLICY_ALL,
+    CatchUpPolicy.LATEST: pb.CATCH_UP_POLICY_LATEST,
+    CatchUpPolicy.SKIP: pb.CATCH_UP_POLICY_SKIP,
+}
+TRIGGERS = {
+    "schedule": pb.RUN_TRIGGER_SCHEDULE,
+    "manual": pb.RUN_TRIGGER_MANUAL,
+    "backfill": pb.RUN_TRIGGER_BACKFILL,
 }
 RUN_STATES = {
     RunState.QUEUED: pb.RUN_STATE_QUEUED,
@@ -24,6 +51,7 @@ RUN_STATES = {
     RunState.TIMED_OUT: pb.RUN_STATE_TIMED_OUT,
     RunState.CANCELLED: pb.RUN_STATE_CANCELLED,
     RunState.LOST: pb.RUN_STATE_LOST,
+    RunState.SKIPPED: pb.RUN_STATE_SKIPPED,
 }
 
 
@@ -54,35 +82,55 @@ def task_to_pb(task: Task) -> pb.Task:
         env=task.env,
         image=task.image,
         working_dir=task.working_dir,
+        binary=task.binary,
     )
 
 
-def schedule_to_pb(schedule: Schedule) -> pb.Schedule:
+def schedule_to_pb(schedule: Schedule, bounds: Bounds) -> pb.Schedule:
+    message: pb.Schedule
     match schedule:
         case At(at=at):
-            return pb.Schedule(at=timestamp(at))
+            message = pb.Schedule(at=timestamp(at))
         case After(delay=delay):
-            return pb.Schedule(after=duration(delay))
+            message = pb.Schedule(after=duration(delay))
         case Cron(expression=expression, time_zone=time_zone):
-            return pb.Schedule(cron=pb.Cron(expression=expression, time_zone=time_zone))
-        case Every(interval=interval):
-            return pb.Schedule(every=pb.Every(interval=duration(interval)))
+            message = pb.Schedule(cron=pb.Cron(expression=expression, time_zone=time_zone))
+        case Every(interval=interval, jitter=jitter):
+            message = pb.Schedule(
+                every=pb.Every(interval=duration(interval), jitter=duration(jitter or None))
+            )
+    if bounds.start:
+        message.start.FromDatetime(bounds.start)
+    if bounds.end:
+        message.end.FromDatetime(bounds.end)
+    return message
 
 
-def job_to_pb(job: Job) -> pb.Job:
-    spec = job.spec
-    return pb.Job(
-        id=str(job.id),
+def spec_to_pb(spec: JobSpec) -> pb.JobSpec:
+    return pb.JobSpec(
         name=spec.name,
         task=task_to_pb(spec.task),
-        schedule=schedule_to_pb(spec.schedule),
+        schedule=schedule_to_pb(spec.schedule, spec.bounds),
         max_attempts=spec.retry.max_attempts,
         timeout=duration(spec.timeout),
         retry_backoff=duration(spec.retry.backoff),
+        overlap=OVERLAPS[spec.overlap],
+        catch_up=pb.CatchUp(
+            policy=CATCH_UPS[spec.catch_up.policy], window=duration(spec.catch_up.window)
+        ),
+    )
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    return pb.Job(
+        id=str(job.id),
+        spec=spec_to_pb(job.spec),
         state=_JOB_STATES[job.state],
         next_fire_at=timestamp(job.next_fire_at),
         created_at=timestamp(job.created_at),
         updated_at=timestamp(job.updated_at),
+        missed_fires=job.missed_fires,
+        revision=job.revision,
     )
 
 
@@ -111,4 +159,6 @@ def run_to_pb(run: Run) -> pb.Run:
         created_at=timestamp(run.created_at),
         finished_at=timestamp(run.finished_at),
         attempts=[attempt_to_pb(a) for a in run.attempts],
+        trigger=TRIGGERS.get(run.trigger, pb.RUN_TRIGGER_UNSPECIFIED),
+        reason=run.reason,
     )

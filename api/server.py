@@ -4,12 +4,15 @@ reflection client (grpcurl, Postman, evans) can call it without the .proto files
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hourglass.api.service import JobScheduler
+from hourglass.api.events import Hub
+from hourglass.api.service import DEFAULT_MAX_BINARY, JobScheduler
+from hourglass.artifacts import ArtifactStore
 from hourglass.clock import Clock
 from hourglass.store import db
 from hourglass.v1 import scheduler_pb2 as pb
@@ -18,29 +21,48 @@ from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass
+class ApiServer:
+    server: grpc.aio.Server
+    hub: Hub
+    port: int
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+        await self.hub.stop()
 
 
 async def start(
-    pool: db.Pool, listen: str, clock: Clock | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """Starts the server on `listen` (HOST:PORT; port 0 picks one); returns it and its port."""
+    pool: db.Pool,
+    listen: str,
+    *,
+    dsn: str,
+    artifact_store: ArtifactStore | None = None,
+    max_binary: int = DEFAULT_MAX_BINARY,
+    clock: Clock | None = None,
+) -> ApiServer:
+    """Starts serving on `listen` (HOST:PORT; port 0 picks a free port)."""
+    hub = Hub(dsn)
+    await hub.start()
     server = grpc.aio.server()
-    pb_grpc.add_JobSchedulerServicer_to_server(JobScheduler(pool, clock), server)
+    service = JobScheduler(
+        pool, hub=hub, artifact_store=artifact_store, max_binary=max_binary, clock=clock
+    )
+    pb_grpc.add_JobSchedulerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+        (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(listen)
     if port == 0:
+        await hub.stop()
         raise OSError(f"cannot listen on {listen}: the address is taken or invalid")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("API serving %s on port %d", SERVICE_NAME, port)
-    return server, port
+    return ApiServer(server=server, hub=hub, port=port)

@@ -6,16 +6,19 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from hourglass import artifacts
 from hourglass.api import convert, validation
+from hourglass.api.events import Hub
 from hourglass.clock import Clock, SystemClock
-from hourglass.domain import JobId
+from hourglass.domain import JobId, Run, RunId
+from hourglass.store import artifacts as artifact_rows
 from hourglass.store import db, jobs, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
@@ -24,26 +27,63 @@ log = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
+StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
+
+
+# Largest binary UploadBinary accepts (RESOURCE_EXHAUSTED beyond it).
+DEFAULT_MAX_BINARY = 256 * 1024 * 1024
+# How often a stream re-reads without a notification: a safety net, not the mechanism.
+STREAM_POLL = 2.0
+
+
+async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+    """Maps domain errors to statuses: validation to INVALID_ARGUMENT naming the field and the
+    reason, a state that forbids the change to FAILED_PRECONDITION."""
+    if isinstance(exc, validation.Invalid):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, jobs.UnknownArtifact):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"spec.task.binary: {exc}")
+    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    raise AssertionError("abort raises")
+
+
+_DOMAIN_ERRORS = (validation.Invalid, jobs.UnknownArtifact, jobs.NotAllowed)
 
 
 def _answers_invalid(method: Handler[Response]) -> Handler[Response]:
-    """Maps validation errors to INVALID_ARGUMENT naming the field and the reason."""
-
     @wraps(method)
     async def wrapper(
         self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Response:
         try:
             return await method(self, request, context)
-        except validation.Invalid as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # abort raises; this only satisfies the type checker
+        except _DOMAIN_ERRORS as exc:
+            await _abort_for(exc, context)
+
+    return wrapper
+
+
+def _streams_invalid(method: StreamHandler[Response]) -> StreamHandler[Response]:
+    @wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Response]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except _DOMAIN_ERRORS as exc:
+            await _abort_for(exc, context)
 
     return wrapper
 
 
 async def _not_found(context: grpc.aio.ServicerContext[Any, Any], job_id: JobId) -> NoReturn:
     await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
+    raise AssertionError("abort raises")
+
+
+async def _run_not_found(context: grpc.aio.ServicerContext[Any, Any], run_id: RunId) -> NoReturn:
+    await context.abort(grpc.StatusCode.NOT_FOUND, f"run {run_id} not found")
     raise AssertionError("abort raises")
 
 
@@ -69,8 +109,19 @@ def request_digest(request: pb.ScheduleJobRequest) -> bytes:
 
 
 class JobScheduler(pb_grpc.JobSchedulerServicer):
-    def __init__(self, pool: db.Pool, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        pool: db.Pool,
+        *,
+        hub: Hub,
+        artifact_store: artifacts.ArtifactStore | None = None,
+        max_binary: int = DEFAULT_MAX_BINARY,
+        clock: Clock | None = None,
+    ) -> None:
         self.pool = pool
+        self.hub = hub
+        self.artifact_store = artifact_store
+        self.max_binary = max_binary
         self.clock = clock or SystemClock()
 
     @_answers_invalid
@@ -78,7 +129,8 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
         now = self.clock.now()
-        spec = validation.job_spec(request, now=now)
+        validation.request_id(request.request_id)
+        spec = validation.job_spec(request.spec, now=now)
         try:
             async with db.transaction(self.pool) as conn:
                 job_id, created = await jobs.create(
@@ -155,3 +207,201 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             page = page[:limit]
             token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
         return pb.ListRunsResponse(runs=[convert.run_to_pb(r) for r in page], next_page_token=token)
+
+    async def _job_or_404(
+        self, context: grpc.aio.ServicerContext[Any, Any], job: Any, job_id: JobId
+    ) -> pb.Job:
+        if job is None:
+            await _not_found(context, job_id)
+        return convert.job_to_pb(job)
+
+    @_answers_invalid
+    async def UpdateJob(
+        self, request: pb.UpdateJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpdateJobResponse:
+        job_id = validation.job_id(request.job_id)
+        now = self.clock.now()
+        spec = validation.job_spec(request.spec, now=now)
+        async with db.transaction(self.pool) as conn:
+            job = await jobs.update(conn, job_id, spec=spec, now=now)
+        return pb.UpdateJobResponse(job=await self._job_or_404(context, job, job_id))
+
+    @_answers_invalid
+    async def PauseJob(
+        self, request: pb.PauseJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PauseJobResponse:
+        job_id = validation.job_id(request.job_id)
+        async with db.transaction(self.pool) as conn:
+            job = await jobs.pause(conn, job_id, now=self.clock.now())
+        return pb.PauseJobResponse(job=await self._job_or_404(context, job, job_id))
+
+    @_answers_invalid
+    async def ResumeJob(
+        self, request: pb.ResumeJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResumeJobResponse:
+        job_id = validation.job_id(request.job_id)
+        async with db.transaction(self.pool) as conn:
+            job = await jobs.resume(conn, job_id, now=self.clock.now())
+        return pb.ResumeJobResponse(job=await self._job_or_404(context, job, job_id))
+
+    @_answers_invalid
+    async def TriggerJob(
+        self, request: pb.TriggerJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TriggerJobResponse:
+        job_id = validation.job_id(request.job_id)
+        async with db.transaction(self.pool) as conn:
+            run_id = await jobs.trigger(conn, job_id, now=self.clock.now())
+            if run_id is None:
+                await _not_found(context, job_id)
+            run = await runs.get(conn, run_id)
+        assert run is not None
+        return pb.TriggerJobResponse(run=convert.run_to_pb(run))
+
+    @_answers_invalid
+    async def DeleteJob(
+        self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteJobResponse:
+        job_id = validation.job_id(request.job_id)
+        async with db.transaction(self.pool) as conn:
+            if not await jobs.delete(conn, job_id, now=self.clock.now()):
+                await _not_found(context, job_id)
+        log.info("job %s deleted", job_id)
+        return pb.DeleteJobResponse()
+
+    @_answers_invalid
+    async def Backfill(
+        self, request: pb.BackfillRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.BackfillResponse:
+        job_id = validation.job_id(request.job_id)
+        start, end = validation.time_range(
+            getattr(request, "from"),
+            request.to,
+            has_start=request.HasField("from"),
+            has_end=request.HasField("to"),
+        )
+        try:
+            async with db.transaction(self.pool) as conn:
+                queued = await jobs.backfill(
+                    conn, job_id, start=start, end=end, now=self.clock.now()
+                )
+        except ValueError as exc:
+            raise validation.Invalid("to", str(exc)) from None
+        if queued is None:
+            await _not_found(context, job_id)
+        return pb.BackfillResponse(queued=queued)
+
+    @_answers_invalid
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelRunResponse:
+        run_id = validation.run_id(request.run_id)
+        async with db.transaction(self.pool) as conn:
+            await runs.request_cancel(
+                conn, [run_id], reason="cancelled by a user", now=self.clock.now()
+            )
+            run = await runs.get(conn, run_id)
+        if run is None:
+            await _run_not_found(context, run_id)
+        return pb.CancelRunResponse(run=convert.run_to_pb(run))
+
+    @_streams_invalid
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        """Sends the job and its recent runs, then each change. Subscribing before the first
+        read means no change falls between the snapshot and the stream."""
+        job_id = validation.job_id(request.job_id)
+        with self.hub.subscribe(str(job_id)) as subscription:
+            async with self.pool.connection() as conn:
+                since = await runs.database_now(conn)
+                job = await jobs.get(conn, job_id)
+                if job is None:
+                    await _not_found(context, job_id)
+                recent = await runs.list_for_job(conn, job_id, limit=10)
+            sent_job = convert.job_to_pb(job)
+            yield pb.WatchJobResponse(job=sent_job)
+            sent: dict[str, bytes] = {}
+            for run in reversed(recent):
+                message = convert.run_to_pb(run)
+                sent[message.id] = message.SerializeToString(deterministic=True)
+                yield pb.WatchJobResponse(run=message)
+            while True:
+                await subscription.wait(STREAM_POLL)
+                async with self.pool.connection() as conn:
+                    # Commits can land slightly out of clock order: look back a little and
+                    # let the comparison with what was sent drop repeats.
+                    checked_at = await runs.database_now(conn)
+                    changed = await runs.list_changed(
+                        conn, job_id, since=since - timedelta(seconds=5)
+                    )
+                    job = await jobs.get(conn, job_id)
+                since = checked_at
+                if job is None:
+                    return  # deleted: the stream ends
+                job_message = convert.job_to_pb(job)
+                if job_message != sent_job:
+                    sent_job = job_message
+                    yield pb.WatchJobResponse(job=job_message)
+                for run in changed:
+                    message = convert.run_to_pb(run)
+                    encoded = message.SerializeToString(deterministic=True)
+                    if sent.get(message.id) != encoded:
+                        sent[message.id] = encoded
+                        yield pb.WatchJobResponse(run=message)
+
+    @_streams_invalid
+    async def GetRunLogs(
+        self, request: pb.GetRunLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.GetRunLogsResponse]:
+        run_id = validation.run_id(request.run_id)
+        last = 0
+        with self.hub.subscribe(str(run_id)) as subscription:
+            while True:
+                async with self.pool.connection() as conn:
+                    run = await runs.get(conn, run_id)
+                    if run is None:
+                        await _run_not_found(context, run_id)
+                    chunks = await runs.read_logs(conn, run_id, after_seq=last)
+                for seq, attempt, stream, data in chunks:
+                    last = seq
+                    yield pb.GetRunLogsResponse(
+                        attempt=attempt, stream=pb.LogStream.Name(stream), data=data
+                    )
+                if chunks:
+                    continue  # there may be more already
+                if not request.follow or _finished(run):
+                    return
+                await subscription.wait(STREAM_POLL)
+
+    async def UploadBinary(
+        self,
+        request_iterator: AsyncIterable[pb.UploadBinaryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.UploadBinaryResponse:
+        if self.artifact_store is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this server has no artifact store; start it with --artifacts",
+            )
+        assert self.artifact_store is not None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                yield message.chunk
+
+        try:
+            stored = await self.artifact_store.put(chunks(), limit=self.max_binary)
+        except artifacts.ArtifactTooLarge as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        async with db.transaction(self.pool) as conn:
+            await artifact_rows.record(
+                conn, digest=stored.digest, size=stored.size, now=self.clock.now()
+            )
+        log.info("binary %s stored (%d bytes, new: %s)", stored.digest, stored.size, stored.created)
+        return pb.UploadBinaryResponse(
+            digest=stored.digest, size=stored.size, created=stored.created
+        )
+
+
+def _finished(run: Run) -> bool:
+    return run.state.terminal

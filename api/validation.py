@@ -10,11 +10,22 @@ import uuid
 from datetime import datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from hourglass import schedules
 from hourglass.api import convert
-from hourglass.domain import JobId, JobSpec, RetryPolicy, Task
-from hourglass.schedules import After, At, Cron, Every, Schedule
+from hourglass.artifacts import parse_digest
+from hourglass.domain import (
+    CatchUp,
+    CatchUpPolicy,
+    JobId,
+    JobSpec,
+    Overlap,
+    RetryPolicy,
+    RunId,
+    Task,
+)
+from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
 from hourglass.v1 import scheduler_pb2 as pb
 
 MAX_NAME = 253
@@ -59,96 +70,160 @@ def _duration(message: Duration, field: str) -> timedelta:
 
 
 def _task(message: pb.Task) -> Task:
-    if not message.command:
-        raise Invalid("task.command", "is required: give the program to run")
-    if not message.command[0].strip():
-        raise Invalid("task.command[0]", "must not be empty")
+    field = "spec.task"
+    binary = ""
+    if message.binary:
+        try:
+            binary = parse_digest(message.binary)
+        except ValueError as exc:
+            raise Invalid(f"{field}.binary", str(exc)) from None
+        if message.command:
+            raise Invalid(
+                f"{field}.command", "must be empty with a binary: pass its arguments as args"
+            )
+    elif not message.command:
+        raise Invalid(f"{field}.command", "is required: give the program to run (or a binary)")
+    elif not message.command[0].strip():
+        raise Invalid(f"{field}.command[0]", "must not be empty")
     argv = [*message.command, *message.args]
     if len(argv) > MAX_ARGV_ITEMS:
         raise Invalid(
-            "task.args", f"command and args have {len(argv)} items; at most {MAX_ARGV_ITEMS}"
+            f"{field}.args", f"command and args have {len(argv)} items; at most {MAX_ARGV_ITEMS}"
         )
-    for name, items in (("task.command", message.command), ("task.args", message.args)):
+    for name, items in (("command", message.command), ("args", message.args)):
         for index, item in enumerate(items):
             if "\x00" in item:
-                raise Invalid(f"{name}[{index}]", "must not contain NUL characters")
+                raise Invalid(f"{field}.{name}[{index}]", "must not contain NUL characters")
     if sum(len(item.encode()) for item in argv) > MAX_ARGV_BYTES:
-        raise Invalid("task.args", f"command and args exceed {MAX_ARGV_BYTES} bytes")
+        raise Invalid(f"{field}.args", f"command and args exceed {MAX_ARGV_BYTES} bytes")
     if len(message.env) > MAX_ENV_ITEMS:
-        raise Invalid("task.env", f"has {len(message.env)} variables; at most {MAX_ENV_ITEMS}")
+        raise Invalid(f"{field}.env", f"has {len(message.env)} variables; at most {MAX_ENV_ITEMS}")
     for key, value in message.env.items():
         if not key or "=" in key or "\x00" in key:
-            raise Invalid(f"task.env[{key!r}]", "a variable name must be non-empty, without '='")
+            raise Invalid(f"{field}.env[{key!r}]", "a variable name must be non-empty, without '='")
         if "\x00" in value:
-            raise Invalid(f"task.env[{key!r}]", "must not contain NUL characters")
+            raise Invalid(f"{field}.env[{key!r}]", "must not contain NUL characters")
     if sum(len(k.encode()) + len(v.encode()) for k, v in message.env.items()) > MAX_ENV_BYTES:
-        raise Invalid("task.env", f"exceeds {MAX_ENV_BYTES} bytes")
+        raise Invalid(f"{field}.env", f"exceeds {MAX_ENV_BYTES} bytes")
     return Task(
         command=tuple(message.command),
         args=tuple(message.args),
         env=dict(message.env),
         image=message.image,
         working_dir=message.working_dir,
+        binary=binary,
     )
 
 
-def _schedule(message: pb.Schedule, *, now: datetime) -> Schedule:
+def _schedule(message: pb.Schedule, *, now: datetime) -> tuple[Schedule, Bounds]:
     kind = message.WhichOneof("kind")
+    field = "spec.schedule"
     schedule: Schedule
     match kind:
         case None:
-            raise Invalid("schedule", "is required: set one of at, after, cron or every")
+            raise Invalid(field, "is required: set one of at, after, cron or every")
         case "at":
             schedule = At(convert.from_timestamp(message.at))
         case "after":
-            schedule = After(_duration(message.after, "schedule.after"))
+            schedule = After(_duration(message.after, f"{field}.after"))
         case "cron":
             if not message.cron.expression.strip():
-                raise Invalid("schedule.cron.expression", "is required")
+                raise Invalid(f"{field}.cron.expression", "is required")
             schedule = Cron(message.cron.expression.strip(), message.cron.time_zone.strip())
         case "every":
             if not message.every.HasField("interval"):
-                raise Invalid("schedule.every.interval", "is required")
-            schedule = Every(_duration(message.every.interval, "schedule.every.interval"))
+                raise Invalid(f"{field}.every.interval", "is required")
+            schedule = Every(
+                _duration(message.every.interval, f"{field}.every.interval"),
+                _duration(message.every.jitter, f"{field}.every.jitter"),
+            )
         case _:
-            raise Invalid("schedule", f"unknown kind {kind!r}")
+            raise Invalid(field, f"unknown kind {kind!r}")
+    bounds = Bounds(
+        start=convert.from_timestamp(message.start) if message.HasField("start") else None,
+        end=convert.from_timestamp(message.end) if message.HasField("end") else None,
+    )
     try:
         schedules.validate(schedule, now=now)
+        schedules.validate_bounds(schedule, bounds)
     except ValueError as exc:
-        field, _, reason = str(exc).partition(": ")
-        raise Invalid(field, reason) from None
-    return schedule
+        path, _, reason = str(exc).partition(": ")
+        raise Invalid(f"spec.{path}", reason) from None
+    return schedule, bounds
 
 
-def job_spec(request: pb.ScheduleJobRequest, *, now: datetime) -> JobSpec:
-    if len(request.request_id) > MAX_REQUEST_ID:
-        raise Invalid("request_id", f"must be at most {MAX_REQUEST_ID} characters")
-    if len(request.name) > MAX_NAME:
-        raise Invalid("name", f"must be at most {MAX_NAME} characters")
-    if not request.HasField("task"):
-        raise Invalid("task", "is required: give at least task.command")
-    task = _task(request.task)
-    if not request.HasField("schedule"):
-        raise Invalid("schedule", "is required: set one of at, after, cron or every")
-    schedule = _schedule(request.schedule, now=now)
-    if not 0 <= request.max_attempts <= MAX_ATTEMPTS:
-        raise Invalid("max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means 1)")
+_OVERLAPS = {v: k for k, v in convert.OVERLAPS.items()}
+_CATCH_UPS = {v: k for k, v in convert.CATCH_UPS.items()}
+
+
+def job_spec(message: pb.JobSpec, *, now: datetime) -> JobSpec:
+    if len(message.name) > MAX_NAME:
+        raise Invalid("spec.name", f"must be at most {MAX_NAME} characters")
+    if not message.HasField("task"):
+        raise Invalid("spec.task", "is required: give at least task.command")
+    task = _task(message.task)
+    if not message.HasField("schedule"):
+        raise Invalid("spec.schedule", "is required: set one of at, after, cron or every")
+    schedule, bounds = _schedule(message.schedule, now=now)
+    if not 0 <= message.max_attempts <= MAX_ATTEMPTS:
+        raise Invalid("spec.max_attempts", f"must be between 1 and {MAX_ATTEMPTS} (0 means 1)")
     timeout = None
-    if request.HasField("timeout"):
-        timeout = _duration(request.timeout, "timeout")
+    if message.HasField("timeout"):
+        timeout = _duration(message.timeout, "spec.timeout")
         if timeout <= timedelta(0):
-            raise Invalid("timeout", "must be positive")
+            raise Invalid("spec.timeout", "must be positive")
         if timeout > MAX_TIMEOUT:
-            raise Invalid("timeout", f"must be at most {MAX_TIMEOUT.days} days")
+            raise Invalid("spec.timeout", f"must be at most {MAX_TIMEOUT.days} days")
     backoff = RetryPolicy().backoff
-    if request.HasField("retry_backoff"):
-        backoff = _duration(request.retry_backoff, "retry_backoff")
+    if message.HasField("retry_backoff"):
+        backoff = _duration(message.retry_backoff, "spec.retry_backoff")
         if not timedelta(0) <= backoff <= MAX_BACKOFF:
-            raise Invalid("retry_backoff", "must be between 0s and 1h")
+            raise Invalid("spec.retry_backoff", "must be between 0s and 1h")
+    if message.overlap and message.overlap not in _OVERLAPS:
+        raise Invalid("spec.overlap", f"unknown overlap policy {message.overlap}")
+    if message.catch_up.policy and message.catch_up.policy not in _CATCH_UPS:
+        raise Invalid("spec.catch_up.policy", f"unknown catch-up policy {message.catch_up.policy}")
+    window = None
+    if message.catch_up.HasField("window"):
+        window = _duration(message.catch_up.window, "spec.catch_up.window")
+        if window <= timedelta(0):
+            raise Invalid("spec.catch_up.window", "must be positive")
+    name = message.name or (task.command[0].rsplit("/", 1)[-1] if task.command else "binary")
     return JobSpec(
-        name=request.name or task.command[0].rsplit("/", 1)[-1],
+        name=name,
         task=task,
         schedule=schedule,
-        retry=RetryPolicy(max_attempts=request.max_attempts or 1, backoff=backoff),
+        bounds=bounds,
+        retry=RetryPolicy(max_attempts=message.max_attempts or 1, backoff=backoff),
         timeout=timeout,
+        overlap=_OVERLAPS.get(message.overlap, Overlap.ALLOW),
+        catch_up=CatchUp(_CATCH_UPS.get(message.catch_up.policy, CatchUpPolicy.ALL), window),
     )
+
+
+def request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID:
+        raise Invalid("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    return value
+
+
+def run_id(value: str) -> RunId:
+    if not value:
+        raise Invalid("run_id", "is required")
+    try:
+        return RunId(uuid.UUID(value))
+    except ValueError:
+        raise Invalid("run_id", f"{value[:64]!r} is not a run id (a UUID)") from None
+
+
+def time_range(
+    start: Timestamp, end: Timestamp, *, has_start: bool, has_end: bool
+) -> tuple[datetime, datetime]:
+    if not has_start:
+        raise Invalid("from", "is required")
+    if not has_end:
+        raise Invalid("to", "is required")
+    first, last = convert.from_timestamp(start), convert.from_timestamp(end)
+    if last < first:
+        raise Invalid("to", "must not be before from")
+    return first, last

@@ -12,9 +12,9 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NewType
+from typing import ClassVar, NewType
 
-from hourglass.schedules import Schedule
+from hourglass.schedules import Bounds, Schedule
 
 JobId = NewType("JobId", uuid.UUID)
 RunId = NewType("RunId", uuid.UUID)
@@ -27,9 +27,12 @@ WorkerId = NewType("WorkerId", str)
 class JobState(enum.StrEnum):
     """Whether a job still fires."""
 
-    # Fires whenever next_fire_at comes due. The producer moves a one-shot job to COMPLETED
-    # when it fires; CancelJob moves any job to CANCELLED.
+    # Fires whenever next_fire_at comes due. The producer moves a one-shot job (or one past its
+    # end bound) to COMPLETED when it fires; PauseJob moves it to PAUSED; CancelJob to
+    # CANCELLED.
     ACTIVE = "active"
+    # No fires until ResumeJob moves it back to ACTIVE.
+    PAUSED = "paused"
     # A one-shot job that has fired. Terminal.
     COMPLETED = "completed"
     # Cancelled by a user. Terminal.
@@ -57,8 +60,12 @@ class RunState(enum.StrEnum):
     # The process outlived the job's timeout on the last allowed attempt and was killed.
     # Terminal.
     TIMED_OUT = "timed_out"
-    # Cancelled before it finished. Terminal.
+    # Cancelled before it finished (CancelRun, CancelJob, DeleteJob, or replaced by a later
+    # fire of a job with the replace overlap policy). Terminal.
     CANCELLED = "cancelled"
+    # Runs only: the fire came while an earlier run was active and the job's overlap policy
+    # said not to run it. Terminal.
+    SKIPPED = "skipped"
     # Attempts only: the worker's lease expired while it held the attempt. The claimer marks
     # the attempt LOST and requeues the run (attempt + 1), or fails it when attempts are spent.
     LOST = "lost"
@@ -77,6 +84,8 @@ class Task:
     env: dict[str, str] = field(default_factory=dict)
     image: str = ""
     working_dir: str = ""
+    # An uploaded binary ("sha256:<hex>") run in place of command[0].
+    binary: str = ""
 
     @property
     def argv(self) -> list[str]:
@@ -98,6 +107,46 @@ class RetryPolicy:
         return ceiling * random.uniform(0.5, 1.0)
 
 
+class Overlap(enum.StrEnum):
+    """What a fire does while an earlier run of the same job is queued or running."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    BUFFER_ONE = "buffer_one"
+    REPLACE = "replace"
+
+    @property
+    def waits_for_running(self) -> bool:
+        """Whether a queued run of such a job may start only once no other run is running."""
+        return self in (Overlap.BUFFER_ONE, Overlap.REPLACE)
+
+
+class CatchUpPolicy(enum.StrEnum):
+    """What happens to fires that came due while hourglass was down or behind."""
+
+    ALL = "all"
+    LATEST = "latest"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    policy: CatchUpPolicy = CatchUpPolicy.ALL
+    # ALL: fires later than this are missed (None: no limit). SKIP: fires at most this late
+    # still count as on time (None: SKIP_GRACE). LATEST: unused.
+    window: timedelta | None = None
+
+    SKIP_GRACE: ClassVar[timedelta] = timedelta(seconds=10)
+
+    def tolerance(self) -> timedelta | None:
+        """How late a fire may be and still run; None means any lateness."""
+        if self.policy == CatchUpPolicy.SKIP:
+            return self.window if self.window is not None else self.SKIP_GRACE
+        if self.policy == CatchUpPolicy.ALL:
+            return self.window
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """Everything a user says about a job; what ScheduleJob stores."""
@@ -107,6 +156,9 @@ class JobSpec:
     schedule: Schedule
     retry: RetryPolicy = RetryPolicy()
     timeout: timedelta | None = None
+    bounds: Bounds = field(default_factory=Bounds)
+    overlap: Overlap = Overlap.ALLOW
+    catch_up: CatchUp = CatchUp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +169,8 @@ class Job:
     next_fire_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    missed_fires: int = 0
+    revision: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +197,8 @@ class Run:
     created_at: datetime
     finished_at: datetime | None = None
     attempts: tuple[Attempt, ...] = ()
+    trigger: str = "schedule"
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

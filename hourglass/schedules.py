@@ -11,11 +11,14 @@ valid instant after it, and a local time repeated by fall-back fires once.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
+
+from hourglass import durations
 
 # Nicknames as cron(8) documents them.
 CRON_ALIASES = {
@@ -80,9 +83,14 @@ class Cron:
 
 @dataclass(frozen=True, slots=True)
 class Every:
-    """Repeatedly, one interval apart, the first fire one interval after the job is stored."""
+    """Repeatedly, one interval apart, the first fire one interval after the job is stored.
+
+    Fire times stay on the grid the first fire sets, whatever happens to the runs; jitter
+    delays when each run may start, not the fire time it records.
+    """
 
     interval: timedelta
+    jitter: timedelta = timedelta(0)
 
     def first(self, created: datetime) -> datetime | None:
         return created + self.interval
@@ -90,13 +98,80 @@ class Every:
     def next_after(self, instant: datetime) -> datetime | None:
         return instant + self.interval
 
+    def delay(self) -> timedelta:
+        """A random start delay in [0, jitter)."""
+        if not self.jitter:
+            return timedelta(0)
+        return self.jitter * random.random()
+
 
 Schedule = At | After | Cron | Every
 
 
-def next_fire(schedule: Schedule, last_fire: datetime) -> datetime | None:
-    """The fire after `last_fire`; for an interval, one interval after it (drift-free)."""
-    return schedule.next_after(last_fire)
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Optional instants before which a job does not fire, and after which it is done."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def clip(self, fire: datetime | None) -> datetime | None:
+        if fire is None or (self.end is not None and fire > self.end):
+            return None
+        return fire
+
+
+def first_fire(schedule: Schedule, *, created: datetime, bounds: Bounds) -> datetime | None:
+    """A new job's first fire time, within its bounds."""
+    start = bounds.start
+    if start is None or (start <= created and not isinstance(schedule, Every)):
+        return bounds.clip(schedule.first(created))
+    if isinstance(schedule, Every):
+        # An interval anchored at its start: fires at start, start + interval, ...
+        return bounds.clip(start)
+    if isinstance(schedule, Cron):
+        return bounds.clip(schedule.next_after(start - timedelta(microseconds=1)))
+    first = schedule.first(created)
+    return bounds.clip(first if first is not None and first >= start else None)
+
+
+def next_fire(schedule: Schedule, last_fire: datetime, *, bounds: Bounds) -> datetime | None:
+    """The fire after `last_fire`, within bounds; for an interval, one interval after it
+    (drift-free)."""
+    return bounds.clip(schedule.next_after(last_fire))
+
+
+def latest_at_or_before(
+    schedule: Schedule, instant: datetime, *, since: datetime, bounds: Bounds
+) -> tuple[datetime, int]:
+    """Of the fires in [since, instant] (`since` being a fire time), the latest and how many
+    there are, without listing them all: arithmetic for intervals, a backwards cron walk."""
+    if bounds.end is not None:
+        instant = max(min(instant, bounds.end), since)
+    if isinstance(schedule, Every) and schedule.interval > timedelta(0):
+        steps = (instant - since) // schedule.interval
+        return since + steps * schedule.interval, steps + 1
+    if isinstance(schedule, Cron):
+        local = instant.astimezone(schedule.zone())
+        expression = CRON_ALIASES.get(schedule.expression.strip(), schedule.expression)
+        latest_utc = since
+        for candidate in CronSim(expression, local + timedelta(seconds=1), reverse=True):
+            if candidate <= instant:
+                latest_utc = max(candidate.astimezone(UTC), since)
+                break
+        count, fire = 1, since
+        while count < _COUNT_LIMIT:
+            following = next_fire(schedule, fire, bounds=bounds)
+            if following is None or following > latest_utc:
+                break
+            fire, count = following, count + 1
+        return latest_utc, count
+    return since, 1
+
+
+# Counting the missed fires of a cron schedule stops here (a per-second cron down for a day
+# has 86,400); the count is then a lower bound.
+_COUNT_LIMIT = 100_000
 
 
 def validate(schedule: Schedule, *, now: datetime) -> None:
@@ -129,17 +204,24 @@ def validate(schedule: Schedule, *, now: datetime) -> None:
                 CronSim(text, now)
             except CronSimError as exc:
                 raise ValueError(f"schedule.cron.expression: {expression!r}: {exc}") from None
-        case Every(interval=interval):
+        case Every(interval=interval, jitter=jitter):
             if interval < MIN_INTERVAL:
                 raise ValueError(
                     f"schedule.every.interval: must be at least {MIN_INTERVAL.total_seconds()}s"
                 )
+            if not timedelta(0) <= jitter <= interval:
+                raise ValueError("schedule.every.jitter: must be between 0 and the interval")
+
+
+def validate_bounds(schedule: Schedule, bounds: Bounds) -> None:
+    if bounds.start and bounds.end and bounds.end <= bounds.start:
+        raise ValueError("schedule.end: must be after schedule.start")
+    if isinstance(schedule, At | After) and (bounds.start or bounds.end):
+        raise ValueError("schedule.start: bounds apply to cron and every schedules only")
 
 
 def describe(schedule: Schedule) -> str:
     """One short line for tables: "every 2s", "cron */5 * * * * (Europe/Berlin)"."""
-    from hourglass import durations
-
     match schedule:
         case At(at=at):
             return f"at {at.isoformat()}"
@@ -147,5 +229,6 @@ def describe(schedule: Schedule) -> str:
             return f"after {durations.format(delay)}"
         case Cron(expression=expression, time_zone=time_zone):
             return f"cron {expression}" + (f" ({time_zone})" if time_zone else "")
-        case Every(interval=interval):
-            return f"every {durations.format(interval)}"
+        case Every(interval=interval, jitter=jitter):
+            spread = f" (jitter {durations.format(jitter)})" if jitter else ""
+            return f"every {durations.format(interval)}{spread}"

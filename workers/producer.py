@@ -47,16 +47,16 @@ class Producer:
         self.wakeups = db.Wakeups(dsn, db.JOBS_CHANNEL)
 
     async def run_once(self) -> int:
-        """Fires everything due now; returns the number of runs queued."""
+        """Fires everything due now; returns the number of jobs fired."""
         total = 0
         while True:
             async with db.transaction(self.pool) as conn:
-                queued = await jobs.fire_due(
+                fired = await jobs.fire_due(
                     conn, now=self.clock.now(), limit=self.config.batch_size
                 )
-            if queued == 0:
+            total += fired
+            if fired < self.config.batch_size:
                 return total
-            total += queued
 
     async def seconds_until_due(self) -> float:
         async with self.pool.connection() as conn:
@@ -72,9 +72,9 @@ class Producer:
             while True:
                 async for attempt in retrying.forever():
                     with attempt:
-                        queued = await self.run_once()
-                        if queued:
-                            log.info("queued %d runs", queued)
+                        fired = await self.run_once()
+                        if fired:
+                            log.debug("fired %d jobs", fired)
                         wait = await self.seconds_until_due()
                 await self.wakeups.wait(wait)
         finally:

@@ -10,6 +10,10 @@ run whose key vanishes with the lease, which the claimer takes back.
 If the lease is lost (etcd says so, or heartbeats failed for a whole TTL) the worker stops its
 attempts without writing anything, since the claimer may already have given them to another
 worker, and starts over on a new lease.
+
+A run someone cancels (CancelRun, a replacing fire, DeleteJob) is flagged in the database and
+announced on a notification channel; the worker holding it terminates the process and records
+the run as cancelled. A check of the flags every `max_idle` covers lost notifications.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 
 from hourglass import retrying
 from hourglass.clock import Clock, SystemClock
-from hourglass.domain import FencingToken, Outcome, RunState
+from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
 from hourglass.store import db, runs
 from hourglass.store.runs import QueuedRun, Requeue
 from hourglass.workers.executors.base import AttemptContext, Executor
+from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +78,12 @@ class Worker:
         self.config = config or WorkerConfig()
         self.clock = clock or SystemClock()
         self.wakeups = db.Wakeups(dsn, db.RUNS_CHANNEL)
+        self.cancellations = db.Wakeups(dsn, runs.CANCEL_CHANNEL, on_payload=self._cancel_ids)
         self.lease = Lease(etcd, self.config.lease_ttl)
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
+        # The executor call of each running attempt, cancelled when a user cancels the run.
+        self.executions: dict[RunId, asyncio.Task[Outcome]] = {}
+        self.cancelled_by_user: set[RunId] = set()
         self.stopping = asyncio.Event()
         # Results refused because this worker no longer held the run: a zombie's writes.
         self.fenced_off = 0
@@ -81,9 +91,15 @@ class Worker:
     async def run(self) -> None:
         """Claims and executes runs until `stop()`; then drains within the grace period."""
         await self.wakeups.start()
+        await self.cancellations.start()
+        last_check = 0.0
+        loop = asyncio.get_running_loop()
         try:
             await self._start_lease()
             while not self.stopping.is_set():
+                if self.executions and loop.time() - last_check >= self.config.max_idle:
+                    last_check = loop.time()
+                    await self._check_cancellations()
                 if self.lease.lost.is_set():
                     await self._abandon_all("lease lost")
                     await self._start_lease()
@@ -103,6 +119,7 @@ class Worker:
             await self._drain()
         finally:
             await self.wakeups.stop()
+            await self.cancellations.stop()
             await self.lease.stop(revoke=True)
 
     def stop(self) -> None:
@@ -128,6 +145,28 @@ class Worker:
             task.add_done_callback(self._done)
         return len(held)
 
+    def _cancel_ids(self, payload: str) -> None:
+        """A notification on the cancel channel: comma-separated run ids."""
+        for text in payload.split(","):
+            with contextlib.suppress(ValueError):
+                self._cancel(RunId(uuid.UUID(text)))
+
+    def _cancel(self, run_id: RunId) -> None:
+        execution = self.executions.get(run_id)
+        if execution is not None and not execution.done():
+            log.info("run %s cancelled by request; terminating it", run_id)
+            self.cancelled_by_user.add(run_id)
+            execution.cancel()
+
+    async def _check_cancellations(self) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                requested = await runs.cancel_requested(conn, list(self.executions))
+        except retrying.TRANSIENT_ERRORS:
+            return
+        for run_id in requested:
+            self._cancel(run_id)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self.active.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
@@ -135,6 +174,7 @@ class Worker:
         self.wakeups.poke()  # a slot is free
 
     async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
+        shipper = LogShipper(self.pool, run_id=run.id, attempt=run.attempt, token=token)
         context = AttemptContext(
             run_id=run.id,
             job_id=run.job_id,
@@ -144,17 +184,33 @@ class Worker:
             task=run.task,
             timeout=run.timeout,
             worker_id=self.config.worker_id,
+            on_output=shipper.write,
         )
         log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token)
+        execution = asyncio.create_task(self.executor.execute(context))
+        self.executions[run.id] = execution
         try:
-            outcome = await self.executor.execute(context)
+            outcome = await execution
+        except asyncio.CancelledError:
+            if run.id not in self.cancelled_by_user or not execution.cancelled():
+                raise  # this worker is stopping or lost its lease: write nothing
+            outcome = Outcome(
+                state=RunState.CANCELLED,
+                error="cancelled on request",
+                stdout_tail=shipper.tail(STDOUT),
+                stderr_tail=shipper.tail(STDERR),
+            )
         except Exception as exc:  # an executor bug must not lose the run
             log.exception("executor failed on run %s", run.id)
             outcome = Outcome(state=RunState.FAILED, error=f"executor error: {exc}")
-        if outcome.state == RunState.SUCCEEDED:
-            requeue = Requeue(at=None)
-        else:
+        finally:
+            self.executions.pop(run.id, None)
+            self.cancelled_by_user.discard(run.id)
+        await shipper.close()
+        if outcome.state in runs.RETRIED:
             requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
+        else:
+            requeue = Requeue(at=None)
         async for attempt in retrying.forever():
             with attempt:
                 async with db.transaction(self.pool) as conn:

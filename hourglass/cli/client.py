@@ -1,4 +1,5 @@
-"""The client commands: schedule, status, jobs, runs, cancel, over gRPC."""
+"""The client commands, over gRPC: schedule, update, status, jobs, runs, pause, resume,
+trigger, cancel, delete, backfill, cancel-run, watch, logs, upload."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import shlex
 import sys
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -20,7 +21,29 @@ from hourglass.cli import tables
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
-_BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS)
+COMMANDS = (
+    "schedule",
+    "update",
+    "status",
+    "jobs",
+    "runs",
+    "pause",
+    "resume",
+    "trigger",
+    "cancel",
+    "delete",
+    "backfill",
+    "cancel-run",
+    "watch",
+    "logs",
+    "upload",
+)
+_BAD_INPUT = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+UPLOAD_CHUNK = 1024 * 1024
 
 
 def _when(ts: Timestamp, present: bool = True) -> str:
@@ -36,16 +59,23 @@ def _state(value: int, enum: str) -> str:
 
 def _schedule(schedule: pb.Schedule) -> str:
     kind = schedule.WhichOneof("kind")
+    text = "-"
     if kind == "at":
-        return f"at {_when(schedule.at)}"
-    if kind == "after":
-        return f"after {durations.format(schedule.after.ToTimedelta())}"
-    if kind == "cron":
+        text = f"at {_when(schedule.at)}"
+    elif kind == "after":
+        text = f"after {durations.format(schedule.after.ToTimedelta())}"
+    elif kind == "cron":
         zone = f" ({schedule.cron.time_zone})" if schedule.cron.time_zone else ""
-        return f"cron {schedule.cron.expression}{zone}"
-    if kind == "every":
-        return f"every {durations.format(schedule.every.interval.ToTimedelta())}"
-    return "-"
+        text = f"cron {schedule.cron.expression}{zone}"
+    elif kind == "every":
+        text = f"every {durations.format(schedule.every.interval.ToTimedelta())}"
+        if schedule.every.HasField("jitter"):
+            text += f" (jitter {durations.format(schedule.every.jitter.ToTimedelta())})"
+    if schedule.HasField("start"):
+        text += f" from {_when(schedule.start)}"
+    if schedule.HasField("end"):
+        text += f" until {_when(schedule.end)}"
+    return text
 
 
 def _first_line(text: str, width: int = 48) -> str:
@@ -57,7 +87,7 @@ def _first_line(text: str, width: int = 48) -> str:
     return (line[: width - 1] + "…" if len(line) > width else line) + more
 
 
-def _duration(attempt: pb.Attempt) -> str:
+def _took(attempt: pb.Attempt) -> str:
     if not attempt.HasField("finished_at"):
         return "-"
     delta = attempt.finished_at.ToDatetime() - attempt.started_at.ToDatetime()
@@ -68,12 +98,12 @@ def runs_table(runs: list[pb.Run]) -> str:
     """One row per attempt, so a retried fire shows each try with its exit code."""
     rows: list[list[object]] = []
     for run in runs:
-        head = [run.id[:8], _when(run.scheduled_at), _state(run.state, "run")]
+        head = [run.id, _when(run.scheduled_at), _state(run.state, "run")]
         if not run.attempts:
-            rows.append([*head, run.attempt, "-", "-", "-", ""])
+            rows.append([*head, "-", "-", "-", "-", run.reason])
         for attempt in run.attempts:
             output = attempt.stdout_tail or attempt.stderr_tail or attempt.error
-            if attempt.state == pb.RUN_STATE_LOST:
+            if attempt.state in (pb.RUN_STATE_LOST, pb.RUN_STATE_CANCELLED):
                 output = attempt.error
             rows.append(
                 [
@@ -81,7 +111,7 @@ def runs_table(runs: list[pb.Run]) -> str:
                     attempt.number,
                     _state(attempt.state, "run"),
                     attempt.exit_code if attempt.HasField("exit_code") else "-",
-                    _duration(attempt),
+                    _took(attempt),
                     _first_line(output),
                 ]
             )
@@ -94,19 +124,37 @@ def runs_table(runs: list[pb.Run]) -> str:
 
 
 def job_details(job: pb.Job) -> str:
+    spec = job.spec
+    task = spec.task
+    command = shlex.join([*task.command, *task.args])
+    if task.binary:
+        command = shlex.join([task.binary, *task.args])
+    catch_up = pb.CatchUpPolicy.Name(spec.catch_up.policy or pb.CATCH_UP_POLICY_ALL)
+    window = spec.catch_up.window.ToTimedelta() if spec.catch_up.HasField("window") else None
     return tables.key_values(
         [
             ("job", job.id),
-            ("name", job.name),
-            ("command", shlex.join([*job.task.command, *job.task.args])),
-            ("schedule", _schedule(job.schedule)),
+            ("name", spec.name),
+            ("command", command),
+            ("schedule", _schedule(spec.schedule)),
             ("state", _state(job.state, "job")),
             ("next fire", _when(job.next_fire_at, job.HasField("next_fire_at"))),
-            ("max attempts", job.max_attempts),
+            ("max attempts", spec.max_attempts),
             (
                 "timeout",
-                durations.format(job.timeout.ToTimedelta()) if job.HasField("timeout") else "-",
+                durations.format(spec.timeout.ToTimedelta()) if spec.HasField("timeout") else "-",
             ),
+            (
+                "overlap",
+                pb.OverlapPolicy.Name(spec.overlap or 1).removeprefix("OVERLAP_POLICY_").lower(),
+            ),
+            (
+                "catch-up",
+                catch_up.removeprefix("CATCH_UP_POLICY_").lower()
+                + (f" within {durations.format(window)}" if window else ""),
+            ),
+            ("missed fires", job.missed_fires),
+            ("revision", job.revision),
             ("created", _when(job.created_at)),
         ]
     )
@@ -116,12 +164,10 @@ def _print_json(message: Message) -> None:
     print(json.dumps(MessageToDict(message), indent=2))
 
 
-def _schedule_request(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> pb.ScheduleJobRequest:
+def _spec(parser: argparse.ArgumentParser, args: argparse.Namespace, binary: str) -> pb.JobSpec:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        parser.error("give the command to run after --, e.g. -- echo hello")
+    if not argv and not binary:
+        parser.error("give the command to run after --, e.g. -- echo hello (or --binary FILE)")
     env = {}
     for item in args.env:
         name, sep, value = item.partition("=")
@@ -130,15 +176,7 @@ def _schedule_request(
         env[name] = value
     schedule = pb.Schedule()
     if args.at:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            parser.error(
-                f"--at {args.at!r}: use ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+01:00"
-            )
-        if at.tzinfo is None:
-            parser.error(f"--at {args.at!r}: give a time zone offset, e.g. +00:00")
-        schedule.at.FromDatetime(at)
+        schedule.at.FromDatetime(args.at)
     elif args.after:
         schedule.after.FromTimedelta(durations.parse(args.after))
     elif args.cron:
@@ -146,76 +184,179 @@ def _schedule_request(
         schedule.cron.time_zone = args.tz
     else:
         schedule.every.interval.FromTimedelta(durations.parse(args.every))
+        if args.jitter:
+            schedule.every.jitter.FromTimedelta(durations.parse(args.jitter))
     if args.tz and not args.cron:
         parser.error("--tz goes with --cron")
-    request = pb.ScheduleJobRequest(
-        request_id=args.request_id or str(uuid.uuid4()),
-        name=args.name,
-        task=pb.Task(command=argv[:1], args=argv[1:], env=env),
+    if args.jitter and not args.every:
+        parser.error("--jitter goes with --every")
+    if args.start:
+        schedule.start.FromDatetime(args.start)
+    if args.end:
+        schedule.end.FromDatetime(args.end)
+    task = pb.Task(
+        command=[] if binary else argv[:1],
+        args=argv if binary else argv[1:],
+        env=env,
+        binary=binary,
+    )
+    spec = pb.JobSpec(
+        name=args.name or (args.binary.name if args.binary else ""),
+        task=task,
         schedule=schedule,
         max_attempts=args.max_attempts,
+        overlap=f"OVERLAP_POLICY_{args.overlap.upper()}",
+        catch_up=pb.CatchUp(policy=f"CATCH_UP_POLICY_{args.catch_up.upper()}"),
     )
+    if args.catch_up_window:
+        spec.catch_up.window.FromTimedelta(durations.parse(args.catch_up_window))
     if args.timeout:
-        request.timeout.FromTimedelta(durations.parse(args.timeout))
+        spec.timeout.FromTimedelta(durations.parse(args.timeout))
     if args.retry_backoff:
-        request.retry_backoff.FromTimedelta(durations.parse(args.retry_backoff))
-    return request
+        spec.retry_backoff.FromTimedelta(durations.parse(args.retry_backoff))
+    return spec
+
+
+def _chunks(path: Path) -> Iterator[pb.UploadBinaryRequest]:
+    with path.open("rb") as handle:
+        while block := handle.read(UPLOAD_CHUNK):
+            yield pb.UploadBinaryRequest(chunk=block)
+
+
+def _upload(
+    parser: argparse.ArgumentParser, stub: pb_grpc.JobSchedulerStub, path: Path
+) -> pb.UploadBinaryResponse:
+    if not path.is_file():
+        parser.error(f"--binary {path}: no such file")
+    response: pb.UploadBinaryResponse = stub.UploadBinary(_chunks(path), timeout=600)
+    return response
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    command: Callable[[pb_grpc.JobSchedulerStub], None]
     table = args.output == "table"
 
+    def show(message: Message, text: Callable[[], str]) -> None:
+        print(text()) if table else _print_json(message)
+
     def schedule(stub: pb_grpc.JobSchedulerStub) -> None:
-        reply = stub.ScheduleJob(_schedule_request(parser, args), timeout=30)
-        print(reply.job_id) if table else _print_json(reply)
+        binary = _upload(parser, stub, args.binary).digest if args.binary else ""
+        spec = _spec(parser, args, binary)
+        request = pb.ScheduleJobRequest(request_id=args.request_id or str(uuid.uuid4()), spec=spec)
+        reply = stub.ScheduleJob(request, timeout=30)
+        show(reply, lambda: reply.job_id)
+
+    def update(stub: pb_grpc.JobSchedulerStub) -> None:
+        binary = _upload(parser, stub, args.binary).digest if args.binary else ""
+        reply = stub.UpdateJob(
+            pb.UpdateJobRequest(job_id=args.job_id, spec=_spec(parser, args, binary))
+        )
+        show(reply, lambda: f"job {reply.job.id} updated (revision {reply.job.revision})")
 
     def status(stub: pb_grpc.JobSchedulerStub) -> None:
         reply = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=args.job_id, recent_runs=args.runs))
-        if not table:
-            return _print_json(reply)
-        print(job_details(reply.job))
-        print()
-        print(runs_table(list(reply.recent_runs)))
+        show(reply, lambda: job_details(reply.job) + "\n\n" + runs_table(list(reply.recent_runs)))
 
     def jobs(stub: pb_grpc.JobSchedulerStub) -> None:
         reply = stub.ListJobs(pb.ListJobsRequest(page_size=args.limit))
-        if not table:
-            return _print_json(reply)
         rows = [
             [
                 job.id,
-                job.name,
-                _schedule(job.schedule),
+                job.spec.name,
+                _schedule(job.spec.schedule),
                 _state(job.state, "job"),
                 _when(job.next_fire_at, job.HasField("next_fire_at")),
             ]
             for job in reply.jobs
         ]
-        print(
-            tables.render(["JOB", "NAME", "SCHEDULE", "STATE", "NEXT FIRE"], rows)
-            if rows
-            else "(no jobs)"
+        show(
+            reply,
+            lambda: (
+                tables.render(["JOB", "NAME", "SCHEDULE", "STATE", "NEXT FIRE"], rows)
+                if rows
+                else "(no jobs)"
+            ),
         )
 
     def runs(stub: pb_grpc.JobSchedulerStub) -> None:
         reply = stub.ListRuns(pb.ListRunsRequest(job_id=args.job_id, page_size=args.limit))
-        print(runs_table(list(reply.runs))) if table else _print_json(reply)
+        show(reply, lambda: runs_table(list(reply.runs)))
 
-    def cancel(stub: pb_grpc.JobSchedulerStub) -> None:
-        reply = stub.CancelJob(pb.CancelJobRequest(job_id=args.job_id))
-        print(f"job {reply.job.id} cancelled") if table else _print_json(reply)
+    def simple(
+        call: str, request: Message, done: str
+    ) -> Callable[[pb_grpc.JobSchedulerStub], None]:
+        def command(stub: pb_grpc.JobSchedulerStub) -> None:
+            reply = getattr(stub, call)(request)
+            show(reply, lambda: done.format(reply=reply))
 
-    command = {
+        return command
+
+    def watch(stub: pb_grpc.JobSchedulerStub) -> None:
+        for event in stub.WatchJob(pb.WatchJobRequest(job_id=args.job_id)):
+            if not table:
+                print(json.dumps(MessageToDict(event)), flush=True)
+            elif event.HasField("job"):
+                job = event.job
+                print(
+                    f"job  {job.id}  {_state(job.state, 'job')}  next fire "
+                    f"{_when(job.next_fire_at, job.HasField('next_fire_at'))}",
+                    flush=True,
+                )
+            else:
+                run = event.run
+                last = run.attempts[-1] if run.attempts else None
+                detail = ""
+                if last is not None and last.HasField("exit_code"):
+                    detail = f"  exit {last.exit_code}"
+                print(
+                    f"run  {run.id}  {_when(run.scheduled_at)}  {_state(run.state, 'run')}"
+                    f"  attempt {run.attempt}{detail}{'  ' + run.reason if run.reason else ''}",
+                    flush=True,
+                )
+
+    def logs(stub: pb_grpc.JobSchedulerStub) -> None:
+        request = pb.GetRunLogsRequest(run_id=args.run_id, follow=args.follow)
+        for chunk in stub.GetRunLogs(request):
+            target = sys.stdout if chunk.stream != pb.LOG_STREAM_STDERR else sys.stderr
+            target.buffer.write(chunk.data)
+            target.flush()
+
+    def upload(stub: pb_grpc.JobSchedulerStub) -> None:
+        reply = _upload(parser, stub, args.path)
+        show(reply, lambda: reply.digest)
+
+    job = getattr(args, "job_id", "")
+    commands: dict[str, Callable[[pb_grpc.JobSchedulerStub], None]] = {
         "schedule": schedule,
+        "update": update,
         "status": status,
         "jobs": jobs,
         "runs": runs,
-        "cancel": cancel,
-    }[args.command]
+        "pause": simple("PauseJob", pb.PauseJobRequest(job_id=job), "job {reply.job.id} paused"),
+        "resume": simple(
+            "ResumeJob", pb.ResumeJobRequest(job_id=job), "job {reply.job.id} resumed"
+        ),
+        "trigger": simple("TriggerJob", pb.TriggerJobRequest(job_id=job), "{reply.run.id}"),
+        "cancel": simple(
+            "CancelJob", pb.CancelJobRequest(job_id=job), "job {reply.job.id} cancelled"
+        ),
+        "delete": simple("DeleteJob", pb.DeleteJobRequest(job_id=job), f"job {job} deleted"),
+        "cancel-run": simple(
+            "CancelRun",
+            pb.CancelRunRequest(run_id=getattr(args, "run_id", "")),
+            "run {reply.run.id} cancel requested",
+        ),
+        "watch": watch,
+        "logs": logs,
+        "upload": upload,
+    }
+    if args.command == "backfill":
+        request = pb.BackfillRequest(job_id=job)
+        getattr(request, "from").FromDatetime(args.start)
+        request.to.FromDatetime(args.end)
+        commands["backfill"] = simple("Backfill", request, "{reply.queued} runs queued")
     with grpc.insecure_channel(args.server) as channel:
         try:
-            command(pb_grpc.JobSchedulerStub(channel))
+            commands[args.command](pb_grpc.JobSchedulerStub(channel))
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.UNAVAILABLE:
@@ -227,4 +368,6 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 return 1
             print(f"hourglass: {exc.details()} ({code.name})", file=sys.stderr)
             return 2 if code in _BAD_INPUT else 1
+        except KeyboardInterrupt:
+            return 130
     return 0

@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
             worker=WorkerConfig(concurrency=args.concurrency),
             claimer=ClaimerConfig(),
             log_dir=data_dir / "logs",
+            artifacts=str(data_dir / "artifacts"),
+            binary_cache=data_dir / "cache" / "binaries",
         )
 
         def ready(port: int | None) -> None:

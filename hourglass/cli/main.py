@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import platformdirs
@@ -53,6 +54,61 @@ def _add_store_options(parser: argparse.ArgumentParser, *, etcd: bool = True) ->
         )
 
 
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use ISO 8601 with a zone, e.g. 2026-12-01T09:00:00+01:00"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone offset, e.g. +00:00")
+    return value
+
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    when = parser.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", type=_timestamp, help="once, at an ISO 8601 time with a zone")
+    when.add_argument("--after", type=_duration, help="once, after a delay (90s, 1h30m)")
+    when.add_argument("--cron", help="cron expression, 5 fields or 6 with seconds first")
+    when.add_argument("--every", type=_duration, help="repeatedly, every interval (2s, 5m)")
+    parser.add_argument("--tz", default="", help="IANA time zone of --cron (default UTC)")
+    parser.add_argument("--jitter", type=_duration, help="with --every: random start delay")
+    parser.add_argument("--start", type=_timestamp, help="no fire before this time")
+    parser.add_argument("--end", type=_timestamp, help="no fire after this time")
+    parser.add_argument("--name", default="", help="default: the command's name")
+    parser.add_argument("--max-attempts", type=int, default=1, help="tries per fire")
+    parser.add_argument("--timeout", type=_duration, help="kill an attempt after this long")
+    parser.add_argument("--retry-backoff", type=_duration, help="first retry delay (1s)")
+    parser.add_argument(
+        "--overlap",
+        choices=("allow", "skip", "buffer_one", "replace"),
+        default="allow",
+        help="when a fire comes while a run is active (default allow)",
+    )
+    parser.add_argument(
+        "--catch-up",
+        choices=("all", "latest", "skip"),
+        default="all",
+        help="fires missed while hourglass was down (default all)",
+    )
+    parser.add_argument("--catch-up-window", type=_duration, help="how late a fire may run")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--binary", type=Path, help="upload this file and run it (ARGS after -- are its args)"
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS")
+
+
+def _add_artifacts_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifacts",
+        default=_env("HOURGLASS_ARTIFACTS"),
+        help="store of uploaded binaries: a folder or s3://bucket/prefix?endpoint=URL"
+        " (env HOURGLASS_ARTIFACTS)",
+    )
+
+
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
@@ -84,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the gRPC API")
     _add_store_options(api, etcd=False)
     api.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
+    _add_artifacts_option(api)
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -94,34 +151,71 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
     worker.add_argument("--log-dir", type=Path, help="keep each attempt's full output here")
+    _add_artifacts_option(worker)
+    worker.add_argument("--binary-cache", type=Path, help="where fetched binaries are kept")
 
     claimer = commands.add_parser("claimer", help="take back runs whose worker died")
     _add_store_options(claimer)
     claimer.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
+    _add_artifacts_option(claimer)
+    claimer.add_argument(
+        "--retention",
+        type=_duration,
+        default=_env("HOURGLASS_RETENTION", "30d"),
+        help="keep finished runs this long (env HOURGLASS_RETENTION, default 30d)",
+    )
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_store_options(migrate, etcd=False)
 
     schedule = commands.add_parser(
         "schedule",
-        help="schedule a command; prints the job id",
+        help="schedule a command (or an uploaded --binary); prints the job id",
         usage="hourglass schedule (--at TIME | --after D | --cron EXPR [--tz ZONE] | --every D)"
         " [options] -- COMMAND [ARGS...]",
     )
     _add_client_options(schedule)
-    when = schedule.add_mutually_exclusive_group(required=True)
-    when.add_argument("--at", help="once, at an ISO 8601 time (2026-12-01T09:00:00+01:00)")
-    when.add_argument("--after", type=_duration, help="once, after a delay (90s, 1h30m)")
-    when.add_argument("--cron", help="cron expression, 5 fields or 6 with seconds first")
-    when.add_argument("--every", type=_duration, help="repeatedly, every interval (2s, 5m)")
-    schedule.add_argument("--tz", default="", help="IANA time zone of --cron (default UTC)")
-    schedule.add_argument("--name", default="", help="default: the command's name")
-    schedule.add_argument("--max-attempts", type=int, default=1, help="tries per fire")
-    schedule.add_argument("--timeout", type=_duration, help="kill an attempt after this long")
-    schedule.add_argument("--retry-backoff", type=_duration, help="first retry delay (1s)")
-    schedule.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    _add_spec_options(schedule)
     schedule.add_argument("--request-id", default="", help="idempotency key (default: random)")
-    schedule.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS")
+
+    update = commands.add_parser(
+        "update",
+        help="replace a job's spec (schedule, command, policies); history is kept",
+        usage="hourglass update JOB (--at | --after | --cron | --every) [options] -- COMMAND ...",
+    )
+    _add_client_options(update)
+    update.add_argument("job_id", metavar="JOB")
+    _add_spec_options(update)
+
+    for name, text in (
+        ("pause", "stop a job's fires until it is resumed"),
+        ("resume", "fire a paused job again, from its next fire time after now"),
+        ("trigger", "run a job now, outside its schedule; prints the run id"),
+        ("delete", "delete a job and its history (a running run is terminated)"),
+        ("watch", "stream a job's changes and its runs' state changes as they happen"),
+    ):
+        command = commands.add_parser(name, help=text)
+        _add_client_options(command)
+        command.add_argument("job_id", metavar="JOB")
+
+    backfill = commands.add_parser("backfill", help="run the fires of a past time range")
+    _add_client_options(backfill)
+    backfill.add_argument("job_id", metavar="JOB")
+    backfill.add_argument("--from", dest="start", required=True, type=_timestamp, metavar="TIME")
+    backfill.add_argument("--to", dest="end", required=True, type=_timestamp, metavar="TIME")
+
+    cancel_run = commands.add_parser("cancel-run", help="cancel one run (terminates it if running)")
+    _add_client_options(cancel_run)
+    cancel_run.add_argument("run_id", metavar="RUN")
+
+    logs = commands.add_parser("logs", help="print a run's output")
+    _add_client_options(logs)
+    logs.add_argument("run_id", metavar="RUN")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep following a live run")
+
+    upload = commands.add_parser("upload", help="upload a binary; prints its digest")
+    _add_client_options(upload)
+    upload.add_argument("path", type=Path, metavar="FILE")
 
     status = commands.add_parser("status", help="a job and its recent runs")
     _add_client_options(status)
@@ -159,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     command = args.command
-    if command in ("schedule", "status", "jobs", "runs", "cancel"):
+    if command in client.COMMANDS:
         return client.run(parser, args)
     if command == "dev":
         from hourglass.cli import dev
@@ -178,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from hourglass.cli import services
     from hourglass.workers.claimer import ClaimerConfig
+    from hourglass.workers.maintenance import MaintenanceConfig
     from hourglass.workers.worker import WorkerConfig, default_worker_id
 
     _require(parser, args, "database-url")
@@ -198,7 +293,12 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if args.command == "worker"
             else None,
             claimer=ClaimerConfig(lease_ttl=args.lease_ttl) if args.command == "claimer" else None,
+            maintenance=MaintenanceConfig(retention=durations.parse(args.retention))
+            if args.command == "claimer"
+            else None,
             log_dir=getattr(args, "log_dir", None),
+            artifacts=getattr(args, "artifacts", None) or None,
+            binary_cache=getattr(args, "binary_cache", None),
         )
     except ValueError as exc:
         parser.error(str(exc))

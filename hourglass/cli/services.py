@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hourglass import retrying
+from hourglass import artifacts, retrying
 from hourglass.api import server as api_server
 from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
-from hourglass.workers.executors.local import LocalExecutor
+from hourglass.workers.executors.local import BinaryCache, LocalExecutor
+from hourglass.workers.maintenance import Maintenance, MaintenanceConfig
 from hourglass.workers.producer import Producer
 from hourglass.workers.worker import Worker, WorkerConfig
 
@@ -34,7 +35,13 @@ class Components:
     producer: bool = False
     worker: WorkerConfig | None = None
     claimer: ClaimerConfig | None = None
+    maintenance: MaintenanceConfig | None = None
+    # Where each attempt's full output is kept (local executor).
     log_dir: Path | None = None
+    # The artifact store of uploaded binaries: a folder or an s3:// URL.
+    artifacts: str | None = None
+    # Where workers keep the binaries they fetched.
+    binary_cache: Path | None = None
 
 
 async def _open_pool(dsn: str) -> db.Pool:
@@ -51,6 +58,7 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     pool = await _open_pool(components.dsn)
+    store = artifacts.open_store(components.artifacts) if components.artifacts else None
     etcd = (
         Etcd(components.etcd_endpoints, components.etcd_prefix)
         if components.etcd_endpoints
@@ -58,7 +66,7 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     )
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
-    server = None
+    server: api_server.ApiServer | None = None
 
     def spawn(name: str, coro: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(coro, name=name))
@@ -66,19 +74,32 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     try:
         port = None
         if components.api_listen is not None:
-            server, port = await api_server.start(pool, components.api_listen)
+            server = await api_server.start(
+                pool, components.api_listen, dsn=components.dsn, artifact_store=store
+            )
+            port = server.port
         if components.producer:
             spawn("producer", Producer(pool=pool, dsn=components.dsn).run())
         if components.claimer is not None:
             assert etcd is not None, "the claimer needs etcd"
-            spawn("claimer", Claimer(pool=pool, etcd=etcd, config=components.claimer).run())
+            maintenance = Maintenance(
+                pool=pool, artifact_store=store, config=components.maintenance
+            )
+            claimer = Claimer(
+                pool=pool, etcd=etcd, config=components.claimer, maintenance=maintenance
+            )
+            spawn("claimer", claimer.run())
         if components.worker is not None:
             assert etcd is not None, "the worker needs etcd"
+            binaries = None
+            if store is not None:
+                cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "binaries"
+                binaries = BinaryCache(store, cache)
             worker = Worker(
                 pool=pool,
                 dsn=components.dsn,
                 etcd=etcd,
-                executor=LocalExecutor(log_dir=components.log_dir),
+                executor=LocalExecutor(log_dir=components.log_dir, binaries=binaries),
                 config=components.worker,
             )
             spawn("worker", worker.run())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -63,9 +63,12 @@ class Wakeups:
     (its polling fallback) runs out, whichever is first.
     """
 
-    def __init__(self, dsn: str, channel: str) -> None:
+    def __init__(
+        self, dsn: str, channel: str, on_payload: Callable[[str], None] | None = None
+    ) -> None:
         self._dsn = dsn
         self._channel = channel
+        self._on_payload = on_payload
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -101,7 +104,9 @@ class Wakeups:
                     await conn.execute(f"LISTEN {self._channel}")
                     # Anything notified while we were not listening is unknown: look once.
                     self._event.set()
-                    async for _ in conn.notifies():
+                    async for notification in conn.notifies():
+                        if self._on_payload is not None:
+                            self._on_payload(notification.payload)
                         self._event.set()
             except psycopg.OperationalError as exc:
                 log.warning("listen on %s lost (%s); reconnecting", self._channel, exc)

@@ -1,21 +1,36 @@
-"""The jobs table: storing jobs, reading them, and firing the ones that are due."""
+"""The jobs table: storing jobs, changing them, and firing the ones that are due."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from hourglass import schedules
-from hourglass.domain import Job, JobId, JobSpec, JobState, RetryPolicy, Task
-from hourglass.schedules import After, At, Cron, Every, Schedule
+from hourglass.domain import (
+    CatchUp,
+    CatchUpPolicy,
+    Job,
+    JobId,
+    JobSpec,
+    JobState,
+    Overlap,
+    RetryPolicy,
+    RunId,
+    Task,
+)
+from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
 from hourglass.store.db import JOBS_CHANNEL, RUNS_CHANNEL, Connection, notify
+from hourglass.store.runs import request_cancel
 
 # How many fires of one job a single producer cycle records at most; a job that missed more
 # (a long outage with the "all" catch-up) gets the rest in the next cycles.
 MAX_FIRES_PER_JOB_PER_CYCLE = 1000
+# Backfill refuses ranges with more fires than this.
+MAX_BACKFILL = 10_000
 
 
 class RequestConflict(Exception):
@@ -29,33 +44,64 @@ class RequestConflict(Exception):
         self.job_id = job_id
 
 
-def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+class UnknownArtifact(Exception):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"binary {digest} was never uploaded; upload it with UploadBinary first")
+
+
+class NotAllowed(Exception):
+    """The job's state does not allow the change (e.g. resuming a cancelled job)."""
+
+
+def schedule_to_json(schedule: Schedule, bounds: Bounds | None = None) -> dict[str, Any]:
+    bounds = bounds or Bounds()
+    data: dict[str, Any]
     match schedule:
         case At(at=at):
-            return {"kind": "at", "at": at.isoformat()}
+            data = {"kind": "at", "at": at.isoformat()}
         case After(delay=delay):
-            return {"kind": "after", "delay_seconds": delay.total_seconds()}
+            data = {"kind": "after", "delay_seconds": delay.total_seconds()}
         case Cron(expression=expression, time_zone=time_zone):
-            return {"kind": "cron", "expression": expression, "time_zone": time_zone}
-        case Every(interval=interval):
-            return {"kind": "every", "interval_seconds": interval.total_seconds()}
+            data = {"kind": "cron", "expression": expression, "time_zone": time_zone}
+        case Every(interval=interval, jitter=jitter):
+            data = {
+                "kind": "every",
+                "interval_seconds": interval.total_seconds(),
+                "jitter_seconds": jitter.total_seconds(),
+            }
+    if bounds.start:
+        data["start"] = bounds.start.isoformat()
+    if bounds.end:
+        data["end"] = bounds.end.isoformat()
+    return data
 
 
-def schedule_from_json(data: dict[str, Any]) -> Schedule:
+def schedule_from_json(data: dict[str, Any]) -> tuple[Schedule, Bounds]:
+    schedule: Schedule
     match data["kind"]:
         case "at":
-            return At(datetime.fromisoformat(data["at"]))
+            schedule = At(datetime.fromisoformat(data["at"]))
         case "after":
-            return After(timedelta(seconds=data["delay_seconds"]))
+            schedule = After(timedelta(seconds=data["delay_seconds"]))
         case "cron":
-            return Cron(data["expression"], data["time_zone"])
+            schedule = Cron(data["expression"], data["time_zone"])
         case "every":
-            return Every(timedelta(seconds=data["interval_seconds"]))
-    raise ValueError(f"unknown schedule kind {data['kind']!r}")
+            schedule = Every(
+                timedelta(seconds=data["interval_seconds"]),
+                timedelta(seconds=data.get("jitter_seconds", 0)),
+            )
+        case kind:
+            raise ValueError(f"unknown schedule kind {kind!r}")
+    bounds = Bounds(
+        start=datetime.fromisoformat(data["start"]) if data.get("start") else None,
+        end=datetime.fromisoformat(data["end"]) if data.get("end") else None,
+    )
+    return schedule, bounds
 
 
-def _job(row: dict[str, Any]) -> Job:
-    spec = JobSpec(
+def _spec(row: dict[str, Any]) -> JobSpec:
+    schedule, bounds = schedule_from_json(row["schedule"])
+    return JobSpec(
         name=row["name"],
         task=Task(
             command=tuple(row["command"]),
@@ -63,19 +109,73 @@ def _job(row: dict[str, Any]) -> Job:
             env=dict(row["env"]),
             image=row["image"],
             working_dir=row["working_dir"],
+            binary=row["binary_digest"] or "",
         ),
-        schedule=schedule_from_json(row["schedule"]),
+        schedule=schedule,
+        bounds=bounds,
         retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
         timeout=row["timeout"],
+        overlap=Overlap(row["overlap"]),
+        catch_up=CatchUp(CatchUpPolicy(row["catch_up"]), row["catch_up_window"]),
     )
+
+
+def _job(row: dict[str, Any]) -> Job:
     return Job(
         id=JobId(row["id"]),
-        spec=spec,
+        spec=_spec(row),
         state=JobState(row["state"]),
         next_fire_at=row["next_fire_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        missed_fires=row["missed_fires"],
+        revision=row["revision"],
     )
+
+
+def _spec_params(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "command": list(spec.task.command),
+        "args": list(spec.task.args),
+        "env": Jsonb(spec.task.env),
+        "image": spec.task.image,
+        "working_dir": spec.task.working_dir,
+        "binary": spec.task.binary or None,
+        "schedule": Jsonb(schedule_to_json(spec.schedule, spec.bounds)),
+        "max_attempts": spec.retry.max_attempts,
+        "backoff": spec.retry.backoff,
+        "timeout": spec.timeout,
+        "overlap": spec.overlap.value,
+        "catch_up": spec.catch_up.policy.value,
+        "catch_up_window": spec.catch_up.window,
+    }
+
+
+def _spec_json(spec: JobSpec) -> Jsonb:
+    """A job revision as stored in job_revisions: the spec columns, as JSON."""
+    params = _spec_params(spec)
+    return Jsonb(
+        {
+            **{k: v for k, v in params.items() if not isinstance(v, Jsonb | timedelta)},
+            "env": spec.task.env,
+            "schedule": schedule_to_json(spec.schedule, spec.bounds),
+            "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
+            "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
+            "catch_up_window_seconds": (
+                spec.catch_up.window.total_seconds() if spec.catch_up.window else None
+            ),
+        }
+    )
+
+
+async def _check_binary(conn: Connection, spec: JobSpec) -> None:
+    if spec.task.binary:
+        cursor = await conn.execute(
+            "SELECT 1 FROM artifacts WHERE digest = %s FOR KEY SHARE", (spec.task.binary,)
+        )
+        if await cursor.fetchone() is None:
+            raise UnknownArtifact(spec.task.binary)
 
 
 async def create(
@@ -91,52 +191,64 @@ async def create(
     A request id seen before with the same digest returns the job it created (a safe retry);
     with another digest it raises RequestConflict and stores nothing.
     """
+    if request_id:
+        existing = await _by_request(conn, request_id)
+        if existing is not None:
+            return _same_request(request_id, request_digest, existing)
+    await _check_binary(conn, spec)
     job_id = JobId(uuid.uuid4())
-    first_fire = spec.schedule.first(now)
+    first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
     cursor = await conn.execute(
         """
         INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
-                          working_dir, schedule, max_attempts, retry_backoff, timeout, state,
-                          next_fire_at, created_at, updated_at)
+                          working_dir, binary_digest, schedule, max_attempts, retry_backoff,
+                          timeout, overlap, catch_up, catch_up_window, state, next_fire_at,
+                          created_at, updated_at)
         VALUES (%(id)s, %(name)s, %(request_id)s, %(digest)s, %(command)s, %(args)s, %(env)s,
-                %(image)s, %(working_dir)s, %(schedule)s, %(max_attempts)s, %(backoff)s,
-                %(timeout)s, 'active', %(next_fire_at)s, %(now)s, %(now)s)
+                %(image)s, %(working_dir)s, %(binary)s, %(schedule)s, %(max_attempts)s,
+                %(backoff)s, %(timeout)s, %(overlap)s, %(catch_up)s, %(catch_up_window)s,
+                %(state)s, %(next_fire_at)s, %(now)s, %(now)s)
         ON CONFLICT (request_id) DO NOTHING
         RETURNING id
         """,
         {
+            **_spec_params(spec),
             "id": job_id,
-            "name": spec.name,
             "request_id": request_id or None,
             "digest": request_digest or None,
-            "command": list(spec.task.command),
-            "args": list(spec.task.args),
-            "env": Jsonb(spec.task.env),
-            "image": spec.task.image,
-            "working_dir": spec.task.working_dir,
-            "schedule": Jsonb(schedule_to_json(spec.schedule)),
-            "max_attempts": spec.retry.max_attempts,
-            "backoff": spec.retry.backoff,
-            "timeout": spec.timeout,
-            "next_fire_at": first_fire,
+            "state": JobState.ACTIVE if first else JobState.COMPLETED,
+            "next_fire_at": first,
             "now": now,
         },
     )
-    if await cursor.fetchone() is not None:
-        await notify(conn, JOBS_CHANNEL)
-        return job_id, True
+    if await cursor.fetchone() is None:  # a concurrent retry of the same request won
+        existing = await _by_request(conn, request_id)
+        assert existing is not None
+        return _same_request(request_id, request_digest, existing)
+    await conn.execute(
+        "INSERT INTO job_revisions (job_id, revision, spec, created_at) VALUES (%s, 1, %s, %s)",
+        (job_id, _spec_json(spec), now),
+    )
+    await notify(conn, JOBS_CHANNEL)
+    return job_id, True
+
+
+async def _by_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
     cursor = await conn.execute(
         "SELECT id, request_digest FROM jobs WHERE request_id = %s", (request_id,)
     )
-    existing = await cursor.fetchone()
-    assert existing is not None, "ON CONFLICT (request_id) implies the row exists"
-    if existing["request_digest"] != request_digest:
+    return await cursor.fetchone()
+
+
+def _same_request(request_id: str, digest: bytes, existing: dict[str, Any]) -> tuple[JobId, bool]:
+    if existing["request_digest"] != digest:
         raise RequestConflict(request_id, JobId(existing["id"]))
     return JobId(existing["id"]), False
 
 
-async def get(conn: Connection, job_id: JobId) -> Job | None:
-    cursor = await conn.execute("SELECT * FROM jobs WHERE id = %s", (job_id,))
+async def get(conn: Connection, job_id: JobId, *, for_update: bool = False) -> Job | None:
+    query = "SELECT * FROM jobs WHERE id = %s"
+    cursor = await conn.execute(query + (" FOR UPDATE" if for_update else ""), (job_id,))
     row = await cursor.fetchone()
     return _job(row) if row else None
 
@@ -158,11 +270,92 @@ async def list_page(
     return [_job(row) for row in await cursor.fetchall()]
 
 
+async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetime) -> Job | None:
+    """Replaces a job's spec and plans its next fire from now; keeps the old spec as a
+    revision. A paused job stays paused; a finished one-shot job can be given a new schedule."""
+    job = await get(conn, job_id, for_update=True)
+    if job is None:
+        return None
+    if job.state == JobState.CANCELLED:
+        raise NotAllowed(f"job {job_id} is cancelled; schedule a new job instead")
+    await _check_binary(conn, spec)
+    state = job.state
+    next_fire: datetime | None = None
+    if state != JobState.PAUSED:
+        next_fire = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
+        state = JobState.ACTIVE if next_fire else JobState.COMPLETED
+    cursor = await conn.execute(
+        """
+        UPDATE jobs SET name = %(name)s, command = %(command)s, args = %(args)s, env = %(env)s,
+            image = %(image)s, working_dir = %(working_dir)s, binary_digest = %(binary)s,
+            schedule = %(schedule)s, max_attempts = %(max_attempts)s,
+            retry_backoff = %(backoff)s, timeout = %(timeout)s, overlap = %(overlap)s,
+            catch_up = %(catch_up)s, catch_up_window = %(catch_up_window)s, state = %(state)s,
+            next_fire_at = %(next_fire_at)s, revision = revision + 1, updated_at = %(now)s
+        WHERE id = %(id)s
+        RETURNING *
+        """,
+        {**_spec_params(spec), "id": job_id, "state": state, "next_fire_at": next_fire, "now": now},
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    await conn.execute(
+        "INSERT INTO job_revisions (job_id, revision, spec, created_at) VALUES (%s, %s, %s, %s)",
+        (job_id, row["revision"], _spec_json(spec), now),
+    )
+    await notify(conn, JOBS_CHANNEL)
+    return _job(row)
+
+
+async def pause(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
+    job = await get(conn, job_id, for_update=True)
+    if job is None:
+        return None
+    if job.state not in (JobState.ACTIVE, JobState.PAUSED):
+        raise NotAllowed(f"job {job_id} is {job.state}; only an active job can be paused")
+    return await _set_state(conn, job_id, JobState.PAUSED, None, now)
+
+
+async def resume(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
+    """Back to firing, from the schedule's next fire after now: fires that came due while
+    paused are not made up."""
+    job = await get(conn, job_id, for_update=True)
+    if job is None:
+        return None
+    if job.state == JobState.ACTIVE:
+        return job
+    if job.state != JobState.PAUSED:
+        raise NotAllowed(f"job {job_id} is {job.state}; only a paused job can be resumed")
+    spec = job.spec
+    next_fire = (
+        schedules.next_fire(spec.schedule, now, bounds=spec.bounds)
+        if isinstance(spec.schedule, Cron | Every)
+        else schedules.first_fire(spec.schedule, created=job.created_at, bounds=spec.bounds)
+    )
+    if next_fire is None:
+        return await _set_state(conn, job_id, JobState.COMPLETED, None, now)
+    return await _set_state(conn, job_id, JobState.ACTIVE, next_fire, now)
+
+
+async def _set_state(
+    conn: Connection, job_id: JobId, state: JobState, next_fire: datetime | None, now: datetime
+) -> Job:
+    cursor = await conn.execute(
+        "UPDATE jobs SET state = %s, next_fire_at = %s, updated_at = %s WHERE id = %s RETURNING *",
+        (state, next_fire, now, job_id),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    await notify(conn, JOBS_CHANNEL)
+    return _job(row)
+
+
 async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
     """Stops a job's future fires and cancels its queued runs; running ones finish."""
     cursor = await conn.execute(
         """
-        UPDATE jobs SET state = CASE WHEN state = 'active' THEN 'cancelled' ELSE state END,
+        UPDATE jobs SET state = CASE WHEN state IN ('active', 'paused') THEN 'cancelled'
+                                     ELSE state END,
                         next_fire_at = NULL, updated_at = %(now)s
         WHERE id = %(id)s RETURNING *
         """,
@@ -172,23 +365,109 @@ async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | Non
     if row is None:
         return None
     await conn.execute(
-        "UPDATE runs SET state = 'cancelled', finished_at = %(now)s"
+        "UPDATE runs SET state = 'cancelled', finished_at = %(now)s, reason = 'job cancelled'"
         " WHERE job_id = %(id)s AND state = 'queued'",
         {"id": job_id, "now": now},
     )
     return _job(row)
 
 
-async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
-    """Records a queued run for every due fire of up to `limit` due jobs and advances each
-    job's next_fire_at past them, all in the caller's transaction. Returns the runs queued.
+async def delete(conn: Connection, job_id: JobId, *, now: datetime) -> bool:
+    """Removes a job with its history. A running run is asked to terminate first; its
+    worker's late writes then find no row and change nothing."""
+    cursor = await conn.execute(
+        "SELECT id FROM runs WHERE job_id = %s AND state IN ('queued', 'running')", (job_id,)
+    )
+    active = [RunId(row["id"]) for row in await cursor.fetchall()]
+    await request_cancel(conn, active, reason="job deleted", now=now)
+    cursor = await conn.execute("DELETE FROM jobs WHERE id = %s RETURNING id", (job_id,))
+    return await cursor.fetchone() is not None
 
-    Rows are locked with SKIP LOCKED, so several producers can share the work; the unique
-    (job_id, scheduled_at) key makes a fire that was somehow recorded already a no-op.
+
+@dataclass(frozen=True, slots=True)
+class _Fire:
+    run_id: uuid.UUID
+    job_id: uuid.UUID
+    scheduled_at: datetime
+    available_at: datetime
+    state: str = "queued"
+    reason: str = ""
+    trigger: str = "schedule"
+
+
+async def _insert_runs(conn: Connection, fires: list[_Fire], now: datetime) -> int:
+    if not fires:
+        return 0
+    cursor = await conn.execute(
+        """
+        INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at, created_at,
+                          finished_at, reason, trigger)
+        SELECT r.id, r.job_id, r.scheduled_at, r.state, 1, r.available_at, %(now)s,
+               CASE WHEN r.state = 'queued' THEN NULL ELSE %(now)s END, r.reason, r.trigger
+        FROM unnest(%(ids)s::uuid[], %(jobs)s::uuid[], %(times)s::timestamptz[],
+                    %(available)s::timestamptz[], %(states)s::text[], %(reasons)s::text[],
+                    %(triggers)s::text[])
+             AS r(id, job_id, scheduled_at, available_at, state, reason, trigger)
+        ON CONFLICT (job_id, scheduled_at) DO NOTHING
+        """,
+        {
+            "ids": [f.run_id for f in fires],
+            "jobs": [f.job_id for f in fires],
+            "times": [f.scheduled_at for f in fires],
+            "available": [f.available_at for f in fires],
+            "states": [f.state for f in fires],
+            "reasons": [f.reason for f in fires],
+            "triggers": [f.trigger for f in fires],
+            "now": now,
+        },
+    )
+    return cursor.rowcount
+
+
+def _due_fires(
+    spec: JobSpec, first: datetime, now: datetime
+) -> tuple[list[datetime], int, datetime | None]:
+    """Which of the fires from `first` up to now run under the job's catch-up policy.
+
+    Returns (fire times to record, fires missed, the job's next fire time).
+    """
+    schedule, bounds, catch_up = spec.schedule, spec.bounds, spec.catch_up
+    if catch_up.policy == CatchUpPolicy.LATEST:
+        latest, count = schedules.latest_at_or_before(schedule, now, since=first, bounds=bounds)
+        return [latest], count - 1, schedules.next_fire(schedule, latest, bounds=bounds)
+    tolerance = catch_up.tolerance()
+    missed = 0
+    fire: datetime | None = first
+    if tolerance is not None and now - first > tolerance:
+        # Jump over the fires that are too late without listing them one by one.
+        cutoff = now - tolerance
+        latest_missed, missed = schedules.latest_at_or_before(
+            schedule, cutoff, since=first, bounds=bounds
+        )
+        if latest_missed >= cutoff:  # it is on time after all
+            missed -= 1
+            fire = latest_missed
+        else:
+            fire = schedules.next_fire(schedule, latest_missed, bounds=bounds)
+    fires: list[datetime] = []
+    while fire is not None and fire <= now and len(fires) < MAX_FIRES_PER_JOB_PER_CYCLE:
+        fires.append(fire)
+        fire = schedules.next_fire(schedule, fire, bounds=bounds)
+    return fires, missed, fire
+
+
+async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
+    """Records the due fires of up to `limit` due jobs and advances each job's next_fire_at
+    past them, all in the caller's transaction. Returns how many jobs it fired.
+
+    The catch-up policy decides which late fires run (the rest are counted in missed_fires);
+    the overlap policy decides whether each fire is queued, skipped, or replaces the job's
+    active run. Rows are locked with SKIP LOCKED, so several producers can share the work; the
+    unique (job_id, scheduled_at) key makes a fire recorded twice a no-op.
     """
     cursor = await conn.execute(
         """
-        SELECT id, schedule, next_fire_at FROM jobs
+        SELECT * FROM jobs
         WHERE next_fire_at <= %(now)s
         ORDER BY next_fire_at
         LIMIT %(limit)s
@@ -196,48 +475,120 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
         """,
         {"now": now, "limit": limit},
     )
-    due = await cursor.fetchall()
+    due = [_job(row) for row in await cursor.fetchall()]
     if not due:
         return 0
-    run_ids: list[uuid.UUID] = []
-    run_jobs: list[uuid.UUID] = []
-    fire_times: list[datetime] = []
-    job_ids: list[uuid.UUID] = []
-    next_times: list[datetime | None] = []
-    for row in due:
-        schedule = schedule_from_json(row["schedule"])
-        fire: datetime | None = row["next_fire_at"]
-        fired = 0
-        while fire is not None and fire <= now and fired < MAX_FIRES_PER_JOB_PER_CYCLE:
-            run_ids.append(uuid.uuid4())
-            run_jobs.append(row["id"])
-            fire_times.append(fire)
-            fired += 1
-            fire = schedules.next_fire(schedule, fire)
-        job_ids.append(row["id"])
-        next_times.append(fire)
-    await conn.execute(
-        """
-        INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at, created_at)
-        SELECT r.id, r.job_id, r.scheduled_at, 'queued', 1, r.scheduled_at, %(now)s
-        FROM unnest(%(ids)s::uuid[], %(jobs)s::uuid[], %(times)s::timestamptz[])
-             AS r(id, job_id, scheduled_at)
-        ON CONFLICT (job_id, scheduled_at) DO NOTHING
-        """,
-        {"ids": run_ids, "jobs": run_jobs, "times": fire_times, "now": now},
-    )
+    active = await _active_runs(conn, [job.id for job in due if job.spec.overlap != Overlap.ALLOW])
+    fires: list[_Fire] = []
+    replaced: list[RunId] = []
+    job_ids, next_times, missed_counts = [], [], []
+    for job in due:
+        assert job.next_fire_at is not None
+        times, missed, next_fire = _due_fires(job.spec, job.next_fire_at, now)
+        queued, running = active.get(job.id, ([], []))
+        for scheduled_at in times:
+            fire = _Fire(uuid.uuid4(), job.id, scheduled_at, scheduled_at + _delay(job.spec))
+            overlap = job.spec.overlap
+            if overlap == Overlap.SKIP and (queued or running):
+                fire = _skipped(fire, "overlap policy skip: an earlier run is still active")
+            elif overlap == Overlap.BUFFER_ONE and queued:
+                fire = _skipped(fire, "overlap policy buffer_one: a run is already waiting")
+            elif overlap == Overlap.REPLACE:
+                replaced += [*queued, *running]
+                queued, running = [], []
+            if fire.state == "queued":
+                queued = [*queued, RunId(fire.run_id)]
+            fires.append(fire)
+        job_ids.append(job.id)
+        next_times.append(next_fire)
+        missed_counts.append(missed)
+    await request_cancel(conn, replaced, reason="replaced by a later fire", now=now)
+    await _insert_runs(conn, fires, now)
     await conn.execute(
         """
         UPDATE jobs SET next_fire_at = v.next_fire_at,
                         state = CASE WHEN v.next_fire_at IS NULL THEN 'completed' ELSE state END,
+                        missed_fires = missed_fires + v.missed,
                         updated_at = %(now)s
-        FROM unnest(%(ids)s::uuid[], %(next)s::timestamptz[]) AS v(id, next_fire_at)
+        FROM unnest(%(ids)s::uuid[], %(next)s::timestamptz[], %(missed)s::bigint[])
+             AS v(id, next_fire_at, missed)
         WHERE jobs.id = v.id
         """,
-        {"ids": job_ids, "next": next_times, "now": now},
+        {"ids": job_ids, "next": next_times, "missed": missed_counts, "now": now},
     )
     await notify(conn, RUNS_CHANNEL)
-    return len(run_ids)
+    return len(due)
+
+
+def _delay(spec: JobSpec) -> timedelta:
+    return spec.schedule.delay() if isinstance(spec.schedule, Every) else timedelta(0)
+
+
+def _skipped(fire: _Fire, reason: str) -> _Fire:
+    return _Fire(fire.run_id, fire.job_id, fire.scheduled_at, fire.available_at, "skipped", reason)
+
+
+async def _active_runs(
+    conn: Connection, job_ids: list[JobId]
+) -> dict[JobId, tuple[list[RunId], list[RunId]]]:
+    """For each job, its queued and its running runs."""
+    if not job_ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT id, job_id, state FROM runs"
+        " WHERE job_id = ANY(%s) AND state IN ('queued', 'running')",
+        (job_ids,),
+    )
+    found: dict[JobId, tuple[list[RunId], list[RunId]]] = {}
+    for row in await cursor.fetchall():
+        queued, running = found.setdefault(JobId(row["job_id"]), ([], []))
+        (queued if row["state"] == "queued" else running).append(RunId(row["id"]))
+    return found
+
+
+async def trigger(conn: Connection, job_id: JobId, *, now: datetime) -> RunId | None:
+    """Queues a run of the job now, outside its schedule."""
+    job = await get(conn, job_id)
+    if job is None:
+        return None
+    if job.state == JobState.CANCELLED:
+        raise NotAllowed(f"job {job_id} is cancelled")
+    fire = _Fire(uuid.uuid4(), job_id, now, now, trigger="manual")
+    await _insert_runs(conn, [fire], now)
+    await notify(conn, RUNS_CHANNEL)
+    return RunId(fire.run_id)
+
+
+async def backfill(
+    conn: Connection, job_id: JobId, *, start: datetime, end: datetime, now: datetime
+) -> int | None:
+    """Queues a run for every fire of the job's schedule in [start, end]; fires recorded
+    before are left as they are. Returns the runs queued (None: no such job)."""
+    job = await get(conn, job_id)
+    if job is None:
+        return None
+    spec = job.spec
+    times: list[datetime] = []
+    if isinstance(spec.schedule, At | After):
+        only = spec.schedule.first(job.created_at)
+        times = [only] if only is not None and start <= only <= end else []
+    else:
+        fire = spec.schedule.next_after(start - timedelta(microseconds=1))
+        if isinstance(spec.schedule, Every):
+            # The interval's own grid, anchored at the job's first fire.
+            anchor = schedules.first_fire(spec.schedule, created=job.created_at, bounds=spec.bounds)
+            assert anchor is not None
+            interval = spec.schedule.interval
+            fire = anchor + -((anchor - start) // interval) * interval
+        while fire is not None and fire <= end:
+            if len(times) >= MAX_BACKFILL:
+                raise ValueError(f"the range holds more than {MAX_BACKFILL} fires; split it")
+            times.append(fire)
+            fire = spec.schedule.next_after(fire)
+    fires = [_Fire(uuid.uuid4(), job_id, t, now, trigger="backfill") for t in times]
+    queued = await _insert_runs(conn, fires, now)
+    await notify(conn, RUNS_CHANNEL)
+    return queued
 
 
 async def next_due_at(conn: Connection) -> datetime | None:

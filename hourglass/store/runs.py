@@ -25,6 +25,11 @@ from hourglass.domain import (
 )
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 
+# Outcomes worth another attempt. A cancelled run stays cancelled.
+RETRIED = (RunState.FAILED, RunState.TIMED_OUT)
+CANCEL_CHANNEL = "hourglass_cancel"
+LOGS_CHANNEL = "hourglass_logs"
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedRun:
@@ -68,15 +73,30 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     cursor = await conn.execute(
         """
         SELECT r.id, r.job_id, r.scheduled_at, r.attempt, j.command, j.args, j.env, j.image,
-               j.working_dir, j.timeout, j.max_attempts, j.retry_backoff
+               j.working_dir, j.binary_digest, j.timeout, j.max_attempts, j.retry_backoff,
+               j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
         WHERE r.state = 'queued' AND r.available_at <= %(now)s
+          -- buffer_one and replace: a run starts only once no other run of its job runs.
+          AND (j.overlap IN ('allow', 'skip')
+               OR NOT EXISTS (SELECT 1 FROM runs other
+                              WHERE other.job_id = r.job_id AND other.state = 'running'))
         ORDER BY r.available_at
         LIMIT %(limit)s
         FOR UPDATE OF r SKIP LOCKED
         """,
         {"now": now, "limit": limit},
     )
+    rows = await cursor.fetchall()
+    # Two queued runs of such a job (a manual trigger beside a fire) must not start together.
+    seen: set[uuid.UUID] = set()
+    exclusive = []
+    for row in rows:
+        if row["overlap"] in ("buffer_one", "replace"):
+            if row["job_id"] in seen:
+                continue
+            seen.add(row["job_id"])
+        exclusive.append(row)
     return [
         QueuedRun(
             id=RunId(row["id"]),
@@ -89,11 +109,12 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
                 env=dict(row["env"]),
                 image=row["image"],
                 working_dir=row["working_dir"],
+                binary=row["binary_digest"] or "",
             ),
             timeout=row["timeout"],
             retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
         )
-        for row in await cursor.fetchall()
+        for row in exclusive
     ]
 
 
@@ -149,7 +170,7 @@ async def finish(
     Fenced: returns False, and changes nothing, unless the attempt is still running under
     `token`.
     """
-    retrying = outcome.state != RunState.SUCCEEDED and requeue.at is not None
+    retrying = outcome.state in RETRIED and requeue.at is not None
     cursor = await conn.execute(
         """
         WITH attempt AS (
@@ -307,7 +328,10 @@ async def list_for_job(
             "before_id": before[1] if before else None,
         },
     )
-    rows = await cursor.fetchall()
+    return await _with_attempts(conn, await cursor.fetchall())
+
+
+async def _with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[Run]:
     if not rows:
         return []
     cursor = await conn.execute(
@@ -327,6 +351,132 @@ async def list_for_job(
             created_at=row["created_at"],
             finished_at=row["finished_at"],
             attempts=tuple(attempts.get(row["id"], ())),
+            trigger=row["trigger"],
+            reason=row["reason"],
         )
         for row in rows
     ]
+
+
+async def get(conn: Connection, run_id: RunId) -> Run | None:
+    cursor = await conn.execute("SELECT * FROM runs WHERE id = %s", (run_id,))
+    found = await _with_attempts(conn, await cursor.fetchall())
+    return found[0] if found else None
+
+
+async def list_changed(conn: Connection, job_id: JobId, *, since: datetime) -> list[Run]:
+    """A job's runs changed at or after `since` (database clock), oldest change first."""
+    cursor = await conn.execute(
+        "SELECT * FROM runs WHERE job_id = %s AND updated_at >= %s ORDER BY updated_at",
+        (job_id, since),
+    )
+    return await _with_attempts(conn, await cursor.fetchall())
+
+
+async def database_now(conn: Connection) -> datetime:
+    cursor = await conn.execute("SELECT clock_timestamp() AS now")
+    row = await cursor.fetchone()
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]
+
+
+async def request_cancel(
+    conn: Connection, run_ids: list[RunId], *, reason: str, now: datetime
+) -> list[RunId]:
+    """Cancels runs: a queued one at once; a running one by flagging it and notifying its
+    worker, which terminates the process and records the run as cancelled (fenced). Returns
+    the ids of the runs that were running."""
+    if not run_ids:
+        return []
+    await conn.execute(
+        "UPDATE runs SET state = 'cancelled', finished_at = %s, reason = %s"
+        " WHERE id = ANY(%s) AND state = 'queued'",
+        (now, reason, run_ids),
+    )
+    cursor = await conn.execute(
+        "UPDATE runs SET cancel_requested = true, reason = %s"
+        " WHERE id = ANY(%s) AND state = 'running' RETURNING id",
+        (reason, run_ids),
+    )
+    running = [RunId(row["id"]) for row in await cursor.fetchall()]
+    for chunk in range(0, len(running), 200):
+        payload = ",".join(str(run_id) for run_id in running[chunk : chunk + 200])
+        await conn.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, payload))
+    return running
+
+
+async def cancel_requested(conn: Connection, run_ids: list[RunId]) -> list[RunId]:
+    """Of these runs, the ones someone asked to cancel (the worker's fallback to NOTIFY)."""
+    if not run_ids:
+        return []
+    cursor = await conn.execute(
+        "SELECT id FROM runs WHERE id = ANY(%s) AND cancel_requested AND state = 'running'",
+        (run_ids,),
+    )
+    return [RunId(row["id"]) for row in await cursor.fetchall()]
+
+
+async def append_logs(
+    conn: Connection,
+    *,
+    run_id: RunId,
+    attempt: int,
+    token: FencingToken,
+    chunks: list[tuple[int, bytes]],
+) -> bool:
+    """Appends (stream, data) chunks of an attempt's output, fenced like every other write of
+    the attempt. Streams: 1 stdout, 2 stderr."""
+    if not chunks:
+        return True
+    cursor = await conn.execute(
+        """
+        INSERT INTO run_logs (run_id, attempt, stream, data)
+        SELECT %(run_id)s, %(attempt)s, c.stream, c.data
+        FROM unnest(%(streams)s::smallint[], %(data)s::bytea[]) WITH ORDINALITY
+             AS c(stream, data, position)
+        WHERE EXISTS (SELECT 1 FROM attempts
+                      WHERE run_id = %(run_id)s AND number = %(attempt)s
+                        AND fencing_token = %(token)s AND state = 'running')
+        ORDER BY c.position
+        """,
+        {
+            "run_id": run_id,
+            "attempt": attempt,
+            "token": token,
+            "streams": [stream for stream, _ in chunks],
+            "data": [data for _, data in chunks],
+        },
+    )
+    if cursor.rowcount:
+        await conn.execute("SELECT pg_notify(%s, %s)", (LOGS_CHANNEL, str(run_id)))
+    return cursor.rowcount > 0
+
+
+async def read_logs(
+    conn: Connection, run_id: RunId, *, after_seq: int = 0, limit: int = 500
+) -> list[tuple[int, int, int, bytes]]:
+    """(seq, attempt, stream, data) of a run's output after `after_seq`, in order."""
+    cursor = await conn.execute(
+        "SELECT seq, attempt, stream, data FROM run_logs"
+        " WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+        (run_id, after_seq, limit),
+    )
+    return [
+        (row["seq"], row["attempt"], row["stream"], bytes(row["data"]))
+        for row in await cursor.fetchall()
+    ]
+
+
+async def prune_finished(conn: Connection, *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` terminal runs (with their attempts and logs) that finished
+    before `before`. Returns how many it deleted."""
+    cursor = await conn.execute(
+        """
+        DELETE FROM runs WHERE id IN (
+            SELECT id FROM runs
+            WHERE finished_at < %s AND state NOT IN ('queued', 'running')
+            ORDER BY finished_at LIMIT %s)
+        """,
+        (before, limit),
+    )
+    return cursor.rowcount

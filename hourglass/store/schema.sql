@@ -1,29 +1,46 @@
 -- The whole current schema of hourglass, the single source of truth. The numbered files in
 -- migrations/ must produce exactly this (tests/integration/test_migrations.py checks it);
--- change both together.
+-- change both together. Columns are listed in the order the migrations leave them.
+
+-- Uploaded binaries, content-addressed; the bytes live in the artifact store.
+CREATE TABLE artifacts (
+    digest     text PRIMARY KEY CHECK (digest ~ '^sha256:[0-9a-f]{64}$'),
+    size       bigint NOT NULL CHECK (size >= 0),
+    created_at timestamptz NOT NULL
+);
 
 -- One row per job. next_fire_at is the job's only schedule state: the producer advances it in
 -- the same transaction that records the fire, so no fire is lost or doubled by a restart.
 CREATE TABLE jobs (
-    id             uuid PRIMARY KEY,
-    name           text NOT NULL,
+    id              uuid PRIMARY KEY,
+    name            text NOT NULL,
     -- Idempotency of ScheduleJob: the client's key and a digest of the request it came with.
-    request_id     text UNIQUE,
-    request_digest bytea,
-    command        text[] NOT NULL,
-    args           text[] NOT NULL DEFAULT '{}',
-    env            jsonb NOT NULL DEFAULT '{}',
-    image          text NOT NULL DEFAULT '',
-    working_dir    text NOT NULL DEFAULT '',
-    schedule       jsonb NOT NULL,
-    max_attempts   integer NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 100),
-    retry_backoff  interval NOT NULL DEFAULT '1 second',
-    timeout        interval,
-    state          text NOT NULL DEFAULT 'active'
-                   CHECK (state IN ('active', 'completed', 'cancelled')),
-    next_fire_at   timestamptz,
-    created_at     timestamptz NOT NULL,
-    updated_at     timestamptz NOT NULL,
+    request_id      text UNIQUE,
+    request_digest  bytea,
+    command         text[] NOT NULL,
+    args            text[] NOT NULL DEFAULT '{}',
+    env             jsonb NOT NULL DEFAULT '{}',
+    image           text NOT NULL DEFAULT '',
+    working_dir     text NOT NULL DEFAULT '',
+    -- Kind, parameters and start/end bounds (see hourglass.store.jobs.schedule_to_json).
+    schedule        jsonb NOT NULL,
+    max_attempts    integer NOT NULL DEFAULT 1 CHECK (max_attempts BETWEEN 1 AND 100),
+    retry_backoff   interval NOT NULL DEFAULT '1 second',
+    timeout         interval,
+    state           text NOT NULL DEFAULT 'active'
+                    CHECK (state IN ('active', 'paused', 'completed', 'cancelled')),
+    next_fire_at    timestamptz,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    -- A job's binary cannot be deleted while the job refers to it.
+    binary_digest   text REFERENCES artifacts (digest) ON DELETE RESTRICT,
+    overlap         text NOT NULL DEFAULT 'allow'
+                    CHECK (overlap IN ('allow', 'skip', 'buffer_one', 'replace')),
+    catch_up        text NOT NULL DEFAULT 'all' CHECK (catch_up IN ('all', 'latest', 'skip')),
+    catch_up_window interval,
+    -- Fires the catch-up policy dropped: visible, never silent.
+    missed_fires    bigint NOT NULL DEFAULT 0,
+    revision        integer NOT NULL DEFAULT 1,
     CHECK (next_fire_at IS NULL OR state = 'active')
 );
 
@@ -33,22 +50,40 @@ CREATE INDEX jobs_next_fire_at ON jobs (next_fire_at) WHERE next_fire_at IS NOT 
 -- ListJobs pages newest first.
 CREATE INDEX jobs_created_at ON jobs (created_at DESC, id DESC);
 
+-- Every spec a job has had; UpdateJob adds one.
+CREATE TABLE job_revisions (
+    job_id     uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    revision   integer NOT NULL,
+    spec       jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (job_id, revision)
+);
+
 -- One row per fire of a job: the queue and the history at once.
 CREATE TABLE runs (
-    id            uuid PRIMARY KEY,
-    job_id        uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-    scheduled_at  timestamptz NOT NULL,
-    state         text NOT NULL
-                  CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'timed_out',
-                                   'cancelled')),
+    id               uuid PRIMARY KEY,
+    job_id           uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    scheduled_at     timestamptz NOT NULL,
+    state            text NOT NULL
+                     CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'timed_out',
+                                      'cancelled', 'skipped')),
     -- The current attempt while queued or running; the last one once terminal.
-    attempt       integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
-    -- A queued run may be claimed from this instant on (later than now during a retry backoff).
-    available_at  timestamptz NOT NULL,
+    attempt          integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
+    -- A queued run may be claimed from this instant on (later than its fire time during a
+    -- retry backoff or with jitter).
+    available_at     timestamptz NOT NULL,
     -- The token of the attempt that holds the run while it is running.
-    fencing_token bigint,
-    created_at    timestamptz NOT NULL,
-    finished_at   timestamptz,
+    fencing_token    bigint,
+    created_at       timestamptz NOT NULL,
+    finished_at      timestamptz,
+    trigger          text NOT NULL DEFAULT 'schedule'
+                     CHECK (trigger IN ('schedule', 'manual', 'backfill')),
+    -- Why the run was skipped or cancelled.
+    reason           text NOT NULL DEFAULT '',
+    -- Set by CancelRun (or a replacing fire) while running; the holder terminates it.
+    cancel_requested boolean NOT NULL DEFAULT false,
+    -- Maintained by a trigger from the database's clock, for WatchJob's "changed since".
+    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- A fire happens once: a second producer, or a retried transaction, cannot double it.
     UNIQUE (job_id, scheduled_at)
 );
@@ -57,6 +92,11 @@ CREATE TABLE runs (
 CREATE INDEX runs_queued ON runs (available_at) WHERE state = 'queued';
 -- The claimer sweeps the runs held right now.
 CREATE INDEX runs_running ON runs (id) WHERE state = 'running';
+-- Active runs of a job, for the overlap policies.
+CREATE INDEX runs_active ON runs (job_id) WHERE state IN ('queued', 'running');
+-- Retention pruning walks finished runs oldest first.
+CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX runs_job_updated ON runs (job_id, updated_at);
 
 -- One row per execution of a run. Every write of a running attempt is fenced by its token.
 CREATE TABLE attempts (
@@ -75,3 +115,65 @@ CREATE TABLE attempts (
     error         text NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, number)
 );
+
+-- Output of attempts, in order, while they run and after. Capped per attempt by the writer.
+CREATE TABLE run_logs (
+    seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id     uuid NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    attempt    integer NOT NULL,
+    stream     smallint NOT NULL CHECK (stream IN (1, 2)),
+    data       bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX run_logs_run ON run_logs (run_id, seq);
+
+CREATE FUNCTION hourglass_touch_run() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER runs_touch BEFORE UPDATE ON runs
+    FOR EACH ROW EXECUTE FUNCTION hourglass_touch_run();
+
+-- One NOTIFY per statement, not per row: the ids of the jobs whose rows changed, in chunks
+-- that fit a notification's payload. WatchJob listens on hourglass_events.
+CREATE FUNCTION hourglass_notify_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids text;
+BEGIN
+    FOR ids IN
+        SELECT string_agg(id, ',')
+        FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
+              FROM (SELECT DISTINCT job_id::text AS id FROM changed) AS distinct_ids) AS numbered
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify('hourglass_events', ids);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION hourglass_notify_job_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ids text;
+BEGIN
+    FOR ids IN
+        SELECT string_agg(id, ',')
+        FROM (SELECT id::text AS id, (row_number() OVER (ORDER BY id) - 1) / 200 AS chunk
+              FROM changed) AS numbered
+        GROUP BY chunk
+    LOOP
+        PERFORM pg_notify('hourglass_events', ids);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER runs_inserted AFTER INSERT ON runs REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_notify_changes();
+CREATE TRIGGER runs_updated AFTER UPDATE ON runs REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_notify_changes();
+CREATE TRIGGER jobs_updated AFTER UPDATE ON jobs REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_notify_job_changes();

@@ -49,15 +49,65 @@ class JobSchedulerStub:
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.UpdateJob = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/UpdateJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.FromString,
+                _registered_method=True)
+        self.PauseJob = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/PauseJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.PauseJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.PauseJobResponse.FromString,
+                _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/ResumeJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ResumeJobResponse.FromString,
+                _registered_method=True)
+        self.TriggerJob = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/TriggerJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.TriggerJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.TriggerJobResponse.FromString,
+                _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/hourglass.v1.JobScheduler/CancelJob',
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/DeleteJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
+        self.Backfill = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/Backfill',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.BackfillRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.BackfillResponse.FromString,
+                _registered_method=True)
         self.ListRuns = channel.unary_unary(
                 '/hourglass.v1.JobScheduler/ListRuns',
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/CancelRun',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/hourglass.v1.JobScheduler/WatchJob',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
+        self.GetRunLogs = channel.unary_stream(
+                '/hourglass.v1.JobScheduler/GetRunLogs',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsResponse.FromString,
+                _registered_method=True)
+        self.UploadBinary = channel.stream_unary(
+                '/hourglass.v1.JobScheduler/UploadBinary',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryResponse.FromString,
                 _registered_method=True)
 
 
@@ -85,6 +135,35 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJob(self, request, context):
+        """Replaces a job's spec (schedule, task, policies). Runs already recorded keep the spec they
+        ran with; the job's earlier specs are kept as revisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseJob(self, request, context):
+        """No fires while paused; runs already queued or running go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
+        """Fires again from the next fire time after now; fires due while paused are not made up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerJob(self, request, context):
+        """Queues a run now, outside the schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelJob(self, request, context):
         """Stops all future fires of a job; runs already queued are cancelled too.
         """
@@ -92,8 +171,51 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Removes a job and its history; a running run is terminated first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backfill(self, request, context):
+        """Queues a run for every fire of the job's schedule in [from, to]; fires already recorded
+        are left alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRuns(self, request, context):
         """The runs of one job, newest fire first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Cancels one run: a queued run never starts; a running run's process is terminated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job and its recent runs, then every change to the job or its runs as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRunLogs(self, request, context):
+        """A run's output; with follow, keeps streaming while the run is live.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadBinary(self, request_iterator, context):
+        """Stores a binary, content-addressed by sha256: the same bytes twice are stored once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,15 +239,65 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobsRequest.FromString,
                     response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobsResponse.SerializeToString,
             ),
+            'UpdateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.SerializeToString,
+            ),
+            'PauseJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.PauseJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.PauseJobResponse.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ResumeJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ResumeJobResponse.SerializeToString,
+            ),
+            'TriggerJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.TriggerJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.TriggerJobResponse.SerializeToString,
+            ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.CancelJobRequest.FromString,
                     response_serializer=hourglass_dot_v1_dot_scheduler__pb2.CancelJobResponse.SerializeToString,
             ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.DeleteJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'Backfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backfill,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.BackfillRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.BackfillResponse.SerializeToString,
+            ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListRunsRequest.FromString,
                     response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.CancelRunRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.WatchJobRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'GetRunLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetRunLogs,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsResponse.SerializeToString,
+            ),
+            'UploadBinary': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBinary,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +392,114 @@ class JobScheduler:
             _registered_method=True)
 
     @staticmethod
+    def UpdateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/UpdateJob',
+            hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/PauseJob',
+            hourglass_dot_v1_dot_scheduler__pb2.PauseJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.PauseJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/ResumeJob',
+            hourglass_dot_v1_dot_scheduler__pb2.ResumeJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.ResumeJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/TriggerJob',
+            hourglass_dot_v1_dot_scheduler__pb2.TriggerJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.TriggerJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CancelJob(request,
             target,
             options=(),
@@ -247,6 +527,60 @@ class JobScheduler:
             _registered_method=True)
 
     @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/DeleteJob',
+            hourglass_dot_v1_dot_scheduler__pb2.DeleteJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/Backfill',
+            hourglass_dot_v1_dot_scheduler__pb2.BackfillRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.BackfillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListRuns(request,
             target,
             options=(),
@@ -263,6 +597,114 @@ class JobScheduler:
             '/hourglass.v1.JobScheduler/ListRuns',
             hourglass_dot_v1_dot_scheduler__pb2.ListRunsRequest.SerializeToString,
             hourglass_dot_v1_dot_scheduler__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/CancelRun',
+            hourglass_dot_v1_dot_scheduler__pb2.CancelRunRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/WatchJob',
+            hourglass_dot_v1_dot_scheduler__pb2.WatchJobRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/GetRunLogs',
+            hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.GetRunLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBinary(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/hourglass.v1.JobScheduler/UploadBinary',
+            hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.UploadBinaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

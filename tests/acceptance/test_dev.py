@@ -97,15 +97,17 @@ def test_a_reflection_only_client_schedules_and_reads_back(dev: Processes) -> No
             "ScheduleJob",
             {
                 "requestId": str(uuid.uuid4()),
-                "name": "reflected",
-                "task": {"command": ["echo", "from reflection"]},
-                "schedule": {"after": "3600s"},
+                "spec": {
+                    "name": "reflected",
+                    "task": {"command": ["echo", "from reflection"]},
+                    "schedule": {"after": "3600s"},
+                },
             },
         )
         status = call("GetJobStatus", {"jobId": created["jobId"]})
     job = status["job"]
     assert job["id"] == created["jobId"]  # type: ignore[index]
-    assert job["name"] == "reflected"  # type: ignore[index]
+    assert job["spec"]["name"] == "reflected"  # type: ignore[index]
     assert job["state"] == "JOB_STATE_ACTIVE"  # type: ignore[index]
 
 

@@ -10,7 +10,7 @@ from hourglass.domain import JobId, JobSpec, Run, Task
 from hourglass.locks import Etcd
 from hourglass.schedules import At, Schedule
 from hourglass.store import db, jobs, runs
-from hourglass.workers.executors.local import LocalExecutor
+from hourglass.workers.executors.local import BinaryCache, LocalExecutor
 from hourglass.workers.producer import Producer, ProducerConfig
 from hourglass.workers.worker import Worker, WorkerConfig
 
@@ -62,7 +62,11 @@ async def finished_run(pool: db.Pool, job_id: JobId, timeout: float = 20) -> Run
 
 @contextlib.asynccontextmanager
 async def running_service(
-    pool: db.Pool, dsn: str, etcd: Etcd, **worker_config: object
+    pool: db.Pool,
+    dsn: str,
+    etcd: Etcd,
+    binaries: BinaryCache | None = None,
+    **worker_config: object,
 ) -> AsyncIterator[Worker]:
     """A producer and a worker with the local executor, in this event loop."""
     producer = Producer(pool=pool, dsn=dsn, config=ProducerConfig(max_idle=0.2))
@@ -70,8 +74,10 @@ async def running_service(
         pool=pool,
         dsn=dsn,
         etcd=etcd,
-        executor=LocalExecutor(),
-        config=WorkerConfig(**{"lease_ttl": 3, "max_idle": 0.2, **worker_config}),  # type: ignore[arg-type]
+        executor=LocalExecutor(binaries=binaries),
+        config=WorkerConfig(
+            **{"lease_ttl": 3, "max_idle": 0.2, "shutdown_grace": 1, **worker_config}
+        ),  # type: ignore[arg-type]
     )
     tasks = [asyncio.create_task(producer.run()), asyncio.create_task(worker.run())]
     try:

@@ -44,7 +44,7 @@ async def test_interval_job_fires_each_due_time_once(pool: db.Pool, database_url
     assert await producer.run_once() == 0  # first fire is at T0 + 10s
 
     clock.current = T0 + timedelta(seconds=35)
-    assert await producer.run_once() == 3
+    assert await producer.run_once() == 1
     assert await producer.run_once() == 0  # nothing is fired twice
     assert await scheduled_times(pool, job_id) == [T0 + timedelta(seconds=s) for s in (10, 20, 30)]
     async with pool.connection() as conn:
@@ -68,7 +68,7 @@ async def test_concurrent_producers_never_double_a_fire(pool: db.Pool, database_
     clock = FakeClock(T0 + timedelta(seconds=5))
     producers = [Producer(pool=pool, dsn=database_url, clock=clock) for _ in range(4)]
     counts = await asyncio.gather(*(p.run_once() for p in producers))
-    assert sum(counts) == 50 * 5
+    assert sum(counts) == 50
     for job_id in job_ids:
         assert await scheduled_times(pool, job_id) == [
             T0 + timedelta(seconds=s) for s in range(1, 6)

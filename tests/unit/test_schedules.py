@@ -6,7 +6,7 @@ import pytest
 
 from hourglass import durations, schedules
 from hourglass.domain import RetryPolicy
-from hourglass.schedules import After, At, Cron, Every
+from hourglass.schedules import After, At, Bounds, Cron, Every
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -22,7 +22,8 @@ def test_every_is_drift_free_from_the_last_fire() -> None:
     every = Every(timedelta(seconds=2))
     first = every.first(T0)
     assert first == T0 + timedelta(seconds=2)
-    assert schedules.next_fire(every, first) == T0 + timedelta(seconds=4)
+    assert first is not None
+    assert schedules.next_fire(every, first, bounds=Bounds()) == T0 + timedelta(seconds=4)
 
 
 def test_cron_five_and_six_fields() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -19,6 +20,8 @@ class AttemptContext:
     task: Task
     timeout: timedelta | None
     worker_id: str
+    # Receives output as it comes: (1 for stdout or 2 for stderr, bytes). Must not block.
+    on_output: Callable[[int, bytes], None] = field(default=lambda stream, data: None)
 
     def environment(self) -> dict[str, str]:
         """The HOURGLASS_* variables every attempt's process gets, so that the program itself

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from hourglass.artifacts import ArtifactError, ArtifactStore, Digest, parse_digest
 from hourglass.domain import Outcome, RunState
 from hourglass.workers.executors.base import AttemptContext
 
@@ -43,9 +45,16 @@ class _Tail:
 
 
 class LocalExecutor:
-    def __init__(self, *, log_dir: Path | None = None, kill_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        log_dir: Path | None = None,
+        kill_grace: float = 2.0,
+        binaries: BinaryCache | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.kill_grace = kill_grace
+        self.binaries = binaries
 
     def log_path(self, attempt: AttemptContext) -> Path | None:
         if self.log_dir is None:
@@ -57,9 +66,18 @@ class LocalExecutor:
         env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         env.update(task.env)
         env.update(attempt.environment())
+        argv = task.argv
+        if task.binary:
+            if self.binaries is None:
+                return _failed("this worker has no artifact store to fetch binaries from")
+            try:
+                path = await self.binaries.get(parse_digest(task.binary))
+            except (ArtifactError, ValueError) as exc:
+                return _failed(f"binary {task.binary} not run: {exc}")
+            argv = [str(path), *task.args]
         try:
             process = await asyncio.create_subprocess_exec(
-                *task.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -68,16 +86,12 @@ class LocalExecutor:
                 start_new_session=True,
             )
         except OSError as exc:
-            return Outcome(
-                state=RunState.FAILED,
-                error=f"cannot start {task.argv[0]!r}: {exc.strerror or exc}",
-                finished_at=datetime.now(UTC),
-            )
+            return _failed(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
         stdout, stderr = _Tail(TAIL_BYTES), _Tail(TAIL_BYTES)
         log_file: list[IO[bytes]] = []
         readers = [
-            asyncio.create_task(self._pump(process.stdout, stdout, log_file, attempt)),
-            asyncio.create_task(self._pump(process.stderr, stderr, log_file, attempt)),
+            asyncio.create_task(self._pump(process.stdout, 1, stdout, log_file, attempt)),
+            asyncio.create_task(self._pump(process.stderr, 2, stderr, log_file, attempt)),
         ]
         timeout = attempt.timeout.total_seconds() if attempt.timeout else None
         timed_out = False
@@ -124,6 +138,7 @@ class LocalExecutor:
     async def _pump(
         self,
         stream: asyncio.StreamReader | None,
+        number: int,
         tail: _Tail,
         log_file: list[IO[bytes]],
         attempt: AttemptContext,
@@ -132,6 +147,7 @@ class LocalExecutor:
             return
         while chunk := await stream.read(65536):
             tail.add(chunk)
+            attempt.on_output(number, chunk)
             path = self.log_path(attempt)
             if path is not None:
                 if not log_file:
@@ -147,6 +163,41 @@ class LocalExecutor:
             await asyncio.wait_for(process.wait(), self.kill_grace)
         _signal_group(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+def _failed(error: str) -> Outcome:
+    return Outcome(state=RunState.FAILED, error=error, finished_at=datetime.now(UTC))
+
+
+class BinaryCache:
+    """Uploaded binaries on this machine: fetched once from the artifact store into a cache
+    folder, verified against their digest on the way in and again before each run, so a
+    binary corrupted in the store or on disk is refused rather than run."""
+
+    def __init__(self, store: ArtifactStore, folder: Path) -> None:
+        self.store = store
+        self.folder = folder
+        self._lock = asyncio.Lock()
+
+    async def get(self, digest: Digest) -> Path:
+        path = self.folder / digest.replace(":", "-")
+        async with self._lock:
+            if path.exists() and not await asyncio.to_thread(_matches, path, digest):
+                log.warning("cached binary %s is corrupt; fetching it again", digest)
+                path.unlink()
+            if not path.exists():
+                self.folder.mkdir(parents=True, exist_ok=True)
+                await self.store.fetch(digest, path)
+            path.chmod(0o755)
+        return path
+
+
+def _matches(path: Path, digest: str) -> bool:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            hasher.update(block)
+    return f"sha256:{hasher.hexdigest()}" == digest
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
