@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -83,6 +84,7 @@ def task_to_pb(task: Task) -> pb.Task:
         image=task.image,
         working_dir=task.working_dir,
         binary=task.binary,
+        resources=pb.Resources(**dataclasses.asdict(task.resources)),
     )
 
 

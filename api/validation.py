@@ -6,6 +6,7 @@ INVALID_ARGUMENT and the message "<field path>: <reason>", before anything is st
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 
@@ -21,6 +22,7 @@ from hourglass.domain import (
     JobId,
     JobSpec,
     Overlap,
+    Resources,
     RetryPolicy,
     RunId,
     Task,
@@ -37,6 +39,10 @@ MAX_REQUEST_ID = 256
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT = timedelta(days=7)
 MAX_BACKOFF = timedelta(hours=1)
+
+
+# A Kubernetes resource quantity: a number with an optional SI or binary suffix.
+_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
 
 
 class Invalid(ValueError):
@@ -105,6 +111,18 @@ def _task(message: pb.Task) -> Task:
             raise Invalid(f"{field}.env[{key!r}]", "must not contain NUL characters")
     if sum(len(k.encode()) + len(v.encode()) for k, v in message.env.items()) > MAX_ENV_BYTES:
         raise Invalid(f"{field}.env", f"exceeds {MAX_ENV_BYTES} bytes")
+    resources = Resources()
+    if message.HasField("resources"):
+        values = {}
+        for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+            value = getattr(message.resources, name).strip()
+            if value and not _QUANTITY.fullmatch(value):
+                raise Invalid(
+                    f"{field}.resources.{name}",
+                    f"{value[:32]!r} is not a Kubernetes quantity (e.g. 250m, 1, 512Mi, 2Gi)",
+                )
+            values[name] = value
+        resources = Resources(**values)
     return Task(
         command=tuple(message.command),
         args=tuple(message.args),
@@ -112,6 +130,7 @@ def _task(message: pb.Task) -> Task:
         image=message.image,
         working_dir=message.working_dir,
         binary=binary,
+        resources=resources,
     )
 
 

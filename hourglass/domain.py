@@ -76,6 +76,16 @@ class RunState(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Resources:
+    """Kubernetes quantities for a Job's container ("250m", "256Mi"); empty means unset."""
+
+    cpu_request: str = ""
+    cpu_limit: str = ""
+    memory_request: str = ""
+    memory_limit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """What a job runs: a process's argv locally, a container's command in Kubernetes."""
 
@@ -84,8 +94,9 @@ class Task:
     env: dict[str, str] = field(default_factory=dict)
     image: str = ""
     working_dir: str = ""
-    # An uploaded binary ("sha256:<hex>") run in place of command[0].
+    # An uploaded binary ("sha256:<hex>") run in place of a command, with `args`.
     binary: str = ""
+    resources: Resources = field(default_factory=Resources)
 
     @property
     def argv(self) -> list[str]:

@@ -82,8 +82,9 @@ class Worker:
         self.lease = Lease(etcd, self.config.lease_ttl)
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
-        self.executions: dict[RunId, asyncio.Task[Outcome]] = {}
+        self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
         self.cancelled_by_user: set[RunId] = set()
+        self._terminating: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         # Results refused because this worker no longer held the run: a zombie's writes.
         self.fenced_off = 0
@@ -152,11 +153,20 @@ class Worker:
                 self._cancel(RunId(uuid.UUID(text)))
 
     def _cancel(self, run_id: RunId) -> None:
-        execution = self.executions.get(run_id)
-        if execution is not None and not execution.done():
+        held = self.executions.get(run_id)
+        if held is not None and not held[1].done() and run_id not in self.cancelled_by_user:
             log.info("run %s cancelled by request; terminating it", run_id)
             self.cancelled_by_user.add(run_id)
-            execution.cancel()
+            task = asyncio.create_task(self._terminate(*held), name=f"terminate {run_id}")
+            self._terminating.add(task)
+            task.add_done_callback(self._terminating.discard)
+
+    async def _terminate(self, context: AttemptContext, execution: asyncio.Task[Outcome]) -> None:
+        try:
+            await self.executor.terminate(context)
+        except Exception:
+            log.exception("terminating run %s failed", context.run_id)
+        execution.cancel()
 
     async def _check_cancellations(self) -> None:
         try:
@@ -188,7 +198,7 @@ class Worker:
         )
         log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token)
         execution = asyncio.create_task(self.executor.execute(context))
-        self.executions[run.id] = execution
+        self.executions[run.id] = (context, execution)
         try:
             outcome = await execution
         except asyncio.CancelledError:

@@ -165,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep finished runs this long (env HOURGLASS_RETENTION, default 30d)",
     )
 
+    fetch = commands.add_parser(
+        "fetch-binary",
+        help="fetch an uploaded binary and verify its digest (the runner's init container)",
+    )
+    fetch.add_argument("digest", metavar="DIGEST", help="sha256:<hex>")
+    fetch.add_argument("destination", type=Path, metavar="PATH")
+    _add_artifacts_option(fetch)
+
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_store_options(migrate, etcd=False)
 
@@ -259,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cli import dev
 
         return dev.run(args)
+    if command == "fetch-binary":
+        return _fetch_binary(parser, args)
     if command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate
@@ -267,6 +277,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
         return 0
     return _run_component(parser, args)
+
+
+def _fetch_binary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Writes the binary to PATH, executable, only if its bytes match the digest."""
+    from hourglass import artifacts
+
+    if not args.artifacts:
+        parser.error("--artifacts is required (or set HOURGLASS_ARTIFACTS)")
+    try:
+        digest = artifacts.parse_digest(args.digest)
+        store = artifacts.open_store(args.artifacts)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        asyncio.run(store.fetch(digest, args.destination))
+    except artifacts.ArtifactError as exc:
+        print(f"hourglass: {exc}", file=sys.stderr)
+        return 1
+    args.destination.chmod(0o755)
+    print(f"{digest} verified and written to {args.destination}")
+    return 0
 
 
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from hourglass.domain import (
     JobSpec,
     JobState,
     Overlap,
+    Resources,
     RetryPolicy,
     RunId,
     Task,
@@ -110,6 +112,7 @@ def _spec(row: dict[str, Any]) -> JobSpec:
             image=row["image"],
             working_dir=row["working_dir"],
             binary=row["binary_digest"] or "",
+            resources=Resources(**row["resources"]),
         ),
         schedule=schedule,
         bounds=bounds,
@@ -142,6 +145,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "image": spec.task.image,
         "working_dir": spec.task.working_dir,
         "binary": spec.task.binary or None,
+        "resources": Jsonb(_resources_json(spec.task.resources)),
         "schedule": Jsonb(schedule_to_json(spec.schedule, spec.bounds)),
         "max_attempts": spec.retry.max_attempts,
         "backoff": spec.retry.backoff,
@@ -152,6 +156,10 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def _resources_json(resources: Resources) -> dict[str, str]:
+    return {name: value for name, value in dataclasses.asdict(resources).items() if value}
+
+
 def _spec_json(spec: JobSpec) -> Jsonb:
     """A job revision as stored in job_revisions: the spec columns, as JSON."""
     params = _spec_params(spec)
@@ -159,6 +167,7 @@ def _spec_json(spec: JobSpec) -> Jsonb:
         {
             **{k: v for k, v in params.items() if not isinstance(v, Jsonb | timedelta)},
             "env": spec.task.env,
+            "resources": _resources_json(spec.task.resources),
             "schedule": schedule_to_json(spec.schedule, spec.bounds),
             "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
             "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
@@ -201,11 +210,12 @@ async def create(
     cursor = await conn.execute(
         """
         INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
-                          working_dir, binary_digest, schedule, max_attempts, retry_backoff,
-                          timeout, overlap, catch_up, catch_up_window, state, next_fire_at,
-                          created_at, updated_at)
+                          working_dir, binary_digest, resources, schedule, max_attempts,
+                          retry_backoff, timeout, overlap, catch_up, catch_up_window, state,
+                          next_fire_at, created_at, updated_at)
         VALUES (%(id)s, %(name)s, %(request_id)s, %(digest)s, %(command)s, %(args)s, %(env)s,
-                %(image)s, %(working_dir)s, %(binary)s, %(schedule)s, %(max_attempts)s,
+                %(image)s, %(working_dir)s, %(binary)s, %(resources)s, %(schedule)s,
+                %(max_attempts)s,
                 %(backoff)s, %(timeout)s, %(overlap)s, %(catch_up)s, %(catch_up_window)s,
                 %(state)s, %(next_fire_at)s, %(now)s, %(now)s)
         ON CONFLICT (request_id) DO NOTHING
@@ -288,6 +298,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         """
         UPDATE jobs SET name = %(name)s, command = %(command)s, args = %(args)s, env = %(env)s,
             image = %(image)s, working_dir = %(working_dir)s, binary_digest = %(binary)s,
+            resources = %(resources)s,
             schedule = %(schedule)s, max_attempts = %(max_attempts)s,
             retry_backoff = %(backoff)s, timeout = %(timeout)s, overlap = %(overlap)s,
             catch_up = %(catch_up)s, catch_up_window = %(catch_up_window)s, state = %(state)s,

@@ -41,6 +41,8 @@ CREATE TABLE jobs (
     -- Fires the catch-up policy dropped: visible, never silent.
     missed_fires    bigint NOT NULL DEFAULT 0,
     revision        integer NOT NULL DEFAULT 1,
+    -- Requests and limits of the Kubernetes container: cpu_request, memory_limit, ...
+    resources       jsonb NOT NULL DEFAULT '{}',
     CHECK (next_fire_at IS NULL OR state = 'active')
 );
 

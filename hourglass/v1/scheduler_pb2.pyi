@@ -90,7 +90,7 @@ LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
 class Task(_message.Message):
-    __slots__ = ("command", "args", "env", "image", "working_dir", "binary")
+    __slots__ = ("command", "args", "env", "image", "working_dir", "binary", "resources")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,13 +104,27 @@ class Task(_message.Message):
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     WORKING_DIR_FIELD_NUMBER: _ClassVar[int]
     BINARY_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
     image: str
     working_dir: str
     binary: str
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ..., working_dir: _Optional[str] = ..., binary: _Optional[str] = ...) -> None: ...
+    resources: Resources
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ..., working_dir: _Optional[str] = ..., binary: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...
+
+class Resources(_message.Message):
+    __slots__ = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    CPU_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CPU_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    def __init__(self, cpu_request: _Optional[str] = ..., cpu_limit: _Optional[str] = ..., memory_request: _Optional[str] = ..., memory_limit: _Optional[str] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("at", "after", "cron", "every", "start", "end")

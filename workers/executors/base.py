@@ -37,6 +37,16 @@ class AttemptContext:
 
 class Executor(Protocol):
     async def execute(self, attempt: AttemptContext) -> Outcome:
-        """Runs the attempt to its end and says how it ended. Cancelling the call must stop
-        whatever was started (the worker lost the run) and re-raise CancelledError."""
+        """Runs the attempt to its end and says how it ended.
+
+        Cancelling the call means this worker gives the attempt up (its lease is lost, or it is
+        shutting down): the executor stops watching and re-raises CancelledError. Work that can
+        outlive the worker (a Kubernetes Job) is left for the next holder of the run to adopt;
+        work that cannot (a local child process) is stopped.
+        """
+        ...
+
+    async def terminate(self, attempt: AttemptContext) -> None:
+        """Stops the attempt's work for good, because a user cancelled the run (CancelRun,
+        a replacing fire, DeleteJob). The worker then cancels the execute() call."""
         ...

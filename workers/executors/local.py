@@ -56,6 +56,9 @@ class LocalExecutor:
         self.kill_grace = kill_grace
         self.binaries = binaries
 
+    async def terminate(self, attempt: AttemptContext) -> None:
+        """Nothing beyond cancellation: a cancelled execute() ends the process group."""
+
     def log_path(self, attempt: AttemptContext) -> Path | None:
         if self.log_dir is None:
             return None
