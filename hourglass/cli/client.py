@@ -165,7 +165,7 @@ def _print_json(message: Message) -> None:
 
 
 def _spec(parser: argparse.ArgumentParser, args: argparse.Namespace, binary: str) -> pb.JobSpec:
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    argv = args.argv
     if not argv and not binary:
         parser.error("give the command to run after --, e.g. -- echo hello (or --binary FILE)")
     env = {}

@@ -97,7 +97,9 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--binary", type=Path, help="upload this file and run it (ARGS after -- are its args)"
     )
-    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS")
+    # The command after `--` is split off before parsing (see main); argparse's REMAINDER
+    # would also swallow options that follow a positional JOB.
+    parser.set_defaults(argv=[])
 
 
 def _add_artifacts_option(parser: argparse.ArgumentParser) -> None:
@@ -254,22 +256,30 @@ def _require(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in words:
+        split = words.index("--")
+        words, command = words[:split], words[split + 1 :]
+    args = parser.parse_args(words)
+    if command:
+        if not hasattr(args, "argv"):
+            parser.error("only schedule and update take a command after --")
+        args.argv = command
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    command = args.command
-    if command in client.COMMANDS:
+    if args.command in client.COMMANDS:
         return client.run(parser, args)
-    if command == "dev":
+    if args.command == "dev":
         from hourglass.cli import dev
 
         return dev.run(args)
-    if command == "fetch-binary":
+    if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
-    if command == "migrate":
+    if args.command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate
 

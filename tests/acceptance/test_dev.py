@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -15,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from hourglass.embedded import free_port
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import HOURGLASS, Processes
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,96 @@ def test_dev_keeps_its_data_under_the_data_dir(dev: Processes) -> None:
     data = Path(dev.logs) / "data"
     assert (data / "postgres" / "PG_VERSION").exists()
     assert (data / "etcd" / "member").is_dir()
+
+
+def wait_until(check: Callable[[], object], timeout: float = 15) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def runs_of(dev: Processes, job_id: str) -> list[dict[str, object]]:
+    return dev.cli_json("runs", job_id).get("runs", [])  # type: ignore[no-any-return]
+
+
+def test_logs_follow_a_live_run(dev: Processes) -> None:
+    job_id = dev.cli(
+        "schedule", "--after", "0s", "--", "sh", "-c", "echo one; sleep 2; echo two"
+    ).stdout.strip()
+    run = wait_until(
+        lambda: next((r for r in runs_of(dev, job_id) if r["state"] == "RUN_STATE_RUNNING"), None)
+    )
+    follower = subprocess.Popen(
+        [*HOURGLASS, "logs", "-f", run["id"]],  # type: ignore[index]
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dev.env,
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "one\n"
+    # The first line came while the run was still going.
+    assert runs_of(dev, job_id)[0]["state"] == "RUN_STATE_RUNNING"
+    assert follower.stdout.readline() == "two\n"
+    assert follower.wait(10) == 0  # ends by itself once the run has finished
+    assert runs_of(dev, job_id)[0]["state"] == "RUN_STATE_SUCCEEDED"
+
+
+def test_every_call_is_reachable_from_the_cli(dev: Processes, tmp_path: Path) -> None:
+    tool = tmp_path / "tool.sh"
+    tool.write_text('#!/bin/sh\necho "tool got: $*"\n')
+    digest = dev.cli("upload", str(tool)).stdout.strip()
+    assert digest.startswith("sha256:")
+    job_id = dev.cli(
+        "schedule", "--binary", str(tool), "--every", "1h", "--", "x", "y"
+    ).stdout.strip()
+
+    watcher = subprocess.Popen(
+        [*HOURGLASS, "watch", job_id], stdout=subprocess.PIPE, text=True, env=dev.env
+    )
+    assert watcher.stdout is not None
+    assert watcher.stdout.readline().startswith(f"job  {job_id}  active")
+
+    run_id = dev.cli("trigger", job_id).stdout.strip()
+    seen = [watcher.stdout.readline() for _ in range(3)]
+    assert [line.split()[4] for line in seen] == ["queued", "running", "succeeded"]
+    assert all(run_id in line for line in seen)
+    watcher.terminate()
+    assert (
+        dev.cli_json("status", job_id)["recentRuns"][0]["attempts"][0]["stdoutTail"]
+        == "tool got: x y\n"
+    )
+
+    assert "paused" in dev.cli("pause", job_id).stdout
+    assert dev.cli_json("status", job_id)["job"]["state"] == "JOB_STATE_PAUSED"
+    assert "resumed" in dev.cli("resume", job_id).stdout
+    assert (
+        "revision 2"
+        in dev.cli(
+            "update", job_id, "--cron", "0 * * * *", "--overlap", "skip", "--", "true"
+        ).stdout
+    )
+    assert (
+        "4 runs queued"
+        in dev.cli(
+            "backfill",
+            job_id,
+            "--from",
+            "2026-01-01T00:30:00+00:00",
+            "--to",
+            "2026-01-01T04:00:00+00:00",
+        ).stdout
+    )
+    cancelled = dev.cli_json("runs", job_id)
+    assert len(cancelled["runs"]) >= 4
+    long_job = dev.cli("schedule", "--after", "0s", "--", "sleep", "60").stdout.strip()
+    run = wait_until(
+        lambda: next((r for r in runs_of(dev, long_job) if r["state"] == "RUN_STATE_RUNNING"), None)
+    )
+    assert "cancel requested" in dev.cli("cancel-run", run["id"]).stdout  # type: ignore[index]
+    wait_until(lambda: runs_of(dev, long_job)[0]["state"] == "RUN_STATE_CANCELLED")
+    assert "deleted" in dev.cli("delete", job_id).stdout
+    assert dev.cli("status", job_id, check=False).returncode == 1
