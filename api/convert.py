@@ -44,6 +44,8 @@ TRIGGERS = {
     "manual": pb.RUN_TRIGGER_MANUAL,
     "backfill": pb.RUN_TRIGGER_BACKFILL,
 }
+# What answers show in place of a secret's value.
+REDACTED = "<redacted>"
 RUN_STATES = {
     RunState.QUEUED: pb.RUN_STATE_QUEUED,
     RunState.RUNNING: pb.RUN_STATE_RUNNING,
@@ -85,6 +87,7 @@ def task_to_pb(task: Task) -> pb.Task:
         working_dir=task.working_dir,
         binary=task.binary,
         resources=pb.Resources(**dataclasses.asdict(task.resources)),
+        secret_env=dict.fromkeys(task.secret_env, REDACTED),
     )
 
 
@@ -133,6 +136,7 @@ def job_to_pb(job: Job) -> pb.Job:
         updated_at=timestamp(job.updated_at),
         missed_fires=job.missed_fires,
         revision=job.revision,
+        namespace=job.namespace,
     )
 
 

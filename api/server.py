@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.service import DEFAULT_MAX_BINARY, JobScheduler
 from hourglass.artifacts import ArtifactStore
@@ -22,6 +24,23 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+@dataclass(frozen=True)
+class Tls:
+    """PEM files of the server's certificate and key; with client_ca, clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.client_ca.read_bytes() if self.client_ca else None,
+            require_client_auth=self.client_ca is not None,
+        )
 
 
 @dataclass
@@ -40,16 +59,24 @@ async def start(
     listen: str,
     *,
     dsn: str,
+    auth: Authenticator,
+    tls: Tls | None = None,
     artifact_store: ArtifactStore | None = None,
     max_binary: int = DEFAULT_MAX_BINARY,
     clock: Clock | None = None,
 ) -> ApiServer:
-    """Starts serving on `listen` (HOST:PORT; port 0 picks a free port)."""
+    """Starts serving on `listen` (HOST:PORT; port 0 picks a free port). `auth` is
+    auth.Tokens(pool) in production and auth.Insecure() only when asked for explicitly."""
     hub = Hub(dsn)
     await hub.start()
     server = grpc.aio.server()
     service = JobScheduler(
-        pool, hub=hub, artifact_store=artifact_store, max_binary=max_binary, clock=clock
+        pool,
+        hub=hub,
+        auth=auth,
+        artifact_store=artifact_store,
+        max_binary=max_binary,
+        clock=clock,
     )
     pb_grpc.add_JobSchedulerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -57,7 +84,10 @@ async def start(
     reflection.enable_server_reflection(
         (SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, tls.credentials())
     if port == 0:
         await hub.stop()
         raise OSError(f"cannot listen on {listen}: the address is taken or invalid")

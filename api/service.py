@@ -15,9 +15,10 @@ import grpc
 
 from hourglass import artifacts
 from hourglass.api import convert, validation
+from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.clock import Clock, SystemClock
-from hourglass.domain import JobId, Run, RunId
+from hourglass.domain import Job, JobId, Run, RunId
 from hourglass.store import artifacts as artifact_rows
 from hourglass.store import db, jobs, runs
 from hourglass.v1 import scheduler_pb2 as pb
@@ -109,25 +110,50 @@ def request_digest(request: pb.ScheduleJobRequest) -> bytes:
 
 
 class JobScheduler(pb_grpc.JobSchedulerServicer):
+    """Each call first learns the caller's namespace from its token; a job or run of another
+    namespace is answered exactly like one that does not exist (NOT_FOUND)."""
+
     def __init__(
         self,
         pool: db.Pool,
         *,
         hub: Hub,
+        auth: Authenticator,
         artifact_store: artifacts.ArtifactStore | None = None,
         max_binary: int = DEFAULT_MAX_BINARY,
         clock: Clock | None = None,
     ) -> None:
         self.pool = pool
         self.hub = hub
+        self.auth = auth
         self.artifact_store = artifact_store
         self.max_binary = max_binary
         self.clock = clock or SystemClock()
+
+    async def _own_job(
+        self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
+    ) -> Job:
+        async with self.pool.connection() as conn:
+            job = await jobs.get(conn, job_id, namespace=namespace)
+        if job is None:
+            await _not_found(context, job_id)
+        return job
+
+    async def _own_run(
+        self, context: grpc.aio.ServicerContext[Any, Any], run_id: RunId, namespace: str
+    ) -> Run:
+        async with self.pool.connection() as conn:
+            run = await runs.get(conn, run_id)
+            owner = await jobs.get(conn, run.job_id, namespace=namespace) if run else None
+        if run is None or owner is None:
+            await _run_not_found(context, run_id)
+        return run
 
     @_answers_invalid
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
+        namespace = await self.auth.namespace(context)
         now = self.clock.now()
         validation.request_id(request.request_id)
         spec = validation.job_spec(request.spec, now=now)
@@ -137,27 +163,27 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     conn,
                     spec=spec,
                     now=now,
+                    namespace=namespace,
                     request_id=request.request_id,
                     request_digest=request_digest(request) if request.request_id else b"",
                 )
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         if created:
-            log.info("job %s (%s) scheduled", job_id, spec.name)
+            log.info("job %s (%s) scheduled in namespace %s", job_id, spec.name, namespace)
         return pb.ScheduleJobResponse(job_id=str(job_id))
 
     @_answers_invalid
     async def GetJobStatus(
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobStatusResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
         limit = validation.page_size(
             request.recent_runs, default=10, maximum=100, field="recent_runs"
         )
+        job = await self._own_job(context, job_id, namespace)
         async with self.pool.connection() as conn:
-            job = await jobs.get(conn, job_id)
-            if job is None:
-                await _not_found(context, job_id)
             recent = await runs.list_for_job(conn, job_id, limit=limit)
         return pb.GetJobStatusResponse(
             job=convert.job_to_pb(job), recent_runs=[convert.run_to_pb(r) for r in recent]
@@ -167,10 +193,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
+        namespace = await self.auth.namespace(context)
         limit = validation.page_size(request.page_size, default=50, maximum=500)
         after = _decode_token(request.page_token) if request.page_token else None
         async with self.pool.connection() as conn:
-            page = await jobs.list_page(conn, limit=limit + 1, after=after)
+            page = await jobs.list_page(conn, namespace=namespace, limit=limit + 1, after=after)
         token = ""
         if len(page) > limit:
             page = page[:limit]
@@ -180,75 +207,53 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         )
 
     @_answers_invalid
-    async def CancelJob(
-        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.CancelJobResponse:
-        job_id = validation.job_id(request.job_id)
-        async with db.transaction(self.pool) as conn:
-            job = await jobs.cancel(conn, job_id, now=self.clock.now())
-        if job is None:
-            await _not_found(context, job_id)
-        log.info("job %s cancelled", job_id)
-        return pb.CancelJobResponse(job=convert.job_to_pb(job))
-
-    @_answers_invalid
-    async def ListRuns(
-        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ListRunsResponse:
-        job_id = validation.job_id(request.job_id)
-        limit = validation.page_size(request.page_size, default=50, maximum=500)
-        before = _decode_token(request.page_token) if request.page_token else None
-        async with self.pool.connection() as conn:
-            if await jobs.get(conn, job_id) is None:
-                await _not_found(context, job_id)
-            page = await runs.list_for_job(conn, job_id, limit=limit + 1, before=before)
-        token = ""
-        if len(page) > limit:
-            page = page[:limit]
-            token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
-        return pb.ListRunsResponse(runs=[convert.run_to_pb(r) for r in page], next_page_token=token)
-
-    async def _job_or_404(
-        self, context: grpc.aio.ServicerContext[Any, Any], job: Any, job_id: JobId
-    ) -> pb.Job:
-        if job is None:
-            await _not_found(context, job_id)
-        return convert.job_to_pb(job)
-
-    @_answers_invalid
     async def UpdateJob(
         self, request: pb.UpdateJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateJobResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
         now = self.clock.now()
         spec = validation.job_spec(request.spec, now=now)
+        await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             job = await jobs.update(conn, job_id, spec=spec, now=now)
-        return pb.UpdateJobResponse(job=await self._job_or_404(context, job, job_id))
+        if job is None:
+            await _not_found(context, job_id)
+        return pb.UpdateJobResponse(job=convert.job_to_pb(job))
 
     @_answers_invalid
     async def PauseJob(
         self, request: pb.PauseJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PauseJobResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
+        await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             job = await jobs.pause(conn, job_id, now=self.clock.now())
-        return pb.PauseJobResponse(job=await self._job_or_404(context, job, job_id))
+        if job is None:
+            await _not_found(context, job_id)
+        return pb.PauseJobResponse(job=convert.job_to_pb(job))
 
     @_answers_invalid
     async def ResumeJob(
         self, request: pb.ResumeJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeJobResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
+        await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             job = await jobs.resume(conn, job_id, now=self.clock.now())
-        return pb.ResumeJobResponse(job=await self._job_or_404(context, job, job_id))
+        if job is None:
+            await _not_found(context, job_id)
+        return pb.ResumeJobResponse(job=convert.job_to_pb(job))
 
     @_answers_invalid
     async def TriggerJob(
         self, request: pb.TriggerJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TriggerJobResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
+        await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             run_id = await jobs.trigger(conn, job_id, now=self.clock.now())
             if run_id is None:
@@ -258,10 +263,26 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         return pb.TriggerJobResponse(run=convert.run_to_pb(run))
 
     @_answers_invalid
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelJobResponse:
+        namespace = await self.auth.namespace(context)
+        job_id = validation.job_id(request.job_id)
+        await self._own_job(context, job_id, namespace)
+        async with db.transaction(self.pool) as conn:
+            job = await jobs.cancel(conn, job_id, now=self.clock.now())
+        if job is None:
+            await _not_found(context, job_id)
+        log.info("job %s cancelled", job_id)
+        return pb.CancelJobResponse(job=convert.job_to_pb(job))
+
+    @_answers_invalid
     async def DeleteJob(
         self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteJobResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
+        await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             if not await jobs.delete(conn, job_id, now=self.clock.now()):
                 await _not_found(context, job_id)
@@ -272,6 +293,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     async def Backfill(
         self, request: pb.BackfillRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BackfillResponse:
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
         start, end = validation.time_range(
             getattr(request, "from"),
@@ -279,6 +301,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             has_start=request.HasField("from"),
             has_end=request.HasField("to"),
         )
+        await self._own_job(context, job_id, namespace)
         try:
             async with db.transaction(self.pool) as conn:
                 queued = await jobs.backfill(
@@ -291,10 +314,29 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         return pb.BackfillResponse(queued=queued)
 
     @_answers_invalid
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListRunsResponse:
+        namespace = await self.auth.namespace(context)
+        job_id = validation.job_id(request.job_id)
+        limit = validation.page_size(request.page_size, default=50, maximum=500)
+        before = _decode_token(request.page_token) if request.page_token else None
+        await self._own_job(context, job_id, namespace)
+        async with self.pool.connection() as conn:
+            page = await runs.list_for_job(conn, job_id, limit=limit + 1, before=before)
+        token = ""
+        if len(page) > limit:
+            page = page[:limit]
+            token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
+        return pb.ListRunsResponse(runs=[convert.run_to_pb(r) for r in page], next_page_token=token)
+
+    @_answers_invalid
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelRunResponse:
+        namespace = await self.auth.namespace(context)
         run_id = validation.run_id(request.run_id)
+        await self._own_run(context, run_id, namespace)
         async with db.transaction(self.pool) as conn:
             await runs.request_cancel(
                 conn, [run_id], reason="cancelled by a user", now=self.clock.now()
@@ -310,13 +352,13 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     ) -> AsyncIterator[pb.WatchJobResponse]:
         """Sends the job and its recent runs, then each change. Subscribing before the first
         read means no change falls between the snapshot and the stream."""
+        namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
         with self.hub.subscribe(str(job_id)) as subscription:
             async with self.pool.connection() as conn:
                 since = await runs.database_now(conn)
-                job = await jobs.get(conn, job_id)
-                if job is None:
-                    await _not_found(context, job_id)
+            job = await self._own_job(context, job_id, namespace)
+            async with self.pool.connection() as conn:
                 recent = await runs.list_for_job(conn, job_id, limit=10)
             sent_job = convert.job_to_pb(job)
             yield pb.WatchJobResponse(job=sent_job)
@@ -334,11 +376,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     changed = await runs.list_changed(
                         conn, job_id, since=since - timedelta(seconds=5)
                     )
-                    job = await jobs.get(conn, job_id)
+                    current = await jobs.get(conn, job_id)
                 since = checked_at
-                if job is None:
+                if current is None:
                     return  # deleted: the stream ends
-                job_message = convert.job_to_pb(job)
+                job_message = convert.job_to_pb(current)
                 if job_message != sent_job:
                     sent_job = job_message
                     yield pb.WatchJobResponse(job=job_message)
@@ -353,15 +395,17 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     async def GetRunLogs(
         self, request: pb.GetRunLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.GetRunLogsResponse]:
+        namespace = await self.auth.namespace(context)
         run_id = validation.run_id(request.run_id)
+        await self._own_run(context, run_id, namespace)
         last = 0
         with self.hub.subscribe(str(run_id)) as subscription:
             while True:
                 async with self.pool.connection() as conn:
                     run = await runs.get(conn, run_id)
-                    if run is None:
-                        await _run_not_found(context, run_id)
                     chunks = await runs.read_logs(conn, run_id, after_seq=last)
+                if run is None:
+                    return  # deleted meanwhile
                 for seq, attempt, stream, data in chunks:
                     last = seq
                     yield pb.GetRunLogsResponse(
@@ -369,7 +413,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     )
                 if chunks:
                     continue  # there may be more already
-                if not request.follow or _finished(run):
+                if not request.follow or run.state.terminal:
                     return
                 await subscription.wait(STREAM_POLL)
 
@@ -378,6 +422,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         request_iterator: AsyncIterable[pb.UploadBinaryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UploadBinaryResponse:
+        await self.auth.namespace(context)
         if self.artifact_store is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -401,7 +446,3 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         return pb.UploadBinaryResponse(
             digest=stored.digest, size=stored.size, created=stored.created
         )
-
-
-def _finished(run: Run) -> bool:
-    return run.state.terminal

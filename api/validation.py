@@ -111,6 +111,7 @@ def _task(message: pb.Task) -> Task:
             raise Invalid(f"{field}.env[{key!r}]", "must not contain NUL characters")
     if sum(len(k.encode()) + len(v.encode()) for k, v in message.env.items()) > MAX_ENV_BYTES:
         raise Invalid(f"{field}.env", f"exceeds {MAX_ENV_BYTES} bytes")
+    _secret_env(message, field)
     resources = Resources()
     if message.HasField("resources"):
         values = {}
@@ -131,7 +132,27 @@ def _task(message: pb.Task) -> Task:
         working_dir=message.working_dir,
         binary=binary,
         resources=resources,
+        secret_env=dict(message.secret_env),
     )
+
+
+def _secret_env(message: pb.Task, field: str) -> None:
+    """The same rules as env; the reasons never quote a value."""
+    if len(message.secret_env) > MAX_ENV_ITEMS:
+        raise Invalid(f"{field}.secret_env", f"has more than {MAX_ENV_ITEMS} variables")
+    for key, value in message.secret_env.items():
+        if not key or "=" in key or "\x00" in key:
+            raise Invalid(
+                f"{field}.secret_env[{key[:64]!r}]",
+                "a variable name must be non-empty, without '='",
+            )
+        if "\x00" in value:
+            raise Invalid(f"{field}.secret_env[{key!r}]", "must not contain NUL characters")
+        if key in message.env:
+            raise Invalid(f"{field}.secret_env[{key!r}]", "is also in env; give it once")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in message.secret_env.items())
+    if size > MAX_ENV_BYTES:
+        raise Invalid(f"{field}.secret_env", f"exceeds {MAX_ENV_BYTES} bytes")
 
 
 def _schedule(message: pb.Schedule, *, now: datetime) -> tuple[Schedule, Bounds]:

@@ -97,6 +97,9 @@ class Task:
     # An uploaded binary ("sha256:<hex>") run in place of a command, with `args`.
     binary: str = ""
     resources: Resources = field(default_factory=Resources)
+    # Given to the process like env, but never returned by the API, logged, or kept in the
+    # job's revisions.
+    secret_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def argv(self) -> list[str]:
@@ -182,6 +185,7 @@ class Job:
     updated_at: datetime
     missed_fires: int = 0
     revision: int = 1
+    namespace: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import sys
 
 from hourglass.cli import services
 from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres
@@ -16,6 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
+    host = args.listen.rsplit(":", 1)[0].strip("[]")
+    if not _loopback(host):
+        print(
+            f"hourglass dev serves without authentication, so only on loopback; "
+            f"--listen {args.listen} is not. Use 127.0.0.1:PORT, or run `hourglass api` "
+            "with tokens.",
+            file=sys.stderr,
+        )
+        return 2
     data_dir = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"hourglass dev: starting PostgreSQL and etcd in {data_dir}", flush=True)
@@ -28,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
             dsn=dsn,
             etcd_endpoints=etcd.endpoint,
             api_listen=args.listen,
+            api_insecure=True,
             producer=True,
             worker=WorkerConfig(concurrency=args.concurrency),
             claimer=ClaimerConfig(),
@@ -53,3 +65,12 @@ def run(args: argparse.Namespace) -> int:
         etcd.stop()
         postgres.stop()
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -25,6 +26,11 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 
 def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def _duration(text: str) -> str:
@@ -118,6 +124,17 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         help=f"API address HOST:PORT (env HOURGLASS_SERVER, default {DEFAULT_LISTEN})",
     )
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--token", default=_env("HOURGLASS_TOKEN"), help="API token (env HOURGLASS_TOKEN)"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=_env_path("HOURGLASS_TLS_CA"),
+        help="connect with TLS, trusting this CA (env HOURGLASS_TLS_CA)",
+    )
+    parser.add_argument("--tls-cert", type=Path, default=_env_path("HOURGLASS_TLS_CLIENT_CERT"))
+    parser.add_argument("--tls-key", type=Path, default=_env_path("HOURGLASS_TLS_CLIENT_KEY"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(api, etcd=False)
     api.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     _add_artifacts_option(api)
+    api.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without tokens: every caller is in the default namespace",
+    )
+    api.add_argument("--tls-cert", type=Path, default=_env_path("HOURGLASS_TLS_CERT"))
+    api.add_argument("--tls-key", type=Path, default=_env_path("HOURGLASS_TLS_KEY"))
+    api.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env_path("HOURGLASS_TLS_CLIENT_CA"),
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    api.add_argument(
+        "--max-binary-size",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="largest binary UploadBinary accepts, in bytes (default 256 MiB)",
+    )
+
+    token = commands.add_parser("token", help="manage API tokens (needs --database-url)")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_commands.add_parser("create", help="make a token; prints it once")
+    _add_store_options(token_create, etcd=False)
+    token_create.add_argument("--namespace", required=True, help="the tenant it belongs to")
+    token_create.add_argument("--name", default="", help="a note: who or what uses it")
+    token_list = token_commands.add_parser("list", help="list tokens (never their values)")
+    _add_store_options(token_list, etcd=False)
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    _add_store_options(token_revoke, etcd=False)
+    token_revoke.add_argument("token_id", metavar="TOKEN_ID")
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -279,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dev.run(args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
+    if args.command == "token":
+        return _token(parser, args)
     if args.command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate
@@ -287,6 +337,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
         return 0
     return _run_component(parser, args)
+
+
+def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import uuid
+    from datetime import UTC, datetime
+
+    from hourglass.cli import tables
+    from hourglass.store import db, tokens
+
+    _require(parser, args, "database-url")
+
+    async def act() -> int:
+        pool = await db.open_pool(args.database_url)
+        try:
+            async with db.transaction(pool) as conn:
+                if args.token_command == "create":
+                    if not args.namespace.strip():
+                        parser.error("--namespace must not be empty")
+                    token_id, secret = await tokens.create(
+                        conn, namespace=args.namespace, name=args.name, now=datetime.now(UTC)
+                    )
+                    print(secret)
+                    print(
+                        f"token {token_id} for namespace {args.namespace!r}: shown once, "
+                        "keep it safe",
+                        file=sys.stderr,
+                    )
+                elif args.token_command == "list":
+                    rows = [
+                        [
+                            t.id,
+                            t.namespace,
+                            t.name,
+                            t.created_at.isoformat(timespec="seconds"),
+                            "revoked" if t.revoked_at else "active",
+                        ]
+                        for t in await tokens.list_all(conn)
+                    ]
+                    print(
+                        tables.render(["ID", "NAMESPACE", "NAME", "CREATED", "STATE"], rows)
+                        if rows
+                        else "(no tokens)"
+                    )
+                else:
+                    try:
+                        token_id = uuid.UUID(args.token_id)
+                    except ValueError:
+                        parser.error(f"{args.token_id!r} is not a token id (a UUID)")
+                    if not await tokens.revoke(conn, token_id, now=datetime.now(UTC)):
+                        print(f"hourglass: no active token {token_id}", file=sys.stderr)
+                        return 1
+                    print(f"token {token_id} revoked")
+        finally:
+            await pool.close()
+        return 0
+
+    return asyncio.run(act())
 
 
 def _fetch_binary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -310,6 +417,21 @@ def _fetch_binary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return 0
 
 
+def _server_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    from hourglass.api.server import Tls
+
+    if not args.tls_cert and not args.tls_key:
+        if args.tls_client_ca:
+            parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (args.tls_cert and args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    for path in (args.tls_cert, args.tls_key, args.tls_client_ca):
+        if path is not None and not path.is_file():
+            parser.error(f"{path}: no such file")
+    return Tls(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+
+
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from hourglass.cli import services
     from hourglass.workers.claimer import ClaimerConfig
@@ -325,6 +447,9 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             etcd_endpoints=getattr(args, "etcd", ""),
             etcd_prefix=getattr(args, "etcd_prefix", "/hourglass/"),
             api_listen=args.listen if args.command == "api" else None,
+            api_insecure=getattr(args, "insecure", False),
+            api_tls=_server_tls(parser, args) if args.command == "api" else None,
+            api_max_binary=getattr(args, "max_binary_size", 256 * 1024 * 1024),
             producer=args.command == "producer",
             worker=WorkerConfig(
                 concurrency=args.concurrency,

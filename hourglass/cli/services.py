@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hourglass import artifacts, retrying
+from hourglass.api import auth
 from hourglass.api import server as api_server
+from hourglass.api.service import DEFAULT_MAX_BINARY
 from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
@@ -32,6 +34,10 @@ class Components:
     etcd_endpoints: str = ""
     etcd_prefix: str = "/hourglass/"
     api_listen: str | None = None
+    # Serve without authentication (every caller in the "default" namespace).
+    api_insecure: bool = False
+    api_tls: api_server.Tls | None = None
+    api_max_binary: int = DEFAULT_MAX_BINARY
     producer: bool = False
     worker: WorkerConfig | None = None
     claimer: ClaimerConfig | None = None
@@ -75,7 +81,13 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
         port = None
         if components.api_listen is not None:
             server = await api_server.start(
-                pool, components.api_listen, dsn=components.dsn, artifact_store=store
+                pool,
+                components.api_listen,
+                dsn=components.dsn,
+                auth=auth.Insecure() if components.api_insecure else auth.Tokens(pool),
+                tls=components.api_tls,
+                artifact_store=store,
+                max_binary=components.api_max_binary,
             )
             port = server.port
         if components.producer:

@@ -113,6 +113,7 @@ def _spec(row: dict[str, Any]) -> JobSpec:
             working_dir=row["working_dir"],
             binary=row["binary_digest"] or "",
             resources=Resources(**row["resources"]),
+            secret_env=dict(row["secret_env"]),
         ),
         schedule=schedule,
         bounds=bounds,
@@ -133,6 +134,7 @@ def _job(row: dict[str, Any]) -> Job:
         updated_at=row["updated_at"],
         missed_fires=row["missed_fires"],
         revision=row["revision"],
+        namespace=row["namespace"],
     )
 
 
@@ -146,6 +148,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "working_dir": spec.task.working_dir,
         "binary": spec.task.binary or None,
         "resources": Jsonb(_resources_json(spec.task.resources)),
+        "secret_env": Jsonb(spec.task.secret_env),
         "schedule": Jsonb(schedule_to_json(spec.schedule, spec.bounds)),
         "max_attempts": spec.retry.max_attempts,
         "backoff": spec.retry.backoff,
@@ -168,6 +171,8 @@ def _spec_json(spec: JobSpec) -> Jsonb:
             **{k: v for k, v in params.items() if not isinstance(v, Jsonb | timedelta)},
             "env": spec.task.env,
             "resources": _resources_json(spec.task.resources),
+            # The names only: a secret's value is never kept in the history.
+            "secret_env": sorted(spec.task.secret_env),
             "schedule": schedule_to_json(spec.schedule, spec.bounds),
             "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
             "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
@@ -192,6 +197,7 @@ async def create(
     *,
     spec: JobSpec,
     now: datetime,
+    namespace: str = "default",
     request_id: str = "",
     request_digest: bytes = b"",
 ) -> tuple[JobId, bool]:
@@ -201,7 +207,7 @@ async def create(
     with another digest it raises RequestConflict and stores nothing.
     """
     if request_id:
-        existing = await _by_request(conn, request_id)
+        existing = await _by_request(conn, namespace, request_id)
         if existing is not None:
             return _same_request(request_id, request_digest, existing)
     await _check_binary(conn, spec)
@@ -210,20 +216,23 @@ async def create(
     cursor = await conn.execute(
         """
         INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
-                          working_dir, binary_digest, resources, schedule, max_attempts,
+                          working_dir, binary_digest, resources, secret_env, namespace,
+                          schedule, max_attempts,
                           retry_backoff, timeout, overlap, catch_up, catch_up_window, state,
                           next_fire_at, created_at, updated_at)
         VALUES (%(id)s, %(name)s, %(request_id)s, %(digest)s, %(command)s, %(args)s, %(env)s,
-                %(image)s, %(working_dir)s, %(binary)s, %(resources)s, %(schedule)s,
+                %(image)s, %(working_dir)s, %(binary)s, %(resources)s, %(secret_env)s,
+                %(namespace)s, %(schedule)s,
                 %(max_attempts)s,
                 %(backoff)s, %(timeout)s, %(overlap)s, %(catch_up)s, %(catch_up_window)s,
                 %(state)s, %(next_fire_at)s, %(now)s, %(now)s)
-        ON CONFLICT (request_id) DO NOTHING
+        ON CONFLICT (namespace, request_id) DO NOTHING
         RETURNING id
         """,
         {
             **_spec_params(spec),
             "id": job_id,
+            "namespace": namespace,
             "request_id": request_id or None,
             "digest": request_digest or None,
             "state": JobState.ACTIVE if first else JobState.COMPLETED,
@@ -232,7 +241,7 @@ async def create(
         },
     )
     if await cursor.fetchone() is None:  # a concurrent retry of the same request won
-        existing = await _by_request(conn, request_id)
+        existing = await _by_request(conn, namespace, request_id)
         assert existing is not None
         return _same_request(request_id, request_digest, existing)
     await conn.execute(
@@ -243,9 +252,10 @@ async def create(
     return job_id, True
 
 
-async def _by_request(conn: Connection, request_id: str) -> dict[str, Any] | None:
+async def _by_request(conn: Connection, namespace: str, request_id: str) -> dict[str, Any] | None:
     cursor = await conn.execute(
-        "SELECT id, request_digest FROM jobs WHERE request_id = %s", (request_id,)
+        "SELECT id, request_digest FROM jobs WHERE namespace = %s AND request_id = %s",
+        (namespace, request_id),
     )
     return await cursor.fetchone()
 
@@ -256,26 +266,37 @@ def _same_request(request_id: str, digest: bytes, existing: dict[str, Any]) -> t
     return JobId(existing["id"]), False
 
 
-async def get(conn: Connection, job_id: JobId, *, for_update: bool = False) -> Job | None:
-    query = "SELECT * FROM jobs WHERE id = %s"
-    cursor = await conn.execute(query + (" FOR UPDATE" if for_update else ""), (job_id,))
+async def get(
+    conn: Connection, job_id: JobId, *, namespace: str | None = None, for_update: bool = False
+) -> Job | None:
+    """A job by id; with a namespace, only if it belongs to that namespace."""
+    query = "SELECT * FROM jobs WHERE id = %s AND (%s::text IS NULL OR namespace = %s)"
+    cursor = await conn.execute(
+        query + (" FOR UPDATE" if for_update else ""), (job_id, namespace, namespace)
+    )
     row = await cursor.fetchone()
     return _job(row) if row else None
 
 
 async def list_page(
-    conn: Connection, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    conn: Connection,
+    *,
+    namespace: str,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
 ) -> list[Job]:
-    """Jobs newest first; `after` is the (created_at, id) of the last job of the page before."""
+    """A namespace's jobs newest first; `after` is the (created_at, id) of the last job of the
+    page before."""
     if after is None:
         cursor = await conn.execute(
-            "SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT %s", (limit,)
+            "SELECT * FROM jobs WHERE namespace = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+            (namespace, limit),
         )
     else:
         cursor = await conn.execute(
-            "SELECT * FROM jobs WHERE (created_at, id) < (%s, %s)"
+            "SELECT * FROM jobs WHERE namespace = %s AND (created_at, id) < (%s, %s)"
             " ORDER BY created_at DESC, id DESC LIMIT %s",
-            (*after, limit),
+            (namespace, *after, limit),
         )
     return [_job(row) for row in await cursor.fetchall()]
 
@@ -298,7 +319,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         """
         UPDATE jobs SET name = %(name)s, command = %(command)s, args = %(args)s, env = %(env)s,
             image = %(image)s, working_dir = %(working_dir)s, binary_digest = %(binary)s,
-            resources = %(resources)s,
+            resources = %(resources)s, secret_env = %(secret_env)s,
             schedule = %(schedule)s, max_attempts = %(max_attempts)s,
             retry_backoff = %(backoff)s, timeout = %(timeout)s, overlap = %(overlap)s,
             catch_up = %(catch_up)s, catch_up_window = %(catch_up_window)s, state = %(state)s,

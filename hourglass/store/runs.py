@@ -74,7 +74,8 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     cursor = await conn.execute(
         """
         SELECT r.id, r.job_id, r.scheduled_at, r.attempt, j.command, j.args, j.env, j.image,
-               j.working_dir, j.binary_digest, j.resources, j.timeout, j.max_attempts,
+               j.working_dir, j.binary_digest, j.resources, j.secret_env, j.timeout,
+               j.max_attempts,
                j.retry_backoff, j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
         WHERE r.state = 'queued' AND r.available_at <= %(now)s
@@ -112,6 +113,7 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
                 working_dir=row["working_dir"],
                 binary=row["binary_digest"] or "",
                 resources=Resources(**row["resources"]),
+                secret_env=dict(row["secret_env"]),
             ),
             timeout=row["timeout"],
             retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),

@@ -14,8 +14,9 @@ CREATE TABLE artifacts (
 CREATE TABLE jobs (
     id              uuid PRIMARY KEY,
     name            text NOT NULL,
-    -- Idempotency of ScheduleJob: the client's key and a digest of the request it came with.
-    request_id      text UNIQUE,
+    -- Idempotency of ScheduleJob: the client's key (unique per namespace) and a digest of the
+    -- request it came with.
+    request_id      text,
     request_digest  bytea,
     command         text[] NOT NULL,
     args            text[] NOT NULL DEFAULT '{}',
@@ -43,14 +44,19 @@ CREATE TABLE jobs (
     revision        integer NOT NULL DEFAULT 1,
     -- Requests and limits of the Kubernetes container: cpu_request, memory_limit, ...
     resources       jsonb NOT NULL DEFAULT '{}',
-    CHECK (next_fire_at IS NULL OR state = 'active')
+    -- The tenant; an API token sees only its own namespace's jobs.
+    namespace       text NOT NULL DEFAULT 'default',
+    -- Environment given to the process but never returned, logged or kept in revisions.
+    secret_env      jsonb NOT NULL DEFAULT '{}',
+    CHECK (next_fire_at IS NULL OR state = 'active'),
+    CONSTRAINT jobs_namespace_request_id_key UNIQUE (namespace, request_id)
 );
 
 -- The due-job query reads this index from its start. Only jobs that will fire again are in it,
 -- so its cost depends on how many jobs are due, not on how many exist.
 CREATE INDEX jobs_next_fire_at ON jobs (next_fire_at) WHERE next_fire_at IS NOT NULL;
--- ListJobs pages newest first.
-CREATE INDEX jobs_created_at ON jobs (created_at DESC, id DESC);
+-- ListJobs pages a namespace newest first.
+CREATE INDEX jobs_namespace_created_at ON jobs (namespace, created_at DESC, id DESC);
 
 -- Every spec a job has had; UpdateJob adds one.
 CREATE TABLE job_revisions (
@@ -116,6 +122,17 @@ CREATE TABLE attempts (
     stderr_tail   text NOT NULL DEFAULT '',
     error         text NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, number)
+);
+
+-- API tokens, stored hashed; each belongs to one namespace.
+CREATE TABLE api_tokens (
+    id         uuid PRIMARY KEY,
+    namespace  text NOT NULL,
+    name       text NOT NULL DEFAULT '',
+    -- sha256 of the token; the token itself is shown once, when it is created.
+    token_hash bytea NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL,
+    revoked_at timestamptz
 );
 
 -- Output of attempts, in order, while they run and after. Capped per attempt by the writer.

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class JobSchedulerStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every call but the health and reflection services needs `authorization: Bearer <token>`
+    metadata, unless the server runs with --insecure. A token belongs to a namespace and sees and
+    changes only that namespace's jobs and runs: another namespace's ids are NOT_FOUND.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -112,7 +115,10 @@ class JobSchedulerStub:
 
 
 class JobSchedulerServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every call but the health and reflection services needs `authorization: Bearer <token>`
+    metadata, unless the server runs with --insecure. A token belongs to a namespace and sees and
+    changes only that namespace's jobs and runs: another namespace's ids are NOT_FOUND.
+    """
 
     def ScheduleJob(self, request, context):
         """Stores a job and returns its id. Safe to retry with the same request_id.
@@ -308,7 +314,10 @@ def add_JobSchedulerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobScheduler:
-    """Missing associated documentation comment in .proto file."""
+    """Every call but the health and reflection services needs `authorization: Bearer <token>`
+    metadata, unless the server runs with --insecure. A token belongs to a namespace and sees and
+    changes only that namespace's jobs and runs: another namespace's ids are NOT_FOUND.
+    """
 
     @staticmethod
     def ScheduleJob(request,

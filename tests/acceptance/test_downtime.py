@@ -38,7 +38,7 @@ def faketime_library() -> str:
 
 
 def start_service(p: Processes, suffix: str) -> None:
-    p.start(f"api{suffix}", "api", "--listen", p.env["HOURGLASS_SERVER"])
+    p.start(f"api{suffix}", "api", "--insecure", "--listen", p.env["HOURGLASS_SERVER"])
     p.start(f"producer{suffix}", "producer")
     p.start(f"claimer{suffix}", "claimer", "--lease-ttl", "2")
     p.start(f"worker{suffix}", "worker", "--lease-ttl", "2")

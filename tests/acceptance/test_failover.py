@@ -19,7 +19,7 @@ TTL = 3
 
 
 def start_cluster(p: Processes, *, ttl: int = TTL) -> None:
-    p.start("api", "api", "--listen", p.env["HOURGLASS_SERVER"])
+    p.start("api", "api", "--insecure", "--listen", p.env["HOURGLASS_SERVER"])
     p.start("producer", "producer")
     p.start("claimer", "claimer", "--lease-ttl", str(ttl))
     for name in ("w1", "w2"):

@@ -8,6 +8,7 @@ import pytest
 
 from hourglass import artifacts
 from hourglass.api import server as api_server
+from hourglass.api.auth import Insecure
 from hourglass.store import db
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -20,6 +21,7 @@ async def api_address(pool: db.Pool, database_url: str, tmp_path: Path) -> Async
         pool,
         "127.0.0.1:0",
         dsn=database_url,
+        auth=Insecure(),
         artifact_store=artifacts.LocalArtifactStore(tmp_path / "artifacts"),
     )
     yield f"127.0.0.1:{server.port}"

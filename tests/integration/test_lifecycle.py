@@ -203,11 +203,13 @@ async def test_binary_over_the_size_limit_is_resource_exhausted(
     pool: db.Pool, database_url: str, tmp_path: Path
 ) -> None:
     from hourglass.api import server as api_server
+    from hourglass.api.auth import Insecure
 
     server = await api_server.start(
         pool,
         "127.0.0.1:0",
         dsn=database_url,
+        auth=Insecure(),
         artifact_store=artifacts.LocalArtifactStore(tmp_path / "small"),
         max_binary=1000,
     )

@@ -68,6 +68,7 @@ class LocalExecutor:
         task = attempt.task
         env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         env.update(task.env)
+        env.update(task.secret_env)
         env.update(attempt.environment())
         argv = task.argv
         if task.binary:
