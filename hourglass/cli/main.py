@@ -203,6 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-dir", type=Path, help="keep each attempt's full output here")
     _add_artifacts_option(worker)
     worker.add_argument("--binary-cache", type=Path, help="where fetched binaries are kept")
+    worker.add_argument(
+        "--executor",
+        choices=("local", "kubernetes"),
+        default=_env("HOURGLASS_EXECUTOR", "local"),
+        help="run attempts as local processes or as Kubernetes Jobs (env HOURGLASS_EXECUTOR)",
+    )
+    worker.add_argument(
+        "--namespace",
+        default=_env("HOURGLASS_JOB_NAMESPACE", "default"),
+        help="Kubernetes namespace of the Jobs (env HOURGLASS_JOB_NAMESPACE)",
+    )
+    worker.add_argument(
+        "--runner-image",
+        default=_env("HOURGLASS_RUNNER_IMAGE", "hourglass:0.1.0"),
+        help="image that runs uploaded binaries (env HOURGLASS_RUNNER_IMAGE)",
+    )
+    worker.add_argument("--job-ttl", type=int, default=3600, help="seconds a finished Job stays")
+    worker.add_argument("--job-service-account", default="", help="service account of the Jobs")
 
     claimer = commands.add_parser("claimer", help="take back runs whose worker died")
     _add_store_options(claimer)
@@ -432,6 +450,20 @@ def _server_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> An
     return Tls(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
 
 
+def _kubernetes(args: argparse.Namespace) -> Any:
+    if args.command != "worker" or args.executor != "kubernetes":
+        return None
+    from hourglass.workers.executors.kubernetes import KubernetesConfig
+
+    return KubernetesConfig(
+        namespace=args.namespace,
+        runner_image=args.runner_image,
+        artifacts_url=args.artifacts or "",
+        ttl_seconds_after_finished=args.job_ttl,
+        service_account=args.job_service_account,
+    )
+
+
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from hourglass.cli import services
     from hourglass.workers.claimer import ClaimerConfig
@@ -465,6 +497,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             log_dir=getattr(args, "log_dir", None),
             artifacts=getattr(args, "artifacts", None) or None,
             binary_cache=getattr(args, "binary_cache", None),
+            kubernetes=_kubernetes(args),
         )
     except ValueError as exc:
         parser.error(str(exc))

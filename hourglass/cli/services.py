@@ -18,6 +18,8 @@ from hourglass.api.service import DEFAULT_MAX_BINARY
 from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
+from hourglass.workers.executors.base import Executor
+from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
 from hourglass.workers.executors.local import BinaryCache, LocalExecutor
 from hourglass.workers.maintenance import Maintenance, MaintenanceConfig
 from hourglass.workers.producer import Producer
@@ -48,6 +50,8 @@ class Components:
     artifacts: str | None = None
     # Where workers keep the binaries they fetched.
     binary_cache: Path | None = None
+    # Run attempts as Kubernetes Jobs with these settings instead of local processes.
+    kubernetes: KubernetesConfig | None = None
 
 
 async def _open_pool(dsn: str) -> db.Pool:
@@ -73,6 +77,7 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
     server: api_server.ApiServer | None = None
+    closers: list[Callable[[], None]] = []
 
     def spawn(name: str, coro: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(coro, name=name))
@@ -103,15 +108,22 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
             spawn("claimer", claimer.run())
         if components.worker is not None:
             assert etcd is not None, "the worker needs etcd"
-            binaries = None
-            if store is not None:
-                cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "binaries"
-                binaries = BinaryCache(store, cache)
+            executor: Executor
+            if components.kubernetes is not None:
+                kubernetes = KubernetesExecutor(components.kubernetes)
+                closers.append(kubernetes.close)
+                executor = kubernetes
+            else:
+                binaries = None
+                if store is not None:
+                    cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "bin"
+                    binaries = BinaryCache(store, cache)
+                executor = LocalExecutor(log_dir=components.log_dir, binaries=binaries)
             worker = Worker(
                 pool=pool,
                 dsn=components.dsn,
                 etcd=etcd,
-                executor=LocalExecutor(log_dir=components.log_dir, binaries=binaries),
+                executor=executor,
                 config=components.worker,
             )
             spawn("worker", worker.run())
@@ -143,6 +155,8 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for close in closers:
+            close()
         if etcd is not None:
             await etcd.close()
         await pool.close()
