@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,10 +43,26 @@ MAX_REQUEST_ID = 256
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT = timedelta(days=7)
 MAX_BACKOFF = timedelta(hours=1)
+MAX_INTERVAL = timedelta(days=3650)
+# image and working_dir
+MAX_TEXT = 4096
+MAX_CRON_EXPRESSION = 1024
+MAX_TIME_ZONE = 64
+MAX_QUANTITY = 64
+# Instants a request may name: from the Unix epoch to the year 9000. Later ones leave no room
+# for the date arithmetic of fire times (Python's datetime ends with the year 9999).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+# google.protobuf.Duration's own range: about 10,000 years either way.
+MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_NANOS = 999_999_999
+# "sha256:" and 64 hex digits; anything much longer is not worth quoting back.
+_MAX_DIGEST = 80
 
 
-# A Kubernetes resource quantity: a number with an optional SI or binary suffix.
-_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+# A Kubernetes resource quantity: a number with an optional SI or binary suffix. ASCII digits
+# only: \d alone would take any Unicode digit.
+_QUANTITY = re.compile(r"\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?", re.ASCII)
 
 
 class Invalid(ValueError):
@@ -70,15 +90,47 @@ def page_size(value: int, *, default: int, maximum: int, field: str = "page_size
 
 
 def _duration(message: Duration, field: str) -> timedelta:
+    if not -MAX_DURATION_SECONDS <= message.seconds <= MAX_DURATION_SECONDS:
+        raise Invalid(field, "is out of range: at most 10000 years either way")
+    if not -_MAX_NANOS <= message.nanos <= _MAX_NANOS:
+        raise Invalid(f"{field}.nanos", f"must be between -{_MAX_NANOS} and {_MAX_NANOS}")
     if message.nanos and (message.seconds < 0) != (message.nanos < 0) and message.seconds:
         raise Invalid(field, "seconds and nanos must have the same sign")
     return message.ToTimedelta()
+
+
+def timestamp(message: Timestamp, field: str) -> datetime:
+    """An instant of a request, between EARLIEST and LATEST."""
+    if not 0 <= message.nanos <= _MAX_NANOS:
+        raise Invalid(f"{field}.nanos", f"must be between 0 and {_MAX_NANOS}")
+    if not EARLIEST.timestamp() <= message.seconds < LATEST.timestamp():
+        raise Invalid(
+            field,
+            f"must be from {EARLIEST:%Y-%m-%dT%H:%M:%SZ} up to {LATEST:%Y-%m-%dT%H:%M:%SZ}",
+        )
+    return convert.from_timestamp(message)
+
+
+def _text(value: str, field: str, maximum: int) -> str:
+    """A string that is stored as it is: bounded, and without NUL (PostgreSQL refuses it)."""
+    if len(value) > maximum:
+        raise Invalid(field, f"must be at most {maximum} characters")
+    if "\x00" in value:
+        raise Invalid(field, "must not contain NUL characters")
+    return value
+
+
+def _key(name: str) -> str:
+    """A map key as a field path shows it: quoted, and cut short when long."""
+    return repr(name[:64])
 
 
 def _task(message: pb.Task) -> Task:
     field = "spec.task"
     binary = ""
     if message.binary:
+        if len(message.binary) > _MAX_DIGEST:
+            raise Invalid(f"{field}.binary", "is not a digest: expected 'sha256:<64 hex digits>'")
         try:
             binary = parse_digest(message.binary)
         except ValueError as exc:
@@ -106,9 +158,11 @@ def _task(message: pb.Task) -> Task:
         raise Invalid(f"{field}.env", f"has {len(message.env)} variables; at most {MAX_ENV_ITEMS}")
     for key, value in message.env.items():
         if not key or "=" in key or "\x00" in key:
-            raise Invalid(f"{field}.env[{key!r}]", "a variable name must be non-empty, without '='")
+            raise Invalid(
+                f"{field}.env[{_key(key)}]", "a variable name must be non-empty, without '=' or NUL"
+            )
         if "\x00" in value:
-            raise Invalid(f"{field}.env[{key!r}]", "must not contain NUL characters")
+            raise Invalid(f"{field}.env[{_key(key)}]", "must not contain NUL characters")
     if sum(len(k.encode()) + len(v.encode()) for k, v in message.env.items()) > MAX_ENV_BYTES:
         raise Invalid(f"{field}.env", f"exceeds {MAX_ENV_BYTES} bytes")
     _secret_env(message, field)
@@ -117,6 +171,8 @@ def _task(message: pb.Task) -> Task:
         values = {}
         for name in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
             value = getattr(message.resources, name).strip()
+            if len(value) > MAX_QUANTITY:
+                raise Invalid(f"{field}.resources.{name}", f"must be at most {MAX_QUANTITY} characters")
             if value and not _QUANTITY.fullmatch(value):
                 raise Invalid(
                     f"{field}.resources.{name}",
@@ -128,8 +184,8 @@ def _task(message: pb.Task) -> Task:
         command=tuple(message.command),
         args=tuple(message.args),
         env=dict(message.env),
-        image=message.image,
-        working_dir=message.working_dir,
+        image=_text(message.image, f"{field}.image", MAX_TEXT),
+        working_dir=_text(message.working_dir, f"{field}.working_dir", MAX_TEXT),
         binary=binary,
         resources=resources,
         secret_env=dict(message.secret_env),
@@ -143,13 +199,13 @@ def _secret_env(message: pb.Task, field: str) -> None:
     for key, value in message.secret_env.items():
         if not key or "=" in key or "\x00" in key:
             raise Invalid(
-                f"{field}.secret_env[{key[:64]!r}]",
-                "a variable name must be non-empty, without '='",
+                f"{field}.secret_env[{_key(key)}]",
+                "a variable name must be non-empty, without '=' or NUL",
             )
         if "\x00" in value:
-            raise Invalid(f"{field}.secret_env[{key!r}]", "must not contain NUL characters")
+            raise Invalid(f"{field}.secret_env[{_key(key)}]", "must not contain NUL characters")
         if key in message.env:
-            raise Invalid(f"{field}.secret_env[{key!r}]", "is also in env; give it once")
+            raise Invalid(f"{field}.secret_env[{_key(key)}]", "is also in env; give it once")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in message.secret_env.items())
     if size > MAX_ENV_BYTES:
         raise Invalid(f"{field}.secret_env", f"exceeds {MAX_ENV_BYTES} bytes")
@@ -163,13 +219,17 @@ def _schedule(message: pb.Schedule, *, now: datetime) -> tuple[Schedule, Bounds]
         case None:
             raise Invalid(field, "is required: set one of at, after, cron or every")
         case "at":
-            schedule = At(convert.from_timestamp(message.at))
+            schedule = At(timestamp(message.at, f"{field}.at"))
         case "after":
             schedule = After(_duration(message.after, f"{field}.after"))
         case "cron":
-            if not message.cron.expression.strip():
+            expression = message.cron.expression.strip()
+            if not expression:
                 raise Invalid(f"{field}.cron.expression", "is required")
-            schedule = Cron(message.cron.expression.strip(), message.cron.time_zone.strip())
+            _text(expression, f"{field}.cron.expression", MAX_CRON_EXPRESSION)
+            zone = message.cron.time_zone.strip()
+            _time_zone(zone, f"{field}.cron.time_zone")
+            schedule = Cron(expression, zone)
         case "every":
             if not message.every.HasField("interval"):
                 raise Invalid(f"{field}.every.interval", "is required")
@@ -177,11 +237,13 @@ def _schedule(message: pb.Schedule, *, now: datetime) -> tuple[Schedule, Bounds]
                 _duration(message.every.interval, f"{field}.every.interval"),
                 _duration(message.every.jitter, f"{field}.every.jitter"),
             )
+            if schedule.interval > MAX_INTERVAL:
+                raise Invalid(f"{field}.every.interval", "must be at most ten years")
         case _:
             raise Invalid(field, f"unknown kind {kind!r}")
     bounds = Bounds(
-        start=convert.from_timestamp(message.start) if message.HasField("start") else None,
-        end=convert.from_timestamp(message.end) if message.HasField("end") else None,
+        start=timestamp(message.start, f"{field}.start") if message.HasField("start") else None,
+        end=timestamp(message.end, f"{field}.end") if message.HasField("end") else None,
     )
     try:
         schedules.validate(schedule, now=now)
@@ -192,13 +254,25 @@ def _schedule(message: pb.Schedule, *, now: datetime) -> tuple[Schedule, Bounds]
     return schedule, bounds
 
 
+def _time_zone(name: str, field: str) -> None:
+    """An IANA name that zoneinfo can load. It may raise more than ZoneInfoNotFoundError: a
+    directory ("America") or a name too long for the file system is an OSError."""
+    if name in ("", "UTC"):
+        return
+    try:
+        if len(name) > MAX_TIME_ZONE:
+            raise ValueError(name)
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise Invalid(field, f"unknown IANA time zone {name[:MAX_TIME_ZONE]!r}") from None
+
+
 _OVERLAPS = {v: k for k, v in convert.OVERLAPS.items()}
 _CATCH_UPS = {v: k for k, v in convert.CATCH_UPS.items()}
 
 
 def job_spec(message: pb.JobSpec, *, now: datetime) -> JobSpec:
-    if len(message.name) > MAX_NAME:
-        raise Invalid("spec.name", f"must be at most {MAX_NAME} characters")
+    _text(message.name, "spec.name", MAX_NAME)
     if not message.HasField("task"):
         raise Invalid("spec.task", "is required: give at least task.command")
     task = _task(message.task)
@@ -229,6 +303,7 @@ def job_spec(message: pb.JobSpec, *, now: datetime) -> JobSpec:
         if window <= timedelta(0):
             raise Invalid("spec.catch_up.window", "must be positive")
     name = message.name or (task.command[0].rsplit("/", 1)[-1] if task.command else "binary")
+    name = name[:MAX_NAME]
     return JobSpec(
         name=name,
         task=task,
@@ -242,9 +317,7 @@ def job_spec(message: pb.JobSpec, *, now: datetime) -> JobSpec:
 
 
 def request_id(value: str) -> str:
-    if len(value) > MAX_REQUEST_ID:
-        raise Invalid("request_id", f"must be at most {MAX_REQUEST_ID} characters")
-    return value
+    return _text(value, "request_id", MAX_REQUEST_ID)
 
 
 def run_id(value: str) -> RunId:

@@ -33,6 +33,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _client_error(error: rpc.AioRpcError) -> aetcd.exceptions.ClientError:
+    """The aetcd exception for a grpc error, as aetcd's own calls raise it."""
+    code, details = error.code(), error.details() or str(error.code())
+    if code == rpc.StatusCode.UNAVAILABLE:
+        return aetcd.exceptions.ConnectionFailedError(details)
+    if code == rpc.StatusCode.DEADLINE_EXCEEDED:
+        return aetcd.exceptions.ConnectionTimeoutError(details)
+    return aetcd.exceptions.ClientError(details)
+
+
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """ "host:port" or "http://host:port" -> (host, port)."""
     endpoint = endpoint.strip().removeprefix("http://")
@@ -59,7 +69,14 @@ class Etcd:
 
     async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
         await self.client.connect()
-        return await self.client.kvstub.Txn(request, timeout=self.client._timeout)
+        try:
+            return await self.client.kvstub.Txn(request, timeout=self.client._timeout)
+        except rpc.AioRpcError as exc:
+            # The raw stub skips aetcd's error mapping: an etcd restart surfaced here as a
+            # grpc AioRpcError that no retry took for transient, and the worker and the
+            # claimer exited (tests/acceptance/test_faults.py::test_etcd_restart). Map it
+            # the way aetcd maps the errors of its own calls.
+            raise _client_error(exc) from exc
 
     async def grant(self, ttl: int) -> int:
         """A new lease; returns its id."""

@@ -15,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from hourglass import retrying
+from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, runs
+from hourglass.store import db, jobs, runs
 from hourglass.workers.maintenance import Maintenance
 from hourglass.workers.worker import default_worker_id
 
 log = logging.getLogger(__name__)
 
 LOST_REASON = "the worker holding this attempt died or stalled past its lease"
+# A job whose next fire is this far in the past counts as overdue.
+OVERDUE_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,24 @@ class Claimer:
             async with db.transaction(self.pool) as conn:
                 if await runs.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):
                     taken += 1
+                    metrics.takeovers.inc()
                     log.warning("run %s attempt %d lost; taken back", run.id, run.attempt)
         self.taken_back += taken
         return taken
+
+    async def measure(self) -> None:
+        """The gauges that describe the whole system, measured once, by the leader."""
+        now = self.clock.now()
+        async with self.pool.connection() as conn:
+            ready, running = await runs.count_active(conn, now=now)
+            overdue = await jobs.count_overdue(conn, due_before=now - OVERDUE_AFTER)
+        metrics.queue_depth.set(ready)
+        metrics.running_runs.set(running)
+        metrics.overdue_jobs.set(overdue)
+        if overdue:
+            log.warning(
+                "%d jobs are more than %s overdue: is a producer running?", overdue, OVERDUE_AFTER
+            )
 
     async def run(self) -> None:
         try:
@@ -98,8 +116,10 @@ class Claimer:
         if leading != self.leading:
             log.info("claimer %s %s", self.config.claimer_id, "leads" if leading else "follows")
             self.leading = leading
+            metrics.leader.set(1 if leading else 0)
         if leading:
             await self.run_once()
+            await self.measure()
             now = asyncio.get_running_loop().time()
             due = now - self._maintained_at >= self.config.maintenance_interval
             if self.maintenance is not None and due:

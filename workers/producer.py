@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from hourglass import retrying
+from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.store import db, jobs
 
@@ -54,8 +54,13 @@ class Producer:
                 fired = await jobs.fire_due(
                     conn, now=self.clock.now(), limit=self.config.batch_size
                 )
-            total += fired
-            if fired < self.config.batch_size:
+            metrics.fires.labels("queued").inc(fired.queued)
+            metrics.fires.labels("skipped").inc(fired.skipped)
+            for policy, count in fired.missed.items():
+                metrics.missed_fires.labels(policy).inc(count)
+                log.warning("%d fires missed under catch-up policy %s", count, policy)
+            total += fired.jobs
+            if fired.jobs < self.config.batch_size:
                 return total
 
     async def seconds_until_due(self) -> float:

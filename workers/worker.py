@@ -26,7 +26,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from hourglass import retrying
+from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
@@ -36,6 +36,16 @@ from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 
 log = logging.getLogger(__name__)
+
+
+def _log_fields(run: QueuedRun, token: FencingToken) -> dict[str, object]:
+    """What every log line about an attempt carries (as fields in JSON logs)."""
+    return {
+        "job_id": str(run.job_id),
+        "run_id": str(run.id),
+        "attempt": run.attempt,
+        "fencing_token": token,
+    }
 
 
 def default_worker_id() -> str:
@@ -102,6 +112,7 @@ class Worker:
                     last_check = loop.time()
                     await self._check_cancellations()
                 if self.lease.lost.is_set():
+                    metrics.lease_losses.inc()
                     await self._abandon_all("lease lost")
                     await self._start_lease()
                     continue
@@ -140,6 +151,7 @@ class Worker:
             await runs.mark_running(
                 conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
             )
+        metrics.claims.inc(len(held))
         for run, token in held:
             task = asyncio.create_task(self._execute(run, token), name=f"run {run.id}")
             self.active[task] = run
@@ -196,7 +208,11 @@ class Worker:
             worker_id=self.config.worker_id,
             on_output=shipper.write,
         )
-        log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token)
+        fields = _log_fields(run, token)
+        log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token, extra=fields)
+        if run.attempt == 1:  # a retry's start is late by design (its backoff)
+            late = self.clock.now() - max(run.scheduled_at, run.available_at)
+            metrics.lateness.observe(max(late.total_seconds(), 0.0))
         execution = asyncio.create_task(self.executor.execute(context))
         self.executions[run.id] = (context, execution)
         try:
@@ -234,20 +250,24 @@ class Worker:
                         now=self.clock.now(),
                     )
         if accepted:
+            metrics.runs_finished.labels(outcome.state.value).inc()
             log.info(
                 "run %s attempt %d %s (exit %s)",
                 run.id,
                 run.attempt,
                 outcome.state.value,
                 outcome.exit_code,
+                extra=fields,
             )
         else:
             self.fenced_off += 1
+            metrics.fenced_writes.inc()
             log.warning(
                 "run %s attempt %d: result refused, token %d no longer holds the run",
                 run.id,
                 run.attempt,
                 token,
+                extra=fields,
             )
         with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
             await self.etcd.release_runs([run.id])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 import platformdirs
 
-from hourglass import durations
+from hourglass import durations, logs
 from hourglass.cli import client
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -108,6 +107,15 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(argv=[])
 
 
+def _add_metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-listen",
+        default=_env("HOURGLASS_METRICS_LISTEN"),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env HOURGLASS_METRICS_LISTEN)",
+    )
+
+
 def _add_artifacts_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts",
@@ -142,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hourglass", description="Schedule commands; run every fire at least once."
     )
     parser.add_argument("--log-level", default=_env("HOURGLASS_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("HOURGLASS_LOG_FORMAT", "text"),
+        help="json: one object per line with job_id, run_id, attempt, fencing_token fields",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = commands.add_parser(
@@ -155,9 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     dev.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    _add_metrics_option(dev)
 
     api = commands.add_parser("api", help="serve the gRPC API")
     _add_store_options(api, etcd=False)
+    _add_metrics_option(api)
     api.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     _add_artifacts_option(api)
     api.add_argument(
@@ -194,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
+    _add_metrics_option(producer)
 
     worker = commands.add_parser("worker", help="claim and execute queued runs")
     _add_store_options(worker)
+    _add_metrics_option(worker)
     worker.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
@@ -224,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     claimer = commands.add_parser("claimer", help="take back runs whose worker died")
     _add_store_options(claimer)
+    _add_metrics_option(claimer)
     claimer.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
     _add_artifacts_option(claimer)
     claimer.add_argument(
@@ -332,13 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "argv"):
             parser.error("only schedule and update take a command after --")
         args.argv = command
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level, args.log_format)
     if args.command in client.COMMANDS:
         return client.run(parser, args)
+    if getattr(args, "metrics_listen", ""):
+        from hourglass import metrics
+
+        metrics.serve(args.metrics_listen)
     if args.command == "dev":
         from hourglass.cli import dev
 

@@ -488,9 +488,20 @@ def _due_fires(
     return fires, missed, fire
 
 
-async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What one fire_due call did."""
+
+    jobs: int = 0
+    queued: int = 0
+    skipped: int = 0
+    # Fires dropped by each catch-up policy.
+    missed: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
     """Records the due fires of up to `limit` due jobs and advances each job's next_fire_at
-    past them, all in the caller's transaction. Returns how many jobs it fired.
+    past them, all in the caller's transaction.
 
     The catch-up policy decides which late fires run (the rest are counted in missed_fires);
     the overlap policy decides whether each fire is queued, skipped, or replaces the job's
@@ -509,11 +520,12 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
     )
     due = [_job(row) for row in await cursor.fetchall()]
     if not due:
-        return 0
+        return Fired()
     active = await _active_runs(conn, [job.id for job in due if job.spec.overlap != Overlap.ALLOW])
     fires: list[_Fire] = []
     replaced: list[RunId] = []
     job_ids, next_times, missed_counts = [], [], []
+    missed_by_policy: dict[str, int] = {}
     for job in due:
         assert job.next_fire_at is not None
         times, missed, next_fire = _due_fires(job.spec, job.next_fire_at, now)
@@ -534,6 +546,9 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
         job_ids.append(job.id)
         next_times.append(next_fire)
         missed_counts.append(missed)
+        if missed:
+            policy = job.spec.catch_up.policy.value
+            missed_by_policy[policy] = missed_by_policy.get(policy, 0) + missed
     await request_cancel(conn, replaced, reason="replaced by a later fire", now=now)
     await _insert_runs(conn, fires, now)
     await conn.execute(
@@ -549,7 +564,10 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> int:
         {"ids": job_ids, "next": next_times, "missed": missed_counts, "now": now},
     )
     await notify(conn, RUNS_CHANNEL)
-    return len(due)
+    skipped = sum(1 for fire in fires if fire.state == "skipped")
+    return Fired(
+        jobs=len(due), queued=len(fires) - skipped, skipped=skipped, missed=missed_by_policy
+    )
 
 
 def _delay(spec: JobSpec) -> timedelta:
@@ -631,3 +649,14 @@ async def next_due_at(conn: Connection) -> datetime | None:
     )
     row = await cursor.fetchone()
     return row["due"] if row else None
+
+
+async def count_overdue(conn: Connection, *, due_before: datetime) -> int:
+    """Jobs that should have fired before `due_before` and have not: a producer is down or
+    far behind."""
+    cursor = await conn.execute(
+        "SELECT count(*) AS overdue FROM jobs WHERE next_fire_at < %s", (due_before,)
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["overdue"])

@@ -39,6 +39,8 @@ class QueuedRun:
     id: RunId
     job_id: JobId
     scheduled_at: datetime
+    # When it became claimable: its fire time, plus jitter or a retry's backoff.
+    available_at: datetime
     attempt: int
     task: Task
     timeout: timedelta | None
@@ -73,7 +75,7 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     workers hold locked. Must run in a transaction that `mark_running` then completes."""
     cursor = await conn.execute(
         """
-        SELECT r.id, r.job_id, r.scheduled_at, r.attempt, j.command, j.args, j.env, j.image,
+        SELECT r.id, r.job_id, r.scheduled_at, r.available_at, r.attempt, j.command, j.args, j.env, j.image,
                j.working_dir, j.binary_digest, j.resources, j.secret_env, j.timeout,
                j.max_attempts,
                j.retry_backoff, j.overlap
@@ -104,6 +106,7 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
             id=RunId(row["id"]),
             job_id=JobId(row["job_id"]),
             scheduled_at=row["scheduled_at"],
+            available_at=row["available_at"],
             attempt=row["attempt"],
             task=Task(
                 command=tuple(row["command"]),
@@ -484,3 +487,16 @@ async def prune_finished(conn: Connection, *, before: datetime, limit: int) -> i
         (before, limit),
     )
     return cursor.rowcount
+
+
+async def count_active(conn: Connection, *, now: datetime) -> tuple[int, int]:
+    """(runs queued and ready to start now, runs running)."""
+    cursor = await conn.execute(
+        "SELECT count(*) FILTER (WHERE state = 'queued' AND available_at <= %s) AS ready,"
+        " count(*) FILTER (WHERE state = 'running') AS running"
+        " FROM runs WHERE state IN ('queued', 'running')",
+        (now,),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["ready"]), int(row["running"])
