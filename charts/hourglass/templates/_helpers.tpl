@@ -1,0 +1,205 @@
+{{/*
+Names, labels and the settings every hourglass container shares.
+*/}}
+
+{{- define "hourglass.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart>, or the release name alone when it already holds the chart name. */}}
+{{- define "hourglass.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The name of one component's objects: (dict "root" $ "component" "api"). Kept short
+enough (52) for a StatefulSet pod's controller-revision-hash label. */}}
+{{- define "hourglass.componentName" -}}
+{{- printf "%s-%s" (include "hourglass.fullname" .root | trunc (int (sub 51 (len .component))) | trimSuffix "-") .component }}
+{{- end }}
+
+{{/* Cluster-scoped objects carry the namespace too, so two releases of the same name in two
+namespaces do not collide. */}}
+{{- define "hourglass.clusterName" -}}
+{{- printf "%s-%s-%s" .root.Release.Namespace (include "hourglass.fullname" .root) .component | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hourglass.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hourglass.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hourglass.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Standard labels: (dict "root" $ "component" "api"). */}}
+{{- define "hourglass.labels" -}}
+helm.sh/chart: {{ include "hourglass.chart" .root }}
+{{ include "hourglass.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: hourglass
+{{- end }}
+
+{{- define "hourglass.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "hourglass.serviceAccountName" -}}
+{{- include "hourglass.componentName" . }}
+{{- end }}
+
+{{- define "hourglass.apiAddress" -}}
+{{- printf "%s.%s.svc:%d" (include "hourglass.componentName" (dict "root" . "component" "api")) .Release.Namespace (int .Values.api.service.port) }}
+{{- end }}
+
+{{/* Namespaces the workers run Jobs in; the first is the worker's --namespace. */}}
+{{- define "hourglass.jobNamespaces" -}}
+{{- if .Values.worker.jobNamespaces }}
+{{- .Values.worker.jobNamespaces | uniq | toJson }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret and key holding HOURGLASS_DATABASE_URL. */}}
+{{- define "hourglass.databaseSecretName" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- include "hourglass.componentName" (dict "root" . "component" "database") }}
+{{- end }}
+{{- end }}
+
+{{- define "hourglass.databaseSecretKey" -}}
+{{- if and (not .Values.postgresql.enabled) .Values.database.existingSecret }}
+{{- .Values.database.existingSecretKey }}
+{{- else -}}
+url
+{{- end }}
+{{- end }}
+
+{{/* Fails the render when the external stores are not given. */}}
+{{- define "hourglass.validate" -}}
+{{- if and (not .Values.postgresql.enabled) (not .Values.database.url) (not .Values.database.existingSecret) }}
+{{- fail "postgresql.enabled is false: set database.url or database.existingSecret" }}
+{{- end }}
+{{- if and (not .Values.etcd.enabled) (not .Values.etcd.endpoints) }}
+{{- fail "etcd.enabled is false: set etcd.endpoints (HOST:PORT[,HOST:PORT])" }}
+{{- end }}
+{{- end }}
+
+{{- define "hourglass.etcdEndpoints" -}}
+{{- if .Values.etcd.enabled }}
+{{- printf "%s.%s.svc:2379" (include "hourglass.componentName" (dict "root" . "component" "etcd")) .Release.Namespace }}
+{{- else }}
+{{- .Values.etcd.endpoints }}
+{{- end }}
+{{- end }}
+
+{{/* Environment variables: (dict "root" $ "noDatabase" false "etcd" true "artifacts" true). */}}
+{{- define "hourglass.env" -}}
+{{- $root := .root -}}
+- name: HOURGLASS_LOG_LEVEL
+  value: {{ $root.Values.logLevel | quote }}
+{{- if not .noDatabase }}
+- name: HOURGLASS_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hourglass.databaseSecretName" $root }}
+      key: {{ include "hourglass.databaseSecretKey" $root }}
+{{- end }}
+{{- if .etcd }}
+- name: HOURGLASS_ETCD_ENDPOINTS
+  value: {{ include "hourglass.etcdEndpoints" $root | quote }}
+- name: HOURGLASS_ETCD_PREFIX
+  value: {{ $root.Values.etcd.prefix | quote }}
+{{- end }}
+{{- if and .artifacts $root.Values.artifacts.url }}
+- name: HOURGLASS_ARTIFACTS
+  value: {{ $root.Values.artifacts.url | quote }}
+{{- end }}
+{{- /* The root filesystem is read-only; /tmp is an emptyDir. */}}
+- name: HOME
+  value: /tmp
+{{- end }}
+
+{{/* The pod spec settings every hourglass pod shares. */}}
+{{- define "hourglass.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "hourglass.podMetadata" -}}
+labels:
+  {{- include "hourglass.selectorLabels" . | nindent 2 }}
+  {{- with .root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- if or .root.Values.podAnnotations .annotations }}
+annotations:
+  {{- with .root.Values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- with .annotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hourglass.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+{{- end }}
+
+{{- define "hourglass.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* What the operator does with ScheduledJobs, in a Role or the ClusterRole. */}}
+{{- define "hourglass.operatorRules" -}}
+- apiGroups: ["hourglass.io"]
+  resources: ["scheduledjobs"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["hourglass.io"]
+  resources: ["scheduledjobs/status", "scheduledjobs/finalizers"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{- define "hourglass.operatorTokenSecret" -}}
+{{- default (include "hourglass.componentName" (dict "root" . "component" "operator-token")) .Values.operator.token.existingSecret }}
+{{- end }}

@@ -1,0 +1,728 @@
+"""The Helm chart (charts/hourglass): it lints, it renders manifests that a real API server's
+schemas accept, it installs against a real kube-apiserver, and its values schema refuses bad
+values.
+
+Where kubeconform gets its schemas offline: kubeconform downloads JSON schemas from GitHub by
+default, which these tests must not need. Instead the `kubeconform_schemas` fixture builds
+them from the test API server itself, in kubeconform's own folder layout:
+
+- It reads the server's OpenAPI v2 document (`GET /openapi/v2`, the admin token) and writes,
+  for every definition that carries `x-kubernetes-group-version-kind`, a standalone JSON
+  schema `<dir>/v<version>-standalone-strict/<kind>-<group>-<version>.json`: the definition
+  as `$ref`, plus every definition it reaches (so recursive types such as JSONSchemaProps
+  stay finite). This is what the `openapi2jsonschema` script does for kubeconform's published
+  schemas, done here in a few lines of Python.
+- "Strict" is made true to its name: each object schema that lists `properties` gets
+  `additionalProperties: false`, so an unknown or misspelled field fails. The two types the
+  OpenAPI document describes as strings but which accept numbers too (`int-or-string`,
+  `Quantity`) accept both.
+- The chart's CRDs (charts/hourglass/crds/, if any) are converted too: each served version's
+  `openAPIV3Schema` (strict the same way, except under `x-kubernetes-preserve-unknown-fields`;
+  `metadata` is the server's ObjectMeta), so custom resources are validated as well instead of
+  skipped, and the CRD objects themselves validate as CustomResourceDefinitions.
+
+kubeconform then runs with `-strict -kubernetes-version <the server's version>
+-schema-location <dir>` (a local folder: kubeconform appends its standard
+`{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{
+.KindSuffix }}.json` template), and nothing is skipped.
+
+The install test plays the Job controller, since none runs: the migration hook Job must
+complete before `helm install` goes on, so a background thread marks every Job in the
+release's namespace Complete the way the controller would.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from tests.k8s.conftest import REPO, KubeApiServer
+
+CHART = REPO / "charts" / "hourglass"
+HELM_TIMEOUT = "2m"
+
+# Bundled PostgreSQL and etcd off, everything external, and every optional branch taken.
+EXTERNAL_VALUES = [
+    "--set", "postgresql.enabled=false",
+    "--set", "database.url=postgresql://hourglass:secret@db.example.com:5432/hourglass",
+    "--set", "etcd.enabled=false",
+    "--set", r"etcd.endpoints=etcd-0.example.com:2379\,etcd-1.example.com:2379",
+    "--set", "artifacts.url=s3://hourglass/binaries?endpoint=http://minio.example.com:9000",
+    "--set", "worker.jobNamespaces={jobs-a,jobs-b}",
+    "--set", "operator.watchNamespaces={team-a,team-b}",
+    "--set", "imagePullSecrets[0].name=registry",
+    "--set", "api.service.type=LoadBalancer",
+    "--set", "postgresql.persistence.storageClass=fast",
+    "--set", "operator.rbac.kopfScanning=true",
+    "--set", "api.insecure=true",
+]  # fmt: skip
+EXISTING_SECRET_VALUES = [
+    "--set", "postgresql.enabled=false",
+    "--set", "database.existingSecret=my-database",
+    "--set", "database.existingSecretKey=dsn",
+    "--set", "etcd.enabled=false",
+    "--set", "etcd.endpoints=etcd.example.com:2379",
+    "--set", "operator.enabled=false",
+    "--set", "migrations.enabled=false",
+    "--set", "etcd.persistence.storageClass=fast",
+    "--set", "postgresql.persistence.storageClass=fast",
+]  # fmt: skip
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _run(args: list[str | Path], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _is_hook(document: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (document["metadata"].get("annotations") or {})
+
+
+@pytest.fixture(scope="module")
+def helm(k8s_tool: Callable[[str], Path]) -> Path:
+    return k8s_tool("helm")
+
+
+@pytest.fixture(scope="module")
+def kubeconform(k8s_tool: Callable[[str], Path]) -> Path:
+    return k8s_tool("kubeconform")
+
+
+@pytest.fixture(scope="module")
+def kube_version(kube_apiserver: KubeApiServer) -> str:
+    """The API server's version without the `v` (1.36.3), for --kube-version and kubeconform."""
+    status, body = kube_apiserver.get("/version")
+    assert status == 200, body
+    return str(json.loads(body)["gitVersion"]).removeprefix("v").split("+")[0]
+
+
+@pytest.fixture(scope="module")
+def template(helm: Path, kube_version: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`helm template` of the chart for the server's Kubernetes version (this helm, built
+    with `go install`, would otherwise assume v1.20 and refuse the chart's kubeVersion)."""
+
+    def render(
+        *values: str, release: str = "hg", namespace: str = "hourglass", crds: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        args: list[str | Path] = [
+            helm, "template", release, CHART, "--namespace", namespace,
+            "--kube-version", kube_version, *values,
+        ]  # fmt: skip
+        if crds:
+            args.append("--include-crds")
+        return _run(args)
+
+    return render
+
+
+# --- schemas for kubeconform, from the test API server -------------------------------------
+
+INT_OR_STRING: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+QUANTITY: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
+def _keywords(node: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """A schema node's keywords, converted, without the `x-` extensions. The names in
+    `properties` are data, not keywords (JSONSchemaProps has properties named x-...)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-"):
+            continue
+        if key in ("enum", "default", "example"):
+            out[key] = value
+        elif key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
+            out[key] = {name: convert(schema) for name, schema in value.items()}
+        else:
+            out[key] = convert(value)
+    return out
+
+
+def _strict_openapi(node: Any) -> Any:
+    """An OpenAPI v2 schema node as strict JSON schema (draft 4, kubeconform's default)."""
+    if isinstance(node, list):
+        return [_strict_openapi(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("format") == "int-or-string":
+        return {**INT_OR_STRING, "description": node.get("description", "")}
+    out = _keywords(node, _strict_openapi)
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def _strict_crd(node: Any) -> Any:
+    """A CRD's openAPIV3Schema node as strict JSON schema."""
+    if isinstance(node, list):
+        return [_strict_crd(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("x-kubernetes-int-or-string"):
+        rest = {k: v for k, v in node.items() if k not in ("type", "x-kubernetes-int-or-string")}
+        return {**INT_OR_STRING, **_strict_crd(rest)}
+    preserve = node.get("x-kubernetes-preserve-unknown-fields") or node.get(
+        "x-kubernetes-embedded-resource"
+    )
+    out = _keywords(node, _strict_crd)
+    out.pop("nullable", None)
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if "properties" in out and "additionalProperties" not in out and not preserve:
+        out["additionalProperties"] = False
+    return out
+
+
+def _reachable(definitions: dict[str, Any], root: Any) -> dict[str, Any]:
+    """The definitions that `root` reaches through `$ref`, transitively."""
+    found: dict[str, Any] = {}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/definitions/"):
+                name = ref.removeprefix("#/definitions/")
+                if name not in found:
+                    found[name] = definitions[name]
+                    stack.append(definitions[name])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _schema_file(kind: str, api_version: str) -> str:
+    """kubeconform's file name: {{ .ResourceKind }}{{ .KindSuffix }}.json."""
+    group, _, version = api_version.rpartition("/")
+    suffix = f"-{group.split('.')[0].lower()}-{version.lower()}" if group else f"-{version}"
+    return f"{kind.lower()}{suffix}.json"
+
+
+def _write_schema(folder: Path, name: str, root: Any, definitions: dict[str, Any]) -> None:
+    document = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        **root,
+        "definitions": _reachable(definitions, root),
+    }
+    (folder / name).write_text(json.dumps(document))
+
+
+def _crd_documents() -> list[dict[str, Any]]:
+    folder = CHART / "crds"
+    documents: list[dict[str, Any]] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
+        documents.extend(
+            d for d in _documents(path.read_text()) if d.get("kind") == "CustomResourceDefinition"
+        )
+    return documents
+
+
+@pytest.fixture(scope="module")
+def kubeconform_schemas(
+    kube_apiserver: KubeApiServer, kube_version: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A folder in kubeconform's layout with strict schemas of every kind the test API server
+    serves (and of the chart's CRDs); see the module docstring."""
+    status, body = kube_apiserver.get("/openapi/v2")
+    assert status == 200, body[:500]
+    openapi = json.loads(body)
+    definitions = {name: _strict_openapi(d) for name, d in openapi["definitions"].items()}
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = INT_OR_STRING
+    definitions["io.k8s.apimachinery.pkg.api.resource.Quantity"] = QUANTITY
+
+    root = tmp_path_factory.mktemp("kubeconform-schemas")
+    folder = root / f"v{kube_version}-standalone-strict"
+    folder.mkdir()
+    written = 0
+    for name, definition in openapi["definitions"].items():
+        for gvk in definition.get("x-kubernetes-group-version-kind", []):
+            api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
+            ref = {"$ref": f"#/definitions/{name}"}
+            _write_schema(folder, _schema_file(gvk["kind"], api_version), ref, definitions)
+            written += 1
+    assert written > 50, "the server's OpenAPI document names too few kinds"
+
+    for crd in _crd_documents():
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            schema = copy.deepcopy(version.get("schema", {}).get("openAPIV3Schema", {}))
+            schema = _strict_crd(schema) or {"type": "object"}
+            api_version = f"{spec['group']}/{version['name']}"
+            properties = schema.setdefault("properties", {})
+            properties["apiVersion"] = {"type": "string", "enum": [api_version]}
+            properties["kind"] = {"type": "string", "enum": [spec["names"]["kind"]]}
+            properties["metadata"] = {"$ref": f"#/definitions/{OBJECT_META}"}
+            schema.setdefault("type", "object")
+            schema.setdefault("required", [])
+            schema["required"] = sorted({*schema["required"], "apiVersion", "kind"})
+            name = _schema_file(spec["names"]["kind"], api_version)
+            _write_schema(folder, name, schema, definitions)
+    return root
+
+
+@pytest.fixture(scope="module")
+def validate(
+    kubeconform: Path, kubeconform_schemas: Path, kube_version: str, tmp_path_factory: Any
+) -> Callable[[str], dict[str, Any]]:
+    """kubeconform -strict over a YAML stream; its JSON report."""
+    folder = tmp_path_factory.mktemp("manifests")
+
+    def run(manifests: str) -> dict[str, Any]:
+        path = folder / f"{uuid.uuid4().hex}.yaml"
+        path.write_text(manifests)
+        result = _run(
+            [
+                kubeconform, "-strict", "-summary", "-output", "json",
+                "-kubernetes-version", kube_version,
+                "-schema-location", kubeconform_schemas,
+                path,
+            ]
+        )  # fmt: skip
+        report: dict[str, Any] = json.loads(result.stdout)
+        report["returncode"] = result.returncode
+        report["stderr"] = result.stderr
+        return report
+
+    return run
+
+
+# --- a) lint -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+@pytest.mark.parametrize(
+    "values", [[], EXTERNAL_VALUES, EXISTING_SECRET_VALUES], ids=["default", "external", "secret"]
+)
+def test_helm_lint_passes(helm: Path, strict: bool, values: list[str]) -> None:
+    result = _run([helm, "lint", CHART, *(["--strict"] if strict else []), *values])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+# --- b) kubeconform ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values", [[], EXTERNAL_VALUES, EXISTING_SECRET_VALUES], ids=["default", "external", "secret"]
+)
+def test_rendered_manifests_validate_strictly_against_the_servers_schemas(
+    template: Callable[..., subprocess.CompletedProcess[str]],
+    validate: Callable[[str], dict[str, Any]],
+    values: list[str],
+) -> None:
+    rendered = template(*values, crds=True)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = _documents(rendered.stdout)
+    report = validate(rendered.stdout)
+    problems = [r for r in report["resources"] if r["status"] != "statusValid"]
+    assert report["returncode"] == 0 and not problems, json.dumps(report, indent=2)
+    assert report["summary"] == {
+        "valid": len(documents),
+        "invalid": 0,
+        "errors": 0,
+        "skipped": 0,
+    }
+
+
+def test_the_example_scheduledjob_validates_against_the_converted_crd_schema(
+    validate: Callable[[str], dict[str, Any]],
+) -> None:
+    """The CRD's openAPIV3Schema, converted for kubeconform, accepts the example and refuses
+    a misspelled field, so custom resources are validated, not skipped."""
+    example = REPO / "examples" / "scheduledjob.yaml"
+    if not _crd_documents() or not example.is_file():
+        pytest.skip("no ScheduledJob CRD in charts/hourglass/crds or no examples/scheduledjob.yaml")
+    report = validate(example.read_text())
+    assert report["summary"]["valid"] >= 1 and report["returncode"] == 0, report
+    documents = _documents(example.read_text())
+    documents[0]["spec"]["maxAtempts"] = 3
+    report = validate(yaml.safe_dump_all(documents))
+    assert report["summary"]["invalid"] == 1, report
+    assert "maxAtempts" in json.dumps(report)
+
+
+def test_the_generated_schemas_are_strict(validate: Callable[[str], dict[str, Any]]) -> None:
+    """A misspelled field is refused, so a passing chart really has only known fields."""
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Never"}]},
+            },
+        },
+    }
+    assert validate(yaml.safe_dump(deployment))["summary"]["valid"] == 1
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Never"
+    report = validate(yaml.safe_dump(deployment))
+    assert report["summary"]["invalid"] == 1, report
+    assert "imagePulPolicy" in json.dumps(report)
+
+
+def test_the_chart_renders_what_the_brief_asks_for(
+    template: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """Spot checks of the default render: components, flags, probes, security, hooks."""
+    rendered = template()
+    assert rendered.returncode == 0, rendered.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(rendered.stdout)}
+    deployments = {name: d for (kind, name), d in objects.items() if kind == "Deployment"}
+    assert set(deployments) == {
+        f"hg-hourglass-{c}" for c in ("api", "producer", "worker", "claimer", "operator")
+    }
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["image"] == "hourglass:0.1.0"
+            assert container["resources"]["requests"]
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}
+    api = deployments["hg-hourglass-api"]["spec"]["template"]["spec"]
+    assert api["containers"][0]["readinessProbe"]["grpc"] == {"port": 50051}
+    assert api["automountServiceAccountToken"] is False
+    worker = deployments["hg-hourglass-worker"]["spec"]["template"]["spec"]
+    assert worker["containers"][0]["args"][:5] == [
+        "worker", "--executor", "kubernetes", "--namespace", "hourglass",
+    ]  # fmt: skip
+    operator = deployments["hg-hourglass-operator"]["spec"]["template"]["spec"]
+    assert operator["containers"][0]["args"] == [
+        "operator", "--server", "hg-hourglass-api.hourglass.svc:50051",
+    ]  # fmt: skip
+    env = {e["name"] for e in operator["containers"][0]["env"]}
+    assert "HOURGLASS_DATABASE_URL" not in env  # the operator only talks to the API
+    for name in ("postgresql", "etcd"):
+        statefulset = objects[("StatefulSet", f"hg-hourglass-{name}")]
+        assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    migrate = objects[("Job", "hg-hourglass-migrate")]
+    annotations = migrate["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"  # bundled PostgreSQL
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert migrate["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+
+    external = template(*EXTERNAL_VALUES)
+    assert external.returncode == 0, external.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(external.stdout)}
+    assert not [k for k in objects if k[0] == "StatefulSet"]
+    hook = objects[("Job", "hg-hourglass-migrate")]["metadata"]["annotations"]["helm.sh/hook"]
+    assert hook == "pre-install,pre-upgrade"
+    roles = sorted(
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in _documents(external.stdout)
+        if d["kind"] == "Role"
+    )
+    assert roles == [
+        ("hourglass", "hg-hourglass-operator-leader"),
+        ("jobs-a", "hg-hourglass-worker"),
+        ("jobs-b", "hg-hourglass-worker"),
+        ("team-a", "hg-hourglass-operator"),
+        ("team-b", "hg-hourglass-operator"),
+    ]
+    cluster_roles = sorted(name for kind, name in objects if kind == "ClusterRole")
+    assert cluster_roles == ["hourglass-hg-hourglass-operator-kopf"]
+
+
+# --- c) install against the test API server ------------------------------------------------
+
+
+def _condition(kind: str, at: datetime) -> dict[str, str]:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": "CompletionsReached",
+        "message": "Reached expected number of succeeded pods",
+        "lastProbeTime": at.isoformat(),
+        "lastTransitionTime": at.isoformat(),
+    }
+
+
+class JobController:
+    """Marks every Job of a namespace Complete, as the Job controller would once its pod
+    succeeded (the server demands SuccessCriteriaMet before Complete, and the times)."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.batch = client.BatchV1Api(api)
+        self.namespace = namespace
+        self.completed: list[str] = []
+        self.errors: list[str] = []
+        self._done: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-controller", daemon=True)
+
+    def __enter__(self) -> JobController:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                for job in self.batch.list_namespaced_job(self.namespace).items:
+                    conditions = {c.type for c in (job.status.conditions or [])}
+                    if "Complete" not in conditions and job.metadata.uid not in self._done:
+                        self._complete(job.metadata.name)
+                        self._done.add(job.metadata.uid)
+            except client.ApiException as error:
+                self.errors.append(f"{error.status}: {error.body}")
+
+    def _complete(self, name: str) -> None:
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+        finished = started + timedelta(seconds=1)
+        self.batch.patch_namespaced_job_status(
+            name,
+            self.namespace,
+            {
+                "status": {
+                    "startTime": started.isoformat(),
+                    "completionTime": finished.isoformat(),
+                    "active": 0,
+                    "ready": 0,
+                    "terminating": 0,
+                    "succeeded": 1,
+                    "uncountedTerminatedPods": {},
+                    "conditions": [
+                        _condition("SuccessCriteriaMet", finished),
+                        _condition("Complete", finished),
+                    ],
+                }
+            },
+        )
+        self.completed.append(name)
+
+
+@pytest.fixture
+def release(
+    helm: Path, kube_apiserver: KubeApiServer, k8s_namespace: str
+) -> Iterator[tuple[str, str]]:
+    """A release name for this test; uninstalled afterwards (its ClusterRoles are cluster-wide)."""
+    name = f"hg{uuid.uuid4().hex[:6]}"
+    yield name, k8s_namespace
+    _run(
+        [helm, "uninstall", name, "--namespace", k8s_namespace, "--kubeconfig",
+         kube_apiserver.kubeconfig, "--timeout", HELM_TIMEOUT]
+    )  # fmt: skip
+
+
+ACCESS_CHECKS = [
+    ("create", "batch", "jobs", None),
+    ("create", "batch", "jobs", "kube-system"),
+    ("get", "", "pods/log", None),
+    ("get", "", "secrets", None),
+    ("create", "coordination.k8s.io", "leases", None),
+    ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"),
+]
+
+
+def _allowed(
+    server: KubeApiServer, namespace: str, service_account: str
+) -> dict[tuple[str, str, str, str], bool]:
+    """What the ServiceAccount may do, by SelfSubjectAccessReview with its own token
+    (None in ACCESS_CHECKS: the release's namespace)."""
+    token = server.service_account_token(namespace, service_account)
+    answers = {}
+    with server.token_client(token) as api:
+        authorization = client.AuthorizationV1Api(api)
+        for verb, group, resource, where in ACCESS_CHECKS:
+            plural, _, subresource = resource.partition("/")
+            review = authorization.create_self_subject_access_review(
+                {
+                    "spec": {
+                        "resourceAttributes": {
+                            "verb": verb,
+                            "group": group,
+                            "resource": plural,
+                            "subresource": subresource,
+                            "namespace": where or namespace,
+                        }
+                    }
+                }
+            )
+            answers[(verb, group, resource, where or namespace)] = bool(review.status.allowed)
+    return answers
+
+
+def _database_password(core: client.CoreV1Api, name: str, namespace: str) -> str:
+    secret = core.read_namespaced_secret(name, namespace)
+    return base64.b64decode(secret.data["password"]).decode()
+
+
+EXTERNAL_INSTALL_VALUES = [
+    "--set", "postgresql.enabled=false",
+    "--set", "database.url=postgresql://hourglass:secret@db.example.com:5432/hourglass",
+    "--set", "etcd.enabled=false",
+    "--set", "etcd.endpoints=etcd.example.com:2379",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("values", "hooks"),
+    [
+        ([], ["Job/migrate"]),
+        # The migration runs before anything else, with a hook Secret of its own for the DSN.
+        (EXTERNAL_INSTALL_VALUES, ["Secret/migrate", "Job/migrate"]),
+    ],
+    ids=["bundled", "external"],
+)
+def test_helm_install_creates_every_object_of_the_chart(
+    helm: Path,
+    kube_apiserver: KubeApiServer,
+    k8s_client: client.ApiClient,
+    template: Callable[..., subprocess.CompletedProcess[str]],
+    release: tuple[str, str],
+    values: list[str],
+    hooks: list[str],
+) -> None:
+    name, namespace = release
+    kubeconfig = ["--kubeconfig", str(kube_apiserver.kubeconfig)]
+    with JobController(k8s_client, namespace) as controller:
+        installed = _run(
+            [helm, "install", name, CHART, "--namespace", namespace, "--timeout", HELM_TIMEOUT,
+             *kubeconfig, *values]
+        )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert controller.completed == [f"{name}-hourglass-migrate"], controller.errors
+    assert "kubectl --namespace" in installed.stdout  # NOTES.txt
+
+    rendered = template(*values, release=name, namespace=namespace)
+    assert rendered.returncode == 0, rendered.stderr
+    documents = _documents(rendered.stdout)
+    expected = [d for d in documents if not _is_hook(d)]
+    assert len(expected) > 15
+    assert [
+        f"{d['kind']}/{d['metadata']['name'].removeprefix(f'{name}-hourglass-')}"
+        for d in documents
+        if _is_hook(d)
+    ] == hooks
+
+    dynamic = DynamicClient(k8s_client)
+    missing = []
+    for document in expected:
+        kind, object_name = document["kind"], document["metadata"]["name"]
+        resource = dynamic.resources.get(api_version=document["apiVersion"], kind=kind)
+        try:
+            if resource.namespaced:
+                found = resource.get(
+                    name=object_name, namespace=document["metadata"].get("namespace", namespace)
+                )
+            else:
+                found = resource.get(name=object_name)
+        except NotFoundError:
+            missing.append(f"{kind}/{object_name}")
+            continue
+        assert found.metadata.annotations["meta.helm.sh/release-name"] == name
+    assert not missing, f"helm install did not create: {missing}"
+
+    # Least privilege, asked of the API server as each ServiceAccount.
+    assert _allowed(kube_apiserver, namespace, f"{name}-hourglass-worker") == {
+        ("create", "batch", "jobs", namespace): True,
+        ("create", "batch", "jobs", "kube-system"): False,
+        ("get", "", "pods/log", namespace): True,
+        ("get", "", "secrets", namespace): False,
+        ("create", "coordination.k8s.io", "leases", namespace): False,
+        ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"): False,
+    }
+    assert _allowed(kube_apiserver, namespace, f"{name}-hourglass-operator") == {
+        ("create", "batch", "jobs", namespace): False,
+        ("create", "batch", "jobs", "kube-system"): False,
+        ("get", "", "pods/log", namespace): False,
+        ("get", "", "secrets", namespace): False,
+        ("create", "coordination.k8s.io", "leases", namespace): True,
+        ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"): True,
+    }
+    assert not any(_allowed(kube_apiserver, namespace, f"{name}-hourglass-api").values())
+
+    # The hooks ran and, having succeeded, are gone (hook-succeeded).
+    for hook in hooks:
+        kind, _, short = hook.partition("/")
+        resource = dynamic.resources.get(
+            api_version="batch/v1" if kind == "Job" else "v1", kind=kind
+        )
+        with pytest.raises(NotFoundError):
+            resource.get(name=f"{name}-hourglass-{short}", namespace=namespace)
+    if values:
+        return
+
+    # The generated database password survives an upgrade (the Secret is looked up).
+    core = client.CoreV1Api(k8s_client)
+    secret = f"{name}-hourglass-database"
+    password = _database_password(core, secret, namespace)
+    assert len(password) == 32
+    with JobController(k8s_client, namespace) as controller:
+        upgraded = _run(
+            [helm, "upgrade", name, CHART, "--namespace", namespace, "--timeout", HELM_TIMEOUT,
+             *kubeconfig]
+        )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert controller.completed == [f"{name}-hourglass-migrate"], controller.errors
+    assert _database_password(core, secret, namespace) == password
+
+
+# --- d) the values schema ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["--set", "worker.replicas=abc"], ["worker", "replicas"]),
+        (["--set", "api.port=http"], ["api", "port"]),
+        (["--set", "logLevel=LOUD"], ["logLevel"]),
+        (["--set", "image.pullPolicy=Sometimes"], ["image", "pullPolicy"]),
+        (["--set", "worker.replicaz=2"], ["worker", "replicaz"]),
+        (["--set", "postgresql.persistence.size=lots"], ["postgresql", "persistence", "size"]),
+        (["--set-json", 'worker.jobNamespaces=["Not_A_Namespace"]'], ["jobNamespaces"]),
+        (["--set", "postgresql.enabled=false"], ["database.url", "database.existingSecret"]),
+        (["--set", "etcd.enabled=false"], ["etcd.endpoints"]),
+    ],
+    ids=[
+        "replicas-not-an-integer",
+        "port-not-an-integer",
+        "log-level-unknown",
+        "pull-policy-unknown",
+        "unknown-key",
+        "quantity-malformed",
+        "namespace-malformed",
+        "no-database",
+        "no-etcd",
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(
+    template: Callable[..., subprocess.CompletedProcess[str]],
+    values: list[str],
+    expected: list[str],
+) -> None:
+    result = template(*values)
+    assert result.returncode != 0, result.stdout
+    for word in expected:
+        assert word in result.stderr, result.stderr
