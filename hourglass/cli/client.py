@@ -168,12 +168,8 @@ def _spec(parser: argparse.ArgumentParser, args: argparse.Namespace, binary: str
     argv = args.argv
     if not argv and not binary:
         parser.error("give the command to run after --, e.g. -- echo hello (or --binary FILE)")
-    env = {}
-    for item in args.env:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            parser.error(f"--env {item!r}: use NAME=VALUE")
-        env[name] = value
+    env = _pairs(parser, "--env", args.env)
+    secret_env = _pairs(parser, "--secret-env", args.secret_env)
     schedule = pb.Schedule()
     if args.at:
         schedule.at.FromDatetime(args.at)
@@ -198,7 +194,16 @@ def _spec(parser: argparse.ArgumentParser, args: argparse.Namespace, binary: str
         command=[] if binary else argv[:1],
         args=argv if binary else argv[1:],
         env=env,
+        secret_env=secret_env,
         binary=binary,
+        image=args.image,
+        working_dir=args.workdir,
+        resources=pb.Resources(
+            cpu_request=args.cpu_request,
+            cpu_limit=args.cpu_limit,
+            memory_request=args.memory_request,
+            memory_limit=args.memory_limit,
+        ),
     )
     spec = pb.JobSpec(
         name=args.name or (args.binary.name if args.binary else ""),
@@ -215,6 +220,16 @@ def _spec(parser: argparse.ArgumentParser, args: argparse.Namespace, binary: str
     if args.retry_backoff:
         spec.retry_backoff.FromTimedelta(durations.parse(args.retry_backoff))
     return spec
+
+
+def _pairs(parser: argparse.ArgumentParser, option: str, items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"{option} {name!r}: use NAME=VALUE")
+        pairs[name] = value
+    return pairs
 
 
 def _chunks(path: Path) -> Iterator[pb.UploadBinaryRequest]:

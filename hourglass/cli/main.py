@@ -100,6 +100,22 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catch-up-window", type=_duration, help="how late a fire may run")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="like --env, but never shown by status, logs or revisions",
+    )
+    parser.add_argument("--image", default="", help="container image (Kubernetes executor)")
+    parser.add_argument("--workdir", default="", help="working directory of the process")
+    for name in ("cpu-request", "cpu-limit", "memory-request", "memory-limit"):
+        parser.add_argument(
+            f"--{name}",
+            default="",
+            metavar="QUANTITY",
+            help=f"Kubernetes container {name.replace('-', ' ')}",
+        )
+    parser.add_argument(
         "--binary", type=Path, help="upload this file and run it (ARGS after -- are its args)"
     )
     # The command after `--` is split off before parsing (see main); argparse's REMAINDER

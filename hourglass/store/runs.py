@@ -75,10 +75,9 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     workers hold locked. Must run in a transaction that `mark_running` then completes."""
     cursor = await conn.execute(
         """
-        SELECT r.id, r.job_id, r.scheduled_at, r.available_at, r.attempt, j.command, j.args, j.env, j.image,
-               j.working_dir, j.binary_digest, j.resources, j.secret_env, j.timeout,
-               j.max_attempts,
-               j.retry_backoff, j.overlap
+        SELECT r.id, r.job_id, r.scheduled_at, r.available_at, r.attempt,
+               j.command, j.args, j.env, j.image, j.working_dir, j.binary_digest, j.resources,
+               j.secret_env, j.timeout, j.max_attempts, j.retry_backoff, j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
         WHERE r.state = 'queued' AND r.available_at <= %(now)s
           -- buffer_one and replace: a run starts only once no other run of its job runs.
