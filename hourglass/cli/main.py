@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
+    worker.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds to let running attempts finish before handing them back",
+    )
     worker.add_argument("--log-dir", type=Path, help="keep each attempt's full output here")
     _add_artifacts_option(worker)
     worker.add_argument("--binary-cache", type=Path, help="where fetched binaries are kept")
@@ -522,6 +528,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 concurrency=args.concurrency,
                 lease_ttl=args.lease_ttl,
                 worker_id=args.worker_id or default_worker_id(),
+                shutdown_grace=args.shutdown_grace,
             )
             if args.command == "worker"
             else None,
