@@ -47,8 +47,17 @@ spec:
             {{- with .config.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          {{- with .ports }}
-          {{- . | nindent 10 }}
+          {{- $metrics := include "hourglass.hasMetrics" . }}
+          {{- if or .ports $metrics }}
+          ports:
+            {{- with .ports }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- if $metrics }}
+            - name: metrics
+              containerPort: {{ $root.Values.metrics.port }}
+              protocol: TCP
+            {{- end }}
           {{- end }}
           {{- with .probes }}
           {{- . | nindent 10 }}
@@ -59,8 +68,14 @@ spec:
             {{- toYaml $root.Values.securityContext | nindent 12 }}
           volumeMounts:
             {{- include "hourglass.tmpMount" $root | nindent 12 }}
+            {{- with .mounts }}
+            {{- . | nindent 12 }}
+            {{- end }}
       volumes:
         {{- include "hourglass.tmpVolume" $root | nindent 8 }}
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
 {{- end }}
 
 {{/* A component's ServiceAccount: (dict "root" $ "component" "api" "kubernetesAccess" false). */}}

@@ -129,9 +129,18 @@ url
 - name: HOURGLASS_ARTIFACTS
   value: {{ $root.Values.artifacts.url | quote }}
 {{- end }}
+{{- if include "hourglass.hasMetrics" . }}
+- name: HOURGLASS_METRICS_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int $root.Values.metrics.port) | quote }}
+{{- end }}
 {{- /* The root filesystem is read-only; /tmp is an emptyDir. */}}
 - name: HOME
   value: /tmp
+{{- end }}
+
+{{/* Whether a component serves Prometheus metrics (the four long-running services). */}}
+{{- define "hourglass.hasMetrics" -}}
+{{- if and .root.Values.metrics.enabled (has .component (list "api" "producer" "worker" "claimer")) }}true{{ end }}
 {{- end }}
 
 {{/* The pod spec settings every hourglass pod shares. */}}
@@ -162,8 +171,14 @@ labels:
   {{- with .root.Values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- if or .root.Values.podAnnotations .annotations }}
+{{- $metrics := include "hourglass.hasMetrics" . }}
+{{- if or .root.Values.podAnnotations .annotations $metrics }}
 annotations:
+  {{- if $metrics }}
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .root.Values.metrics.port | quote }}
+  prometheus.io/path: /metrics
+  {{- end }}
   {{- with .root.Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
