@@ -33,6 +33,8 @@ StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIt
 
 # Largest binary UploadBinary accepts (RESOURCE_EXHAUSTED beyond it).
 DEFAULT_MAX_BINARY = 256 * 1024 * 1024
+# Jobs one ScheduleJobs call may carry.
+MAX_BATCH = 10_000
 # How often a stream re-reads without a notification: a safety net, not the mechanism.
 STREAM_POLL = 2.0
 
@@ -172,6 +174,41 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         if created:
             log.info("job %s (%s) scheduled in namespace %s", job_id, spec.name, namespace)
         return pb.ScheduleJobResponse(job_id=str(job_id))
+
+    @_answers_invalid
+    async def ScheduleJobs(
+        self, request: pb.ScheduleJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ScheduleJobsResponse:
+        namespace = await self.auth.namespace(context)
+        if len(request.requests) > MAX_BATCH:
+            raise validation.Invalid(
+                "requests", f"has {len(request.requests)} jobs; at most {MAX_BATCH}"
+            )
+        now = self.clock.now()
+        new: list[jobs.NewJob] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(request.requests):
+            try:
+                validation.request_id(item.request_id)
+                spec = validation.job_spec(item.spec, now=now)
+            except validation.Invalid as exc:
+                raise validation.Invalid(f"requests[{index}].{exc.field}", exc.reason) from None
+            if item.request_id:
+                if item.request_id in seen:
+                    raise validation.Invalid(
+                        f"requests[{index}].request_id",
+                        f"repeats requests[{seen[item.request_id]}].request_id",
+                    )
+                seen[item.request_id] = index
+            digest = request_digest(item) if item.request_id else b""
+            new.append(jobs.NewJob(spec=spec, request_id=item.request_id, request_digest=digest))
+        try:
+            async with db.transaction(self.pool) as conn:
+                ids = await jobs.create_many(conn, new, namespace=namespace, now=now)
+        except jobs.RequestConflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        log.info("%d jobs scheduled in namespace %s", len(ids), namespace)
+        return pb.ScheduleJobsResponse(job_ids=[str(job_id) for job_id in ids])
 
     @_answers_invalid
     async def GetJobStatus(

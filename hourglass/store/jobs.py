@@ -252,6 +252,131 @@ async def create(
     return job_id, True
 
 
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    spec: JobSpec
+    request_id: str = ""
+    request_digest: bytes = b""
+
+
+# The columns COPY writes for a new job, in order.
+_COPY_COLUMNS = (
+    "id",
+    "name",
+    "request_id",
+    "request_digest",
+    "command",
+    "args",
+    "env",
+    "image",
+    "working_dir",
+    "binary_digest",
+    "resources",
+    "secret_env",
+    "namespace",
+    "schedule",
+    "max_attempts",
+    "retry_backoff",
+    "timeout",
+    "overlap",
+    "catch_up",
+    "catch_up_window",
+    "state",
+    "next_fire_at",
+    "created_at",
+    "updated_at",
+)
+
+
+async def create_many(
+    conn: Connection, new: list[NewJob], *, namespace: str, now: datetime
+) -> list[JobId]:
+    """Stores many jobs in the caller's transaction with COPY; returns their ids in order.
+
+    A request id seen before with the same digest gives back its job (a safe retry); with
+    another digest it raises RequestConflict. A concurrent batch inserting the same request id
+    makes the COPY fail on the unique key: the caller's transaction rolls back, and a retry
+    finds the other batch's job.
+    """
+    wanted = {job.request_id for job in new if job.request_id}
+    existing: dict[str, tuple[JobId, bytes]] = {}
+    if wanted:
+        cursor = await conn.execute(
+            "SELECT request_id, id, request_digest FROM jobs"
+            " WHERE namespace = %s AND request_id = ANY(%s)",
+            (namespace, list(wanted)),
+        )
+        existing = {
+            row["request_id"]: (JobId(row["id"]), row["request_digest"])
+            for row in await cursor.fetchall()
+        }
+    binaries = sorted({job.spec.task.binary for job in new if job.spec.task.binary})
+    if binaries:
+        cursor = await conn.execute(
+            "SELECT digest FROM artifacts WHERE digest = ANY(%s) FOR KEY SHARE", (binaries,)
+        )
+        known = {row["digest"] for row in await cursor.fetchall()}
+        for digest in binaries:
+            if digest not in known:
+                raise UnknownArtifact(digest)
+    ids: list[JobId] = []
+    rows: list[tuple[Any, ...]] = []
+    revisions: list[tuple[Any, ...]] = []
+    for job in new:
+        if job.request_id in existing:
+            job_id, digest = existing[job.request_id]
+            if digest != job.request_digest:
+                raise RequestConflict(job.request_id, job_id)
+            ids.append(job_id)
+            continue
+        job_id = JobId(uuid.uuid4())
+        ids.append(job_id)
+        spec = job.spec
+        params = _spec_params(spec)
+        first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
+        rows.append(
+            (
+                job_id,
+                params["name"],
+                job.request_id or None,
+                job.request_digest or None,
+                params["command"],
+                params["args"],
+                params["env"],
+                params["image"],
+                params["working_dir"],
+                params["binary"],
+                params["resources"],
+                params["secret_env"],
+                namespace,
+                params["schedule"],
+                params["max_attempts"],
+                params["backoff"],
+                params["timeout"],
+                params["overlap"],
+                params["catch_up"],
+                params["catch_up_window"],
+                (JobState.ACTIVE if first else JobState.COMPLETED).value,
+                first,
+                now,
+                now,
+            )
+        )
+        revisions.append((job_id, 1, _spec_json(spec), now))
+    if rows:
+        cursor = conn.cursor()
+        async with cursor.copy(f"COPY jobs ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                await copy.write_row(row)
+        async with cursor.copy(
+            "COPY job_revisions (job_id, revision, spec, created_at) FROM STDIN"
+        ) as copy:
+            for revision in revisions:
+                await copy.write_row(revision)
+        await notify(conn, JOBS_CHANNEL)
+    return ids
+
+
 async def _by_request(conn: Connection, namespace: str, request_id: str) -> dict[str, Any] | None:
     cursor = await conn.execute(
         "SELECT id, request_digest FROM jobs WHERE namespace = %s AND request_id = %s",

@@ -42,6 +42,11 @@ class JobSchedulerStub:
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobRequest.SerializeToString,
                 response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobResponse.FromString,
                 _registered_method=True)
+        self.ScheduleJobs = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/ScheduleJobs',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsResponse.FromString,
+                _registered_method=True)
         self.GetJobStatus = channel.unary_unary(
                 '/hourglass.v1.JobScheduler/GetJobStatus',
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.GetJobStatusRequest.SerializeToString,
@@ -122,6 +127,15 @@ class JobSchedulerServicer:
 
     def ScheduleJob(self, request, context):
         """Stores a job and returns its id. Safe to retry with the same request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScheduleJobs(self, request, context):
+        """Stores up to 10,000 jobs at once, all or none: one invalid request refuses the batch
+        (INVALID_ARGUMENT naming requests[i] and the field). Each request_id works as in
+        ScheduleJob.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -235,6 +249,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobRequest.FromString,
                     response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobResponse.SerializeToString,
             ),
+            'ScheduleJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScheduleJobs,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsResponse.SerializeToString,
+            ),
             'GetJobStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJobStatus,
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.GetJobStatusRequest.FromString,
@@ -336,6 +355,33 @@ class JobScheduler:
             '/hourglass.v1.JobScheduler/ScheduleJob',
             hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobRequest.SerializeToString,
             hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScheduleJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/ScheduleJobs',
+            hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.ScheduleJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -312,3 +312,42 @@ async def test_list_jobs_pages_through_everything(stub: pb_grpc.JobSchedulerStub
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ListJobs(pb.ListJobsRequest(page_token="garbage!"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_schedule_jobs_stores_a_batch_in_order(
+    stub: pb_grpc.JobSchedulerStub, pool: db.Pool
+) -> None:
+    requests = [every(60 + i, "echo", str(i), request_id=f"batch-{i}") for i in range(50)]
+    requests.append(every(3600))  # no request id
+    reply = await stub.ScheduleJobs(pb.ScheduleJobsRequest(requests=requests))
+    assert len(reply.job_ids) == 51
+    for index in (0, 17, 49):
+        job = (await stub.GetJobStatus(pb.GetJobStatusRequest(job_id=reply.job_ids[index]))).job
+        assert list(job.spec.task.command) == ["echo", str(index)]
+        assert job.spec.schedule.every.interval.ToTimedelta() == timedelta(seconds=60 + index)
+        assert job.revision == 1 and job.next_fire_at.ToDatetime() > job.created_at.ToDatetime()
+    # A retry of the same batch returns the same ids for the requests that carry one.
+    again = await stub.ScheduleJobs(pb.ScheduleJobsRequest(requests=requests[:50]))
+    assert list(again.job_ids) == list(reply.job_ids[:50])
+    assert await count_rows(pool) == (51, 0)
+
+
+async def test_schedule_jobs_is_all_or_nothing(
+    stub: pb_grpc.JobSchedulerStub, pool: db.Pool
+) -> None:
+    requests = [every(60) for _ in range(5)]
+    requests[3].spec.schedule.every.interval.FromSeconds(0)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ScheduleJobs(pb.ScheduleJobsRequest(requests=requests))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith("requests[3].spec.schedule.every.interval: ")
+    twice = [every(60, request_id="same"), every(61, request_id="same")]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ScheduleJobs(pb.ScheduleJobsRequest(requests=twice))
+    assert (raised.value.details() or "").startswith("requests[1].request_id: ")
+    await stub.ScheduleJob(every(60, request_id="taken"))
+    conflicting = [every(60, request_id="fresh"), every(99, request_id="taken")]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ScheduleJobs(pb.ScheduleJobsRequest(requests=conflicting))
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert await count_rows(pool) == (1, 0)
