@@ -282,6 +282,33 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("destination", type=Path, metavar="PATH")
     _add_artifacts_option(fetch)
 
+    operator = commands.add_parser(
+        "operator", help="reconcile ScheduledJob resources (scheduledjobs.hourglass.io)"
+    )
+    operator.add_argument(
+        "--server",
+        default=_env("HOURGLASS_SERVER", DEFAULT_LISTEN),
+        help="the hourglass API HOST:PORT (env HOURGLASS_SERVER)",
+    )
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        help="watch this Kubernetes namespace (repeatable; default: all namespaces)",
+    )
+    operator.add_argument(
+        "--lease",
+        default="hourglass-operator",
+        help="name of the Lease that elects one active operator ('' turns election off)",
+    )
+    operator.add_argument(
+        "--token", default=_env("HOURGLASS_TOKEN"), help="API token (env HOURGLASS_TOKEN)"
+    )
+    operator.add_argument(
+        "--tls-ca", default=_env("HOURGLASS_TLS_CA"), help="CA of the API's TLS certificate"
+    )
+
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_store_options(migrate, etcd=False)
 
@@ -386,6 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dev.run(args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
+    if args.command == "operator":
+        from hourglass.operator import main as operator_main
+
+        operator_main.run(
+            args.server,
+            args.namespaces or None,
+            args.lease or None,
+            token=args.token or None,
+            tls_ca=args.tls_ca or None,
+        )
+        return 0
     if args.command == "token":
         return _token(parser, args)
     if args.command == "migrate":

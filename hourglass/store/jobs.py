@@ -324,8 +324,8 @@ async def create_many(
     revisions: list[tuple[Any, ...]] = []
     for job in new:
         if job.request_id in existing:
-            job_id, digest = existing[job.request_id]
-            if digest != job.request_digest:
+            job_id, stored_digest = existing[job.request_id]
+            if stored_digest != job.request_digest:
                 raise RequestConflict(job.request_id, job_id)
             ids.append(job_id)
             continue
