@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import aetcd
@@ -121,18 +121,52 @@ class Etcd:
                 held[run_id] = FencingToken(single.header.revision)
         return held
 
-    async def release_runs(self, run_ids: Iterable[RunId]) -> None:
-        """Deletes run keys in one transaction once their results are written."""
-        ids = list(run_ids)
-        if ids:
+    async def release_runs(self, held: Mapping[RunId, FencingToken]) -> None:
+        """Deletes run keys once their results are written, each only while it is the key
+        its holder created (its create revision is the holder's token).
+
+        A holder whose result was refused no longer owns the key: the run's next holder
+        does. Deleting it unconditionally made the claimer take that healthy attempt back as
+        lost, whose worker then did the same to the next one, until the run failed with every
+        attempt "lost" (tests/acceptance/test_faults.py, the SIGSTOP scenario)."""
+        for run_id, token in held.items():
             await self._txn(
                 rpc.TxnRequest(
+                    compare=[
+                        rpc.Compare(
+                            key=self.run_key(run_id),
+                            target=rpc.Compare.CREATE,
+                            result=rpc.Compare.EQUAL,
+                            create_revision=token,
+                        )
+                    ],
                     success=[
                         rpc.RequestOp(
-                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(i))
+                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
                         )
-                        for i in ids
-                    ]
+                    ],
+                )
+            )
+
+    async def release_runs_on_lease(self, run_ids: Iterable[RunId], *, lease_id: int) -> None:
+        """Deletes the keys of these runs that sit on `lease_id`, and no other holder's: the
+        clean-up after a claim that failed, which may or may not have created them."""
+        for run_id in run_ids:
+            await self._txn(
+                rpc.TxnRequest(
+                    compare=[
+                        rpc.Compare(
+                            key=self.run_key(run_id),
+                            target=rpc.Compare.LEASE,
+                            result=rpc.Compare.EQUAL,
+                            lease=lease_id,
+                        )
+                    ],
+                    success=[
+                        rpc.RequestOp(
+                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
+                        )
+                    ],
                 )
             )
 

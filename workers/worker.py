@@ -98,6 +98,9 @@ class Worker:
         self.stopping = asyncio.Event()
         # Results refused because this worker no longer held the run: a zombie's writes.
         self.fenced_off = 0
+        # Runs of a claim that failed after its etcd transaction may have created their keys
+        # on our lease (see `claim`); their keys are deleted before the next claim.
+        self._unclaimed: set[RunId] = set()
 
     async def run(self) -> None:
         """Claims and executes runs until `stop()`; then drains within the grace period."""
@@ -140,17 +143,33 @@ class Worker:
 
     async def claim(self, limit: int) -> int:
         """Claims up to `limit` queued runs and starts executing them; returns how many."""
-        async with db.transaction(self.pool) as conn:
-            queued = await runs.lock_queued(conn, limit=limit, now=self.clock.now())
-            if not queued:
-                return 0
-            tokens = await self.etcd.hold_runs(
-                (run.id for run in queued), lease_id=self.lease.id, holder=self.config.worker_id
-            )
-            held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
-            await runs.mark_running(
-                conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
-            )
+        if self._unclaimed:
+            await self.etcd.release_runs_on_lease(self._unclaimed, lease_id=self.lease.id)
+            self._unclaimed.clear()
+        queued: list[QueuedRun] = []
+        try:
+            async with db.transaction(self.pool) as conn:
+                queued = await runs.lock_queued(conn, limit=limit, now=self.clock.now())
+                if not queued:
+                    return 0
+                tokens = await self.etcd.hold_runs(
+                    (run.id for run in queued),
+                    lease_id=self.lease.id,
+                    holder=self.config.worker_id,
+                )
+                held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
+                await runs.mark_running(
+                    conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
+                )
+        except BaseException:
+            # The claim failed (PostgreSQL restarted before the commit, etcd went away with
+            # the transaction's answer, ...). Its keys may exist on our lease, which we keep
+            # alive: nobody could claim those runs again, and a run whose commit did land
+            # would look held forever. So they are deleted first thing next time; a run that
+            # did commit is then lost to the claimer, which requeues it. Found by
+            # tests/acceptance/test_faults.py::test_postgres_restart_while_claims_are_in_flight.
+            self._unclaimed.update(run.id for run in queued)
+            raise
         metrics.claims.inc(len(held))
         for run, token in held:
             task = asyncio.create_task(self._execute(run, token), name=f"run {run.id}")
@@ -270,12 +289,13 @@ class Worker:
                 extra=fields,
             )
         with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
-            await self.etcd.release_runs([run.id])
+            await self.etcd.release_runs({run.id: token})  # only while the key is ours
 
     async def _start_lease(self) -> None:
         async for attempt in retrying.forever():
             with attempt:
                 await self.lease.start()
+        self._unclaimed.clear()  # their keys went with the old lease
         log.info("worker %s holds lease %x", self.config.worker_id, self.lease.id)
 
     async def _idle_seconds(self, free: int) -> float:
