@@ -214,7 +214,18 @@ async def finish(
         },
     )
     accepted = await cursor.fetchone() is not None
-    if accepted and retrying:
+    if not accepted:
+        # A retry of a write whose commit landed but whose reply was lost (the server went
+        # away) finds the fence closed by its own first write: that is not a refusal. Only
+        # the holder writes its attempt's outcome (the claimer writes only "lost"), so the
+        # attempt already holding this outcome under this token means the write landed.
+        cursor = await conn.execute(
+            "SELECT 1 FROM attempts WHERE run_id = %s AND number = %s AND fencing_token = %s"
+            " AND state = %s",
+            (run_id, attempt, token, outcome.state.value),
+        )
+        return await cursor.fetchone() is not None
+    if retrying:
         await notify(conn, RUNS_CHANNEL)
     return accepted
 
