@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import durations
+from hourglass import describe, durations
 from hourglass.v1 import scheduler_pb2 as pb
 
 GROUP = "hourglass.io"
@@ -235,30 +235,12 @@ def _when(message: Timestamp) -> datetime:
 
 def describe_schedule(schedule: pb.Schedule) -> str:
     """One line for the Schedule column: "every 30s", "cron 0 2 * * * (Europe/Berlin)"."""
-    kind = schedule.WhichOneof("kind")
-    text = "-"
-    if kind == "at":
-        text = f"at {_rfc3339(_when(schedule.at))}"
-    elif kind == "after":
-        text = f"after {durations.format(schedule.after.ToTimedelta())}"
-    elif kind == "cron":
-        zone = f" ({schedule.cron.time_zone})" if schedule.cron.time_zone else ""
-        text = f"cron {schedule.cron.expression}{zone}"
-    elif kind == "every":
-        text = f"every {durations.format(schedule.every.interval.ToTimedelta())}"
-        if schedule.every.HasField("jitter"):
-            text += f" (jitter {durations.format(schedule.every.jitter.ToTimedelta())})"
-    if schedule.HasField("start"):
-        text += f" from {_rfc3339(_when(schedule.start))}"
-    if schedule.HasField("end"):
-        text += f" until {_rfc3339(_when(schedule.end))}"
-    return text
+    return describe.schedule(schedule, lambda message: _rfc3339(_when(message)))
 
 
 def state_name(value: int, enum: str = "run") -> str:
     """RUN_STATE_TIMED_OUT -> "timed_out"; JOB_STATE_ACTIVE -> "active"."""
-    name = (pb.RunState if enum == "run" else pb.JobState).Name(value)
-    return name.split("_STATE_", 1)[1].lower()
+    return describe.state(value, enum)
 
 
 def _exit_code(run: pb.Run) -> int | None:

@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import durations
+from hourglass import describe, durations
 from hourglass.cli import tables
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
@@ -53,29 +53,11 @@ def _when(ts: Timestamp, present: bool = True) -> str:
 
 
 def _state(value: int, enum: str) -> str:
-    name = (pb.RunState if enum == "run" else pb.JobState).Name(value)
-    return name.split("_STATE_", 1)[1].lower()
+    return describe.state(value, enum)
 
 
 def _schedule(schedule: pb.Schedule) -> str:
-    kind = schedule.WhichOneof("kind")
-    text = "-"
-    if kind == "at":
-        text = f"at {_when(schedule.at)}"
-    elif kind == "after":
-        text = f"after {durations.format(schedule.after.ToTimedelta())}"
-    elif kind == "cron":
-        zone = f" ({schedule.cron.time_zone})" if schedule.cron.time_zone else ""
-        text = f"cron {schedule.cron.expression}{zone}"
-    elif kind == "every":
-        text = f"every {durations.format(schedule.every.interval.ToTimedelta())}"
-        if schedule.every.HasField("jitter"):
-            text += f" (jitter {durations.format(schedule.every.jitter.ToTimedelta())})"
-    if schedule.HasField("start"):
-        text += f" from {_when(schedule.start)}"
-    if schedule.HasField("end"):
-        text += f" until {_when(schedule.end)}"
-    return text
+    return describe.schedule(schedule, _when)
 
 
 def _first_line(text: str, width: int = 48) -> str:
