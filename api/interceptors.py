@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from hourglass import metrics
+from hourglass.api import validation
+from hourglass.v1 import scheduler_pb2 as pb
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["JobScheduler"]
 
 
 class Metrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -43,3 +48,72 @@ def _observe(method: str, context: grpc.aio.ServicerContext[Any, Any], started: 
     code = context.code()
     name = code.name if isinstance(code, grpc.StatusCode) else "OK"
     metrics.api_latency.labels(method, name).observe(time.perf_counter() - started)
+
+
+class UndecodableIsInvalid(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """grpcio answers UNKNOWN when it cannot parse a request (a string that is not UTF-8,
+    bytes cut short); this answers INVALID_ARGUMENT naming the field, as for any invalid field."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service, _, name = details.method.lstrip("/").partition("/")
+        if handler is None or service != _SERVICE.full_name or name not in _SERVICE.methods_by_name:
+            return handler
+        request_type = _SERVICE.methods_by_name[name].input_type
+        parse = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except DecodeError:
+                return validation.undecodable(request_type, data)
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if isinstance(request, validation.Invalid):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+
+        serialize = handler.response_serializer
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            async def checked_unary_unary(request: Any, context: Any) -> Any:
+                await refuse(request, context)
+                return await unary_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                checked_unary_unary, request_deserializer=deserialize, response_serializer=serialize
+            )
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+
+            async def checked_unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                await refuse(request, context)
+                async for response in unary_stream(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                checked_unary_stream,
+                request_deserializer=deserialize,
+                response_serializer=serialize,
+            )
+        if handler.stream_unary is not None:
+            stream_unary = handler.stream_unary
+
+            async def checked_stream_unary(requests: AsyncIterable[Any], context: Any) -> Any:
+                async def checked() -> AsyncIterator[Any]:
+                    async for request in requests:
+                        await refuse(request, context)
+                        yield request
+
+                return await stream_unary(checked(), context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                checked_stream_unary,
+                request_deserializer=deserialize,
+                response_serializer=serialize,
+            )
+        return handler

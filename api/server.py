@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
-from hourglass.api.interceptors import Metrics
+from hourglass.api.interceptors import Metrics, UndecodableIsInvalid
 from hourglass.api.service import DEFAULT_MAX_BINARY, JobScheduler
 from hourglass.artifacts import ArtifactStore
 from hourglass.clock import Clock
@@ -70,7 +70,7 @@ async def start(
     auth.Tokens(pool) in production and auth.Insecure() only when asked for explicitly."""
     hub = Hub(dsn)
     await hub.start()
-    server = grpc.aio.server(interceptors=[Metrics()])
+    server = grpc.aio.server(interceptors=[Metrics(), UndecodableIsInvalid()])
     service = JobScheduler(
         pool,
         hub=hub,

@@ -189,7 +189,7 @@ def validate(schedule: Schedule, *, now: datetime) -> None:
             if time_zone not in ("", "UTC"):
                 try:
                     ZoneInfo(time_zone)
-                except (ZoneInfoNotFoundError, ValueError):
+                except (ZoneInfoNotFoundError, ValueError, OSError):
                     raise ValueError(
                         f"schedule.cron.time_zone: unknown IANA time zone {time_zone!r}"
                     ) from None

@@ -729,7 +729,9 @@ async def trigger(conn: Connection, job_id: JobId, *, now: datetime) -> RunId | 
     if job.state == JobState.CANCELLED:
         raise NotAllowed(f"job {job_id} is cancelled")
     fire = _Fire(uuid.uuid4(), job_id, now, now, trigger="manual")
-    await _insert_runs(conn, [fire], now)
+    # A fire of the job at this very microsecond already exists: the next one is free.
+    while not await _insert_runs(conn, [fire], now):
+        fire = dataclasses.replace(fire, scheduled_at=fire.scheduled_at + timedelta(microseconds=1))
     await notify(conn, RUNS_CHANNEL)
     return RunId(fire.run_id)
 
@@ -751,7 +753,12 @@ async def backfill(
         fire = spec.schedule.next_after(start - timedelta(microseconds=1))
         if isinstance(spec.schedule, Every):
             # The interval's own grid, anchored at the job's first fire.
-            anchor = schedules.first_fire(spec.schedule, created=job.created_at, bounds=spec.bounds)
+            # Without the end bound: a job its end has completed still has its grid.
+            anchor = schedules.first_fire(
+                spec.schedule,
+                created=job.created_at,
+                bounds=dataclasses.replace(spec.bounds, end=None),
+            )
             assert anchor is not None
             interval = spec.schedule.interval
             fire = anchor + -((anchor - start) // interval) * interval
