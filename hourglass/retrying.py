@@ -36,7 +36,7 @@ def _warn(state: RetryCallState) -> None:
     log.warning("transient failure (%s); retrying in %.1fs", error, sleep)
 
 
-def forever(max_wait: float = 5.0) -> AsyncRetrying:
+def forever(max_wait: float = 2.0) -> AsyncRetrying:
     """Retries transient failures with exponential backoff capped at `max_wait`, forever."""
     return AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT_ERRORS),

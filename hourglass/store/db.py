@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # when a job is stored or changed, so a producer sleeping until the next due time re-plans.
 RUNS_CHANNEL = "hourglass_runs"
 JOBS_CHANNEL = "hourglass_jobs"
+
+
+# psycopg_pool doubles the delay between its attempts to reconnect with no upper bound (1, 2,
+# 4, ... s), and callers wait on the pool meanwhile: after a PostgreSQL restart a component
+# sat idle for seconds, after a long outage for minutes. Retrying at a steady pace keeps the
+# backoff bounded; the cost is one connection attempt per pool every half second while the
+# server is down. (The fault suite's PostgreSQL restart scenarios catch a regression.)
+AttemptWithBackoff.INITIAL_DELAY = 0.5
+AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> Pool:
