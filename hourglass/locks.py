@@ -128,7 +128,33 @@ class Etcd:
         A holder whose result was refused no longer owns the key: the run's next holder
         does. Deleting it unconditionally made the claimer take that healthy attempt back as
         lost, whose worker then did the same to the next one, until the run failed with every
-        attempt "lost" (tests/acceptance/test_faults.py, the SIGSTOP scenario)."""
+        attempt "lost" (tests/acceptance/test_faults.py, the SIGSTOP scenario).
+
+        All keys go in one transaction when every one of them is still its holder's (the
+        usual case); when any is not, each is released on its own."""
+        if not held:
+            return
+        both = await self._txn(
+            rpc.TxnRequest(
+                compare=[
+                    rpc.Compare(
+                        key=self.run_key(run_id),
+                        target=rpc.Compare.CREATE,
+                        result=rpc.Compare.EQUAL,
+                        create_revision=token,
+                    )
+                    for run_id, token in held.items()
+                ],
+                success=[
+                    rpc.RequestOp(
+                        request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
+                    )
+                    for run_id in held
+                ],
+            )
+        )
+        if both.succeeded or len(held) == 1:
+            return
         for run_id, token in held.items():
             await self._txn(
                 rpc.TxnRequest(

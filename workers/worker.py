@@ -33,6 +33,7 @@ from hourglass.locks import Etcd, Lease
 from hourglass.store import db, runs
 from hourglass.store.runs import QueuedRun, Requeue
 from hourglass.workers.executors.base import AttemptContext, Executor
+from hourglass.workers.finisher import Finisher, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class Worker:
         self.cancelled_by_user: set[RunId] = set()
         self._terminating: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
-        # Results refused because this worker no longer held the run: a zombie's writes.
-        self.fenced_off = 0
+        self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock)
         # Runs of a claim that failed after its etcd transaction may have created their keys
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
@@ -106,6 +106,7 @@ class Worker:
         """Claims and executes runs until `stop()`; then drains within the grace period."""
         await self.wakeups.start()
         await self.cancellations.start()
+        self.finisher.start()
         last_check = 0.0
         loop = asyncio.get_running_loop()
         try:
@@ -132,7 +133,9 @@ class Worker:
                     continue  # there may be more waiting
                 await self.wakeups.wait(await self._idle_seconds(free))
             await self._drain()
+            await self.finisher.flush()
         finally:
+            await self.finisher.stop()
             await self.wakeups.stop()
             await self.cancellations.stop()
             await self.lease.stop(revoke=True)
@@ -228,7 +231,7 @@ class Worker:
             on_output=shipper.write,
         )
         fields = _log_fields(run, token)
-        log.info("run %s attempt %d started (token %d)", run.id, run.attempt, token, extra=fields)
+        log.debug("run %s attempt %d started (token %d)", run.id, run.attempt, token, extra=fields)
         if run.attempt == 1:  # a retry's start is late by design (its backoff)
             late = self.clock.now() - max(run.scheduled_at, run.available_at)
             metrics.lateness.observe(max(late.total_seconds(), 0.0))
@@ -256,40 +259,8 @@ class Worker:
             requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
         else:
             requeue = Requeue(at=None)
-        async for attempt in retrying.forever():
-            with attempt:
-                async with db.transaction(self.pool) as conn:
-                    accepted = await runs.finish(
-                        conn,
-                        run_id=run.id,
-                        attempt=run.attempt,
-                        token=token,
-                        outcome=outcome,
-                        requeue=requeue,
-                        now=self.clock.now(),
-                    )
-        if accepted:
-            metrics.runs_finished.labels(outcome.state.value).inc()
-            log.info(
-                "run %s attempt %d %s (exit %s)",
-                run.id,
-                run.attempt,
-                outcome.state.value,
-                outcome.exit_code,
-                extra=fields,
-            )
-        else:
-            self.fenced_off += 1
-            metrics.fenced_writes.inc()
-            log.warning(
-                "run %s attempt %d: result refused, token %d no longer holds the run",
-                run.id,
-                run.attempt,
-                token,
-                extra=fields,
-            )
-        with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
-            await self.etcd.release_runs({run.id: token})  # only while the key is ours
+        # The slot is free from here on; the finisher writes the result with others.
+        self.finisher.submit(Result(run, token, outcome, requeue, fields))
 
     async def _start_lease(self) -> None:
         async for attempt in retrying.forever():

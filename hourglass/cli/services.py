@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,23 @@ class Components:
     kubernetes: KubernetesConfig | None = None
 
 
+def _watch_children_with_pidfd(loop: asyncio.AbstractEventLoop) -> None:
+    """Python 3.11's default child watcher starts a thread per child process: a sixth of a
+    busy worker's time (docs/benchmarks.md). Linux's pidfds need none; 3.12 uses them by
+    default."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # a kernel without pidfds (before 5.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.PidfdChildWatcher()
+        watcher.attach_loop(loop)
+        asyncio.set_child_watcher(watcher)
+
+
 async def _open_pool(dsn: str) -> db.Pool:
     async for attempt in retrying.forever():
         with attempt:
@@ -64,6 +84,7 @@ async def _open_pool(dsn: str) -> db.Pool:
 async def run(components: Components, on_ready: Callable[[int | None], None] | None = None) -> None:
     """Runs the chosen components until a signal. A worker drains on SIGTERM first."""
     loop = asyncio.get_running_loop()
+    _watch_children_with_pidfd(loop)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

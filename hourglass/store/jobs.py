@@ -633,6 +633,10 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
     active run. Rows are locked with SKIP LOCKED, so several producers can share the work; the
     unique (job_id, scheduled_at) key makes a fire recorded twice a no-op.
     """
+    # The ordered index scan stops after `limit` rows. With many jobs due at once (after an
+    # outage, before ANALYZE has seen them) the planner preferred a bitmap scan that reads and
+    # sorts every due row first: 104 ms instead of 0.6 ms per cycle (docs/benchmarks.md).
+    await conn.execute("SET LOCAL enable_bitmapscan = off")
     cursor = await conn.execute(
         """
         SELECT * FROM jobs
