@@ -1,0 +1,352 @@
+"""Scenario 1, drain: N runs of /bin/true already due; how fast do they all become terminal?
+
+hourglass: N one-shot jobs whose runs are queued and due (inserted with SQL), then a worker
+process (default concurrency) is started and we time from the commit that queues the runs to
+the last run's finished_at. A second variant inserts N due *jobs* instead (no runs) and starts
+the producer and the worker: the whole pipeline, fire to result.
+
+Baselines, in the same run and at the same concurrency:
+  (a) the raw spawn rate of /bin/true from asyncio, with the executor's options;
+  (b) a minimal SKIP LOCKED loop on the same database (100 rows per claim transaction, spawn,
+      mark done), run before and after hourglass (the mean is the baseline).
+Both on the default child watcher of this Python (what the worker uses); on Python < 3.12
+both once more with the pidfd child watcher (3.12's default on Linux) to show the headroom.
+
+Besides wall-clock rates, CPU time per run (worker + its children + PostgreSQL + etcd, read
+from /proc) is compared with the SKIP LOCKED loop's: on a shared machine it is the steadier
+figure, and it says where a run's cost lands.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from bench.env import Bench, CpuMeter, Process, load, say
+from bench.profiling import Profiler
+from bench.report import Row
+
+CONCURRENCY = 32  # the worker's default (WorkerConfig.concurrency)
+TARGET_RATE = 1500.0
+TARGET_RATIO = 0.6
+# Text like HOURGLASS_SCHEDULED_AT of a timestamptz (for a one-shot job's schedule JSON).
+ISO = "to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+
+def insert_due(dsn: str, n: int, *, queued: bool) -> float:
+    """N one-shot jobs of /bin/true due a minute ago. queued: with their runs queued (the
+    worker's work); else as due jobs (the producer's work). Returns the commit time."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            """
+            INSERT INTO jobs (id, name, command, schedule, state, next_fire_at, created_at,
+                              updated_at)
+            SELECT gen_random_uuid(), 'drain', ARRAY['/bin/true'],
+                   jsonb_build_object('kind', 'at', 'at', """  # noqa: S608 - constant SQL
+            + ISO
+            + """),
+                   CASE WHEN %(queued)s THEN 'completed' ELSE 'active' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE t END, now(), now()
+            FROM (SELECT now() - interval '1 minute' + i * interval '1 microsecond' AS t
+                  FROM generate_series(1, %(n)s) AS i) AS due
+            """,
+            {"n": n, "queued": queued},
+        )
+        if queued:
+            conn.execute(
+                """
+                INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at,
+                                  created_at)
+                SELECT gen_random_uuid(), id, created_at - interval '1 minute', 'queued', 1,
+                       created_at - interval '1 minute', now()
+                FROM jobs WHERE name = 'drain'
+                """
+            )
+        conn.execute("ANALYZE jobs")
+        conn.execute("ANALYZE runs")
+        conn.execute("NOTIFY hourglass_runs" if queued else "NOTIFY hourglass_jobs")
+        conn.commit()
+        return time.time()
+
+
+def wait_drained(dsn: str, n: int, t0: float, label: str, timeout: float) -> dict[str, Any]:
+    """Polls until no run is queued or running and no job is due; returns the figures."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        last = 0.0
+        while True:
+            row = conn.execute(
+                """
+                SELECT (SELECT count(*) FROM runs WHERE state IN ('queued', 'running')),
+                       (SELECT count(*) FROM runs),
+                       (SELECT count(*) FROM jobs WHERE next_fire_at IS NOT NULL)
+                """
+            ).fetchone()
+            assert row is not None
+            active, created, unfired = row
+            done = created - active
+            now = time.time()
+            if active == 0 and unfired == 0 and created >= n:
+                break
+            if now - last >= 2:
+                last = now
+                say(
+                    f"  {label}: {done:,}/{n:,} terminal ({done / (now - t0):,.0f} runs/s), "
+                    f"{active:,} queued or running, {unfired:,} jobs not fired yet; {load()}"
+                )
+            if now - t0 > timeout:
+                raise RuntimeError(f"{label}: not drained after {timeout:.0f}s")
+            time.sleep(0.25)
+        return _figures(conn, n, t0)
+
+
+def _figures(conn: Any, n: int, t0: float) -> dict[str, Any]:
+    row = conn.execute(
+        """
+        SELECT extract(epoch FROM max(r.finished_at)),
+               count(*) FILTER (WHERE r.state = 'succeeded'),
+               count(*),
+               count(DISTINCT a.fencing_token),
+               -- queued -> claimed (the run's due time is before t0, so from t0)
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at)
+                   - extract(epoch FROM r.created_at)),
+               -- claimed -> process exited (spawn, run, reap)
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at
+                   - a.started_at)),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.updated_at
+                   - a.finished_at))
+        FROM runs r JOIN attempts a ON a.run_id = r.id
+        """
+    ).fetchone()
+    last_finish, succeeded, total, claims, _, execute, write = row
+    seconds = float(last_finish) - t0
+    return {
+        "seconds": seconds,
+        "rate": n / seconds,
+        "succeeded": succeeded,
+        "total": total,
+        "claims": claims,
+        "execute_p50": float(execute or 0),
+        "result_write_p50": float(write or 0),
+    }
+
+
+def _per_run_ms(spent: dict[str, float], n: int, names: list[str]) -> dict[str, float]:
+    return {name: spent.get(name, 0.0) * 1000 / n for name in names}
+
+
+def run_hourglass(
+    bench: Bench,
+    n: int,
+    *,
+    pipeline: bool,
+    profiler: Profiler | None = None,
+    variant: str = "",
+    launcher: list[str] | None = None,
+    launcher_env: dict[str, str] | None = None,
+    worker_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    name = "pipeline" if pipeline else "worker"
+    suffix = "_profiled" if profiler else (f"_{variant}" if variant else "")
+    dsn = bench.database(f"bench_drain_{name}{suffix}")
+    env = {**bench.env(dsn), **(launcher_env or {})}
+    processes: dict[str, Process] = {}
+    if pipeline:
+        processes["producer"] = bench.hourglass(f"drain-{name}{suffix}-producer", "producer", env)
+    processes["worker"] = bench.hourglass(
+        f"drain-{name}{suffix}-worker", "worker", env, *worker_args, launcher=launcher
+    )
+    if profiler is not None:
+        for process in processes.values():
+            profiler.attach(process)
+    say(f"  hourglass {name}: queueing {n:,} due {'jobs' if pipeline else 'runs'}")
+    meter = CpuMeter(bench).start(**{k: p.pid for k, p in processes.items()})
+    t0 = insert_due(dsn, n, queued=not pipeline)
+    try:
+        figures = wait_drained(dsn, n, t0, f"hourglass {name}", timeout=max(600, n / 20))
+        spent = meter.stop()
+    finally:
+        if profiler is not None:
+            profiler.detach()
+        for process in processes.values():
+            bench.stop(process)
+    if figures["succeeded"] != n:
+        say(f"  WARNING: {figures['succeeded']:,} of {figures['total']:,} runs succeeded")
+    parts = ["worker", "worker children", "postgres", "etcd"] + (["producer"] if pipeline else [])
+    figures["cpu_ms"] = _per_run_ms(spent, n, parts)
+    figures["machine"] = spent["machine busy"] / spent["machine total"]
+    say(
+        f"  hourglass {name}: {figures['rate']:,.0f} runs/s ({figures['seconds']:.1f}s, "
+        f"{figures['claims']:,} claim transactions; median claim->exit "
+        f"{figures['execute_p50'] * 1000:.1f} ms, exit->result committed "
+        f"{figures['result_write_p50'] * 1000:.1f} ms); CPU ms/run "
+        + ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_ms"].items())
+        + f"; machine {figures['machine']:.0%} busy"
+    )
+    return figures
+
+
+def run_skiplocked(bench: Bench, dsn: str, n: int, watcher: str) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_queue")
+        conn.execute(
+            "CREATE TABLE bench_queue (id bigint PRIMARY KEY, state text NOT NULL,"
+            " available_at timestamptz NOT NULL, finished_at timestamptz)"
+        )
+        conn.execute("CREATE INDEX ON bench_queue (available_at) WHERE state = 'queued'")
+        conn.execute(
+            "INSERT INTO bench_queue SELECT i, 'queued', now() - interval '1 minute', NULL"
+            " FROM generate_series(1, %s) AS i",
+            (n,),
+        )
+        conn.execute("VACUUM ANALYZE bench_queue")
+    meter = CpuMeter(bench).start()
+    result = bench.baseline(
+        "skiplocked",
+        {
+            "dsn": dsn,
+            "n": n,
+            "batch": 100,
+            "concurrency": CONCURRENCY,
+            "argv": ["/bin/true"],
+            "watcher": watcher,
+        },
+    )
+    spent = meter.stop()
+    spent["loop"], spent["loop children"] = result["cpu"]["self"], result["cpu"]["children"]
+    result["cpu_ms"] = _per_run_ms(spent, n, ["loop", "loop children", "postgres", "etcd"])
+    result["machine"] = spent["machine busy"] / spent["machine total"]
+    say(
+        f"  SKIP LOCKED loop ({watcher} watcher): {result['rate']:,.0f} runs/s; CPU ms/run "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms"].items())
+        + f"; machine {result['machine']:.0%} busy"
+    )
+    return result
+
+
+def run_spawn(bench: Bench, n: int, watcher: str) -> dict[str, Any]:
+    result = bench.baseline(
+        "spawn",
+        {"n": n, "concurrency": CONCURRENCY, "argv": ["/bin/true"], "watcher": watcher},
+    )
+    cpu = result["cpu"]
+    result["cpu_ms"] = {"spawner": cpu["self"] * 1000 / n, "children": cpu["children"] * 1000 / n}
+    say(
+        f"  raw spawn ({watcher} watcher): {result['rate']:,.0f} runs/s; CPU ms/run "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_ms"].items())
+    )
+    return result
+
+
+def _cpu_note(cpu: dict[str, float]) -> str:
+    return " + ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+
+
+def run(bench: Bench, n: int, *, quick: bool = False) -> list[Row]:
+    say(f"drain: {n:,} runs of /bin/true, concurrency {CONCURRENCY}; {load()}")
+    watcher = "default"
+    # Baselines before and after hourglass; their means are the baselines.
+    spawn_before = run_spawn(bench, n, watcher)
+    base_dsn = bench.database("bench_drain_baseline")
+    before = run_skiplocked(bench, base_dsn, n, watcher)
+    worker = run_hourglass(bench, n, pipeline=False)
+    after = run_skiplocked(bench, base_dsn, n, watcher)
+    spawn_after = run_spawn(bench, n, watcher)
+    pipeline = run_hourglass(bench, n, pipeline=True)
+    skip = (before["rate"] + after["rate"]) / 2
+    spawn = (spawn_before["rate"] + spawn_after["rate"]) / 2
+    rows = []
+    for label, figures in (
+        ("worker, runs queued", worker),
+        ("producer + worker, jobs due", pipeline),
+    ):
+        rate = figures["rate"]
+        rows.append(
+            Row(
+                "drain",
+                f"{label}: runs/s vs raw spawn (a)",
+                rate,
+                "runs/s",
+                spawn,
+                f"spawn; {spawn_before['rate']:,.0f} before, {spawn_after['rate']:,.0f} after",
+            )
+        )
+        rows.append(
+            Row(
+                "drain",
+                f"{label}: runs/s vs SKIP LOCKED loop (b)",
+                rate,
+                "runs/s",
+                skip,
+                f"loop; {before['rate']:,.0f} before, {after['rate']:,.0f} after",
+                target=f">= {TARGET_RATE:,.0f}/s, >= {TARGET_RATIO}x (b)",
+                met=rate >= TARGET_RATE and rate / skip >= TARGET_RATIO,
+            )
+        )
+    skip_cpu = {k: (before["cpu_ms"][k] + after["cpu_ms"][k]) / 2 for k in before["cpu_ms"]}
+    rows.append(
+        Row(
+            "drain",
+            "worker: CPU ms per run, all processes",
+            sum(worker["cpu_ms"].values()),
+            "ms",
+            sum(skip_cpu.values()),
+            "loop (b)",
+            better="lower",
+            note=f"hourglass {_cpu_note(worker['cpu_ms'])}; loop {_cpu_note(skip_cpu)}",
+        )
+    )
+    if sys.version_info < (3, 12) and not quick:
+        spawn_pidfd = run_spawn(bench, n, "pidfd")
+        skip_pidfd = run_skiplocked(bench, base_dsn, n, "pidfd")
+        rows.append(
+            Row(
+                "drain",
+                "headroom: raw spawn, pidfd watcher (a')",
+                spawn_pidfd["rate"],
+                "runs/s",
+                spawn,
+                "default watcher (a)",
+            )
+        )
+        rows.append(
+            Row(
+                "drain",
+                "headroom: SKIP LOCKED loop, pidfd watcher (b')",
+                skip_pidfd["rate"],
+                "runs/s",
+                skip,
+                "default watcher (b)",
+            )
+        )
+        rows.append(
+            Row(
+                "drain",
+                "worker: runs/s vs (b')",
+                worker["rate"],
+                "runs/s",
+                skip_pidfd["rate"],
+                "loop, pidfd watcher",
+            )
+        )
+    bench.notes["drain"] = {
+        "spawn": [spawn_before, spawn_after],
+        "before": before,
+        "after": after,
+        "worker": worker,
+        "pipeline": pipeline,
+    }
+    return rows
+
+
+def profile(bench: Bench, n: int, profiler: Profiler) -> dict[str, Any]:
+    """A separate pipeline drain with py-spy attached to the producer and the worker (its
+    figures are not in the table: sampling slows the processes down)."""
+    say(f"profile: producer + worker draining {n:,} due jobs under py-spy")
+    return run_hourglass(bench, n, pipeline=True, profiler=profiler)
