@@ -88,7 +88,17 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    pool = await _open_pool(components.dsn)
+    # A component started while PostgreSQL is unreachable retries until it connects, and a
+    # SIGTERM meanwhile must still stop it.
+    opening = asyncio.create_task(_open_pool(components.dsn))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
+    if not opening.done():
+        opening.cancel()
+        log.info("stopped before the database could be reached")
+        return
+    stopped.cancel()
+    pool = opening.result()
     store = artifacts.open_store(components.artifacts) if components.artifacts else None
     etcd = (
         Etcd(components.etcd_endpoints, components.etcd_prefix)

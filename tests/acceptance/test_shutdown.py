@@ -4,9 +4,14 @@ wait for the TTL to run out."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.acceptance.conftest import Processes
 
@@ -69,3 +74,21 @@ def test_sigterm_finishes_short_runs_and_hands_back_long_ones(cluster_env: Proce
     p.start("w2", "worker", "--lease-ttl", str(TTL), "--worker-id", "w2", "--shutdown-grace", "1")
     wait_for(p, later, "RUN_STATE_SUCCEEDED")
     assert wait_for(p, long, "RUN_STATE_RUNNING")["attempts"][1]["workerId"] == "w2"
+
+
+@pytest.fixture
+def processes_env(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(
+        logs=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("HOURGLASS_")}
+    )
+    yield procs
+    procs.stop_all()
+
+
+def test_sigterm_stops_a_component_that_cannot_reach_its_database(processes_env: Processes) -> None:
+    p = processes_env
+    p.start("producer", "producer", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    p.wait_for_log("producer", "error connecting")  # it keeps trying, as it should...
+    p.running["producer"].send_signal(signal.SIGTERM)
+    assert p.running["producer"].wait(10) == 0  # ...and still stops when told to
+    assert "stopped before the database could be reached" in p.log("producer")
