@@ -21,7 +21,6 @@ RunId = NewType("RunId", uuid.UUID)
 # The create revision of a run's etcd key. It grows with every new holder of a run, so a write
 # carrying an older token can be recognised and refused.
 FencingToken = NewType("FencingToken", int)
-WorkerId = NewType("WorkerId", str)
 
 
 class JobState(enum.StrEnum):
@@ -128,11 +127,6 @@ class Overlap(enum.StrEnum):
     SKIP = "skip"
     BUFFER_ONE = "buffer_one"
     REPLACE = "replace"
-
-    @property
-    def waits_for_running(self) -> bool:
-        """Whether a queued run of such a job may start only once no other run is running."""
-        return self in (Overlap.BUFFER_ONE, Overlap.REPLACE)
 
 
 class CatchUpPolicy(enum.StrEnum):

@@ -59,7 +59,6 @@ class Claimer:
         self.clock = clock or SystemClock()
         self.lease = Lease(etcd, self.config.lease_ttl)
         self.leading = False
-        self.taken_back = 0
 
     async def run_once(self) -> int:
         """One sweep: returns how many runs it took back."""
@@ -79,7 +78,6 @@ class Claimer:
                     taken += 1
                     metrics.takeovers.inc()
                     log.warning("run %s attempt %d lost; taken back", run.id, run.attempt)
-        self.taken_back += taken
         return taken
 
     async def measure(self) -> None:
