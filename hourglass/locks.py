@@ -134,43 +134,18 @@ class Etcd:
         usual case); when any is not, each is released on its own."""
         if not held:
             return
-        both = await self._txn(
+        together = await self._txn(
             rpc.TxnRequest(
-                compare=[
-                    rpc.Compare(
-                        key=self.run_key(run_id),
-                        target=rpc.Compare.CREATE,
-                        result=rpc.Compare.EQUAL,
-                        create_revision=token,
-                    )
-                    for run_id, token in held.items()
-                ],
-                success=[
-                    rpc.RequestOp(
-                        request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
-                    )
-                    for run_id in held
-                ],
+                compare=[self._created_by(run_id, token) for run_id, token in held.items()],
+                success=[self._delete(run_id) for run_id in held],
             )
         )
-        if both.succeeded or len(held) == 1:
+        if together.succeeded or len(held) == 1:
             return
         for run_id, token in held.items():
             await self._txn(
                 rpc.TxnRequest(
-                    compare=[
-                        rpc.Compare(
-                            key=self.run_key(run_id),
-                            target=rpc.Compare.CREATE,
-                            result=rpc.Compare.EQUAL,
-                            create_revision=token,
-                        )
-                    ],
-                    success=[
-                        rpc.RequestOp(
-                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
-                        )
-                    ],
+                    compare=[self._created_by(run_id, token)], success=[self._delete(run_id)]
                 )
             )
 
@@ -180,19 +155,7 @@ class Etcd:
         for run_id in run_ids:
             await self._txn(
                 rpc.TxnRequest(
-                    compare=[
-                        rpc.Compare(
-                            key=self.run_key(run_id),
-                            target=rpc.Compare.LEASE,
-                            result=rpc.Compare.EQUAL,
-                            lease=lease_id,
-                        )
-                    ],
-                    success=[
-                        rpc.RequestOp(
-                            request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id))
-                        )
-                    ],
+                    compare=[self._on_lease(run_id, lease_id)], success=[self._delete(run_id)]
                 )
             )
 
@@ -238,6 +201,26 @@ class Etcd:
             result=rpc.Compare.EQUAL,
             create_revision=0,
         )
+
+    def _created_by(self, run_id: RunId, token: FencingToken) -> rpc.Compare:
+        """The run's key is the one its holder created: its create revision is the token."""
+        return rpc.Compare(
+            key=self.run_key(run_id),
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
+            create_revision=token,
+        )
+
+    def _on_lease(self, run_id: RunId, lease_id: int) -> rpc.Compare:
+        return rpc.Compare(
+            key=self.run_key(run_id),
+            target=rpc.Compare.LEASE,
+            result=rpc.Compare.EQUAL,
+            lease=lease_id,
+        )
+
+    def _delete(self, run_id: RunId) -> rpc.RequestOp:
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self.run_key(run_id)))
 
     def _put(self, run_id: RunId, lease_id: int, holder: str) -> rpc.RequestOp:
         return rpc.RequestOp(
