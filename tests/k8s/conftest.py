@@ -29,7 +29,9 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -352,3 +354,52 @@ def k8s_namespace(k8s_client: client.ApiClient) -> Iterator[str]:
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+def _job_condition(kind: str, at: str, reason: str, message: str) -> dict[str, str]:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": at,
+        "lastTransitionTime": at,
+    }
+
+
+def finish_job(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    failed: str = "",
+    message: str = "",
+) -> None:
+    """Plays the Job controller (none runs here): patches the Job's status as the controller
+    would when the Job ends, Complete, or Failed with reason `failed`. This is the status that
+    passes the API server's validation in v1.36 (see test_apiserver.py)."""
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    at = (started + timedelta(seconds=3)).isoformat()
+    status: dict[str, Any] = {
+        "startTime": started.isoformat(),
+        "active": 0,
+        "ready": 0,
+        "terminating": 0,
+        "uncountedTerminatedPods": {},
+    }
+    if failed:
+        status["failed"] = 1
+        status["conditions"] = [
+            _job_condition("FailureTarget", at, failed, message),
+            _job_condition("Failed", at, failed, message),
+        ]
+    else:
+        status["succeeded"] = 1
+        status["completionTime"] = at
+        status["conditions"] = [
+            _job_condition(
+                "SuccessCriteriaMet", at, "CompletionsReached", "Reached expected number"
+            ),
+            _job_condition("Complete", at, "CompletionsReached", "Reached expected number"),
+        ]
+    client.BatchV1Api(api).patch_namespaced_job_status(name, namespace, {"status": status})

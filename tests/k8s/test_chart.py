@@ -40,7 +40,6 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.k8s.conftest import REPO, KubeApiServer
+from tests.k8s.conftest import REPO, KubeApiServer, finish_job
 
 CHART = REPO / "charts" / "hourglass"
 HELM_TIMEOUT = "2m"
@@ -454,17 +453,6 @@ def test_the_chart_renders_what_the_brief_asks_for(
 # --- c) install against the test API server ------------------------------------------------
 
 
-def _condition(kind: str, at: datetime) -> dict[str, str]:
-    return {
-        "type": kind,
-        "status": "True",
-        "reason": "CompletionsReached",
-        "message": "Reached expected number of succeeded pods",
-        "lastProbeTime": at.isoformat(),
-        "lastTransitionTime": at.isoformat(),
-    }
-
-
 class JobController:
     """Marks every Job of a namespace Complete, as the Job controller would once its pod
     succeeded (the server demands SuccessCriteriaMet before Complete, and the times)."""
@@ -498,27 +486,7 @@ class JobController:
                 self.errors.append(f"{error.status}: {error.body}")
 
     def _complete(self, name: str) -> None:
-        started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
-        finished = started + timedelta(seconds=1)
-        self.batch.patch_namespaced_job_status(
-            name,
-            self.namespace,
-            {
-                "status": {
-                    "startTime": started.isoformat(),
-                    "completionTime": finished.isoformat(),
-                    "active": 0,
-                    "ready": 0,
-                    "terminating": 0,
-                    "succeeded": 1,
-                    "uncountedTerminatedPods": {},
-                    "conditions": [
-                        _condition("SuccessCriteriaMet", finished),
-                        _condition("Complete", finished),
-                    ],
-                }
-            },
-        )
+        finish_job(self.batch.api_client, self.namespace, name)
         self.completed.append(name)
 
 

@@ -26,7 +26,7 @@ from hourglass.workers.executors.kubernetes import (
     KubernetesConfig,
     KubernetesExecutor,
 )
-from tests.k8s.conftest import KubeApiServer
+from tests.k8s.conftest import KubeApiServer, finish_job
 
 DIGEST = "sha256:" + "ab" * 32
 SCHEDULED_AT = datetime(2026, 11, 28, 5, 40, 44, 715000, tzinfo=UTC)
@@ -96,52 +96,6 @@ async def _job_of(api: client.ApiClient, namespace: str, run_id: RunId) -> dict[
     jobs = await _eventually(lambda: _run_jobs(api, namespace, run_id))
     assert len(jobs) == 1
     return dict(jobs[0])
-
-
-def _condition(kind: str, at: str, reason: str, message: str) -> dict[str, str]:
-    return {
-        "type": kind,
-        "status": "True",
-        "reason": reason,
-        "message": message,
-        "lastProbeTime": at,
-        "lastTransitionTime": at,
-    }
-
-
-def _finish(
-    api: client.ApiClient,
-    namespace: str,
-    name: str,
-    *,
-    failed: str = "",
-    message: str = "",
-) -> None:
-    """Patches the Job's status as the Job controller would when it ends: Complete, or Failed
-    with reason `failed`."""
-    started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
-    at = (started + timedelta(seconds=3)).isoformat()
-    status: dict[str, Any] = {
-        "startTime": started.isoformat(),
-        "active": 0,
-        "ready": 0,
-        "terminating": 0,
-        "uncountedTerminatedPods": {},
-    }
-    if failed:
-        status["failed"] = 1
-        status["conditions"] = [
-            _condition("FailureTarget", at, failed, message),
-            _condition("Failed", at, failed, message),
-        ]
-    else:
-        status["succeeded"] = 1
-        status["completionTime"] = at
-        status["conditions"] = [
-            _condition("SuccessCriteriaMet", at, "CompletionsReached", "Reached expected number"),
-            _condition("Complete", at, "CompletionsReached", "Reached expected number"),
-        ]
-    client.BatchV1Api(api).patch_namespaced_job_status(name, namespace, {"status": status})
 
 
 def _pod_that_exited(api: client.ApiClient, namespace: str, job: str, code: int) -> None:
@@ -279,7 +233,7 @@ async def test_the_jobs_end_becomes_the_outcome(
     await _job_of(admin, k8s_namespace, attempt.run_id)
     if failed:
         _pod_that_exited(admin, k8s_namespace, _name(attempt), 3)
-    _finish(
+    finish_job(
         admin, k8s_namespace, _name(attempt), failed=failed, message="Job has reached the limit"
     )
 
@@ -309,7 +263,7 @@ async def test_a_job_past_its_deadline_timed_out(
     attempt = _attempt(timeout=timedelta(seconds=2))
     execution = asyncio.create_task(_executor(admin, k8s_namespace).execute(attempt))
     await _job_of(admin, k8s_namespace, attempt.run_id)
-    _finish(
+    finish_job(
         admin,
         k8s_namespace,
         _name(attempt),
@@ -353,7 +307,7 @@ async def test_the_next_holder_adopts_the_job_of_a_dead_worker(
     assert [job["metadata"]["uid"] for job in jobs] == [original["metadata"]["uid"]]
     assert not adopting.done()
 
-    _finish(admin, k8s_namespace, _name(first))
+    finish_job(admin, k8s_namespace, _name(first))
     outcome = await asyncio.wait_for(adopting, 10)
     assert (outcome.state, outcome.exit_code) == (RunState.SUCCEEDED, 0)
     jobs = _run_jobs(admin, k8s_namespace, run_id)
@@ -370,7 +324,7 @@ async def test_a_job_that_finished_while_no_one_held_it_is_reported_at_once(
     await _job_of(admin, k8s_namespace, run_id)
     dead.cancel()
     _pod_that_exited(admin, k8s_namespace, _name(first), 7)
-    _finish(admin, k8s_namespace, _name(first), failed="BackoffLimitExceeded")
+    finish_job(admin, k8s_namespace, _name(first), failed="BackoffLimitExceeded")
 
     second = _attempt(run_id, attempt=2, token=25)
     outcome = await asyncio.wait_for(_executor(admin, k8s_namespace).execute(second), 10)
@@ -386,7 +340,7 @@ async def test_a_retry_after_a_reported_failure_runs_a_new_job(
     first = _attempt(run_id, attempt=1, token=10)
     execution = asyncio.create_task(executor.execute(first))
     await _job_of(admin, k8s_namespace, run_id)
-    _finish(admin, k8s_namespace, _name(first), failed="BackoffLimitExceeded")
+    finish_job(admin, k8s_namespace, _name(first), failed="BackoffLimitExceeded")
     assert (await asyncio.wait_for(execution, 10)).state == RunState.FAILED
 
     second = _attempt(run_id, attempt=2, token=25)
@@ -398,7 +352,7 @@ async def test_a_retry_after_a_reported_failure_runs_a_new_job(
 
     jobs = await _eventually(two_jobs)
     assert sorted(job["metadata"]["name"] for job in jobs) == [_name(first), _name(second)]
-    _finish(admin, k8s_namespace, _name(second))
+    finish_job(admin, k8s_namespace, _name(second))
     assert (await asyncio.wait_for(execution, 10)).state == RunState.SUCCEEDED
 
 
@@ -420,7 +374,7 @@ async def test_a_replaced_holder_does_not_mark_the_job_reported(
 
     await _eventually(adopted)
     await asyncio.sleep(0.2)  # let the holder's watch start
-    _finish(admin, k8s_namespace, _name(first))
+    finish_job(admin, k8s_namespace, _name(first))
     outcomes = await asyncio.wait_for(asyncio.gather(zombie, holder), 10)
     assert [outcome.state for outcome in outcomes] == [RunState.SUCCEEDED] * 2
     annotations = _read_job(admin, k8s_namespace, _name(first))["metadata"]["annotations"]
@@ -573,7 +527,7 @@ async def test_transient_errors_are_retried(admin: client.ApiClient, k8s_namespa
     execution = asyncio.create_task(_executor(flaky, k8s_namespace).execute(attempt))
     await _job_of(admin, k8s_namespace, attempt.run_id)
     assert flaky.failures == 0
-    _finish(admin, k8s_namespace, _name(attempt))
+    finish_job(admin, k8s_namespace, _name(attempt))
     assert (await asyncio.wait_for(execution, 10)).state == RunState.SUCCEEDED
 
 

@@ -23,7 +23,7 @@ from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
 from hourglass.workers.producer import Producer, ProducerConfig
 from hourglass.workers.worker import Worker, WorkerConfig
-from tests.k8s.test_executor import _finish
+from tests.k8s.conftest import finish_job
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ async def test_a_run_becomes_a_job_and_its_status_comes_back_through_the_api(
         running.attempts[0].fencing_token
     )
 
-    _finish(cluster.api, cluster.namespace, job.metadata.name)
+    finish_job(cluster.api, cluster.namespace, job.metadata.name)
     done = await eventually(lambda: _terminal(stub, job_id))
     assert done.state == pb.RUN_STATE_SUCCEEDED and done.attempts[0].exit_code == 0
 
@@ -163,7 +163,7 @@ async def test_a_failed_job_is_reported_as_failed(
     cluster.start_worker("w1")
     job_id, run_id = await schedule(stub)
     (job,) = await eventually(lambda: jobs_of_run(cluster, run_id))
-    _finish(
+    finish_job(
         cluster.api,
         cluster.namespace,
         job.metadata.name,
@@ -203,7 +203,7 @@ async def test_a_second_worker_adopts_the_job_of_a_dead_one(
         ]
     )
     assert same.metadata.name == job.metadata.name
-    _finish(cluster.api, cluster.namespace, job.metadata.name)
+    finish_job(cluster.api, cluster.namespace, job.metadata.name)
     done = await eventually(lambda: _terminal(stub, job_id))
     assert done.state == pb.RUN_STATE_SUCCEEDED and done.attempt == 2
     assert len(jobs_of_run(cluster, run_id)) == 1
