@@ -28,8 +28,8 @@ RUN python -m venv /opt/build-tools \
     && python -m venv /opt/hourglass
 
 WORKDIR /src
-# Only what the wheel is made of: pyproject.toml maps api/, workers/ and operator/ into the
-# hourglass package; README.md is the project's readme.
+# Only what the wheel is made of: hourglass/api, hourglass/workers and hourglass/operator are
+# symlinks to the top-level folders, which are copied beside it; README.md is the readme.
 COPY pyproject.toml README.md ./
 COPY hourglass/ hourglass/
 COPY api/ api/
