@@ -4,11 +4,27 @@ One result per transaction cost a pool check, BEGIN, the fenced UPDATE and a COM
 WAL flush, plus an etcd round to release the run's key, all while the run held one of the
 worker's slots (docs/benchmarks.md: 19% and 15% of the worker's time). Now an attempt hands
 its outcome over and frees its slot at once; the finisher writes whatever has accumulated in
-one transaction, each row still fenced by its own token, then releases those keys in one
-etcd transaction.
+one statement (`runs.finish_many`), each row still fenced by its own token, then releases
+those keys in one etcd transaction.
 
 A worker that dies with results not yet written loses nothing the contract promises: those
 runs are still `running` under keys on its lease, and the claimer takes them back.
+
+No single result can stop the finisher. A job's output is untrusted: the store makes its
+text storable, and a batch that fails anyway with an error that is not transient is written
+again result by result, so that only the result at fault is affected; that one is recorded
+as a failed attempt saying why, in place of an outcome the database would not take. Each
+result is therefore written or refused by its fence, never dropped and never left holding
+the runs after it.
+
+What remains is a crash of the loop itself: a bug, or a database that refuses even the
+replacement record (so the fault is not in one result). Then the finisher does not restart:
+it ends the worker, loudly (`FinisherCrashed` out of `Worker.run`, a non-zero exit of the
+process). A restarted loop would keep the lease alive while the results of the batch in
+flight are gone: their runs would stay `running` on a healthy lease, out of the claimer's
+reach, which is the wedge this supervision exists to prevent. Ending the worker revokes its
+lease, so the claimer takes back every run the worker held at once and another worker (or
+this one, restarted by its supervisor) runs them.
 """
 
 from __future__ import annotations
@@ -16,16 +32,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock
-from hourglass.domain import FencingToken, Outcome
+from hourglass.domain import FencingToken, Outcome, RunState
 from hourglass.locks import Etcd
 from hourglass.store import db, runs
 from hourglass.store.runs import QueuedRun, Requeue
 
 log = logging.getLogger(__name__)
+
+# The longest database error quoted in an attempt's record.
+MAX_REASON = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,31 +57,75 @@ class Result:
     fields: dict[str, object]
 
 
+class FinisherCrashed(RuntimeError):
+    """The finisher's loop died: this worker can no longer write results, so it must end."""
+
+
 class Finisher:
-    def __init__(self, *, pool: db.Pool, etcd: Etcd, clock: Clock, batch: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        pool: db.Pool,
+        etcd: Etcd,
+        clock: Clock,
+        batch: int = 128,
+        on_crash: Callable[[], None] | None = None,
+    ) -> None:
         self.pool = pool
         self.etcd = etcd
         self.clock = clock
         self.batch = batch
         self.queue: asyncio.Queue[Result] = asyncio.Queue()
         self.fenced_off = 0
+        # Results recorded as failed attempts because the database refused them.
+        self.unstorable = 0
+        # What ended the loop, once it has crashed; `on_crash` is told at once.
+        self.crashed: BaseException | None = None
+        self._on_crash = on_crash
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="finisher")
+        self._task.add_done_callback(self._ended)
 
     def submit(self, result: Result) -> None:
         self.queue.put_nowait(result)
 
+    def check(self) -> None:
+        """Raises FinisherCrashed once the loop has died."""
+        if self.crashed is not None:
+            raise FinisherCrashed(f"the finisher crashed: {self.crashed!r}") from self.crashed
+
     async def flush(self) -> None:
-        """Returns once every result submitted so far is written."""
-        await self.queue.join()
+        """Returns once every result submitted so far is written; raises FinisherCrashed if
+        the finisher dies first (they never will be)."""
+        if self._task is None:
+            await self.queue.join()
+            return
+        joined = asyncio.create_task(self.queue.join())
+        try:
+            await asyncio.wait([joined, self._task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+        self.check()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A crashed loop's error was reported by `_ended`; stopping does not raise it.
+            await asyncio.wait([self._task])
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.crashed = task.exception()
+        log.critical(
+            "the finisher crashed; this worker ends so that its lease goes and the claimer"
+            " takes back the runs whose results were not written",
+            exc_info=self.crashed,
+        )
+        if self._on_crash is not None:
+            self._on_crash()
 
     async def _run(self) -> None:
         while True:
@@ -75,42 +139,104 @@ class Finisher:
                     self.queue.task_done()
 
     async def _write(self, results: list[Result]) -> None:
+        try:
+            written = list(zip(results, await self._store(results), strict=True))
+        except Exception as exc:  # not transient: `_store` retries those
+            if len(results) == 1:
+                written = [await self._store_unstorable(results[0], exc)]
+            else:
+                log.warning(
+                    "writing %d results at once failed (%s); writing them one by one",
+                    len(results),
+                    exc,
+                )
+                written = [await self._write_alone(result) for result in results]
+        for result, ok in written:
+            self._report(result, ok)
+        with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
+            await self.etcd.release_runs({r.run.id: r.token for r in results})
+
+    async def _store(self, results: list[Result]) -> list[bool]:
+        """Writes results in one transaction, retrying transient failures."""
         async for attempt in retrying.forever():
             with attempt:
                 async with db.transaction(self.pool) as conn:
-                    accepted = [
-                        await runs.finish(
-                            conn,
-                            run_id=result.run.id,
-                            attempt=result.run.attempt,
-                            token=result.token,
-                            outcome=result.outcome,
-                            requeue=result.requeue,
-                            now=self.clock.now(),
-                        )
-                        for result in results
-                    ]
-        for result, ok in zip(results, accepted, strict=True):
-            run = result.run
-            if ok:
-                metrics.runs_finished.labels(result.outcome.state.value).inc()
-                log.debug(
-                    "run %s attempt %d %s (exit %s)",
-                    run.id,
-                    run.attempt,
-                    result.outcome.state.value,
-                    result.outcome.exit_code,
-                    extra=result.fields,
-                )
-            else:
-                self.fenced_off += 1
-                metrics.fenced_writes.inc()
-                log.warning(
-                    "run %s attempt %d: result refused, token %d no longer holds the run",
-                    run.id,
-                    run.attempt,
-                    result.token,
-                    extra=result.fields,
-                )
-        with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
-            await self.etcd.release_runs({r.run.id: r.token for r in results})
+                    return await runs.finish_many(
+                        conn,
+                        [
+                            runs.Finish(
+                                run_id=result.run.id,
+                                attempt=result.run.attempt,
+                                token=result.token,
+                                outcome=result.outcome,
+                                requeue=result.requeue,
+                            )
+                            for result in results
+                        ],
+                        now=self.clock.now(),
+                    )
+        raise AssertionError("unreachable: retrying.forever returns or raises")
+
+    async def _write_alone(self, result: Result) -> tuple[Result, bool]:
+        try:
+            (ok,) = await self._store([result])
+        except Exception as exc:
+            return await self._store_unstorable(result, exc)
+        return result, ok
+
+    async def _store_unstorable(self, result: Result, error: Exception) -> tuple[Result, bool]:
+        """Records a result the database refused as a failed attempt that says why.
+
+        The outcome's state and exit code go into the error text, its output tails are
+        dropped: any of them may be what was refused. The run moves on as the refused
+        outcome would have moved it: a failure with attempts left is retried; otherwise the
+        run fails, even if the process succeeded, since whether its work is complete cannot
+        be recorded (and running it again might repeat work that was done). If even this
+        record is refused, the fault is not in the result: the error ends the finisher.
+        """
+        self.unstorable += 1
+        outcome = result.outcome
+        log.error(
+            "run %s attempt %d: the database refused its result; recording a failed attempt",
+            result.run.id,
+            result.run.attempt,
+            exc_info=error,
+            extra=result.fields,
+        )
+        reason = f"{type(error).__name__}: {error}"[:MAX_REASON]
+        failed = replace(
+            result,
+            outcome=Outcome(
+                state=RunState.FAILED,
+                error=(
+                    f"the result of this attempt ({outcome.state.value}, exit code"
+                    f" {outcome.exit_code}) could not be stored: {reason}"
+                ),
+                finished_at=outcome.finished_at,
+            ),
+        )
+        (ok,) = await self._store([failed])
+        return failed, ok
+
+    def _report(self, result: Result, ok: bool) -> None:
+        run = result.run
+        if ok:
+            metrics.runs_finished.labels(result.outcome.state.value).inc()
+            log.debug(
+                "run %s attempt %d %s (exit %s)",
+                run.id,
+                run.attempt,
+                result.outcome.state.value,
+                result.outcome.exit_code,
+                extra=result.fields,
+            )
+        else:
+            self.fenced_off += 1
+            metrics.fenced_writes.inc()
+            log.warning(
+                "run %s attempt %d: result refused, token %d no longer holds the run",
+                run.id,
+                run.attempt,
+                result.token,
+                extra=result.fields,
+            )

@@ -33,7 +33,7 @@ from hourglass.locks import Etcd, Lease
 from hourglass.store import db, runs
 from hourglass.store.runs import QueuedRun, Requeue
 from hourglass.workers.executors.base import AttemptContext, Executor
-from hourglass.workers.finisher import Finisher, Result
+from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ class Worker:
         self.cancelled_by_user: set[RunId] = set()
         self._terminating: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
-        self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock)
+        # A crashed finisher ends the worker (see workers/finisher.py); the poke makes the
+        # loop notice at once.
+        self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock, on_crash=self.wakeups.poke)
         # Runs of a claim that failed after its etcd transaction may have created their keys
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
@@ -112,6 +114,7 @@ class Worker:
         try:
             await self._start_lease()
             while not self.stopping.is_set():
+                self.finisher.check()
                 if self.executions and loop.time() - last_check >= self.config.max_idle:
                     last_check = loop.time()
                     await self._check_cancellations()
@@ -134,6 +137,11 @@ class Worker:
                 await self.wakeups.wait(await self._idle_seconds(free))
             await self._drain()
             await self.finisher.flush()
+        except FinisherCrashed:
+            # Results can no longer be written, so no attempt here can finish: stop them all
+            # and end, revoking the lease below, so the claimer takes every run back now.
+            await self._abandon_all("the finisher crashed")
+            raise
         finally:
             await self.finisher.stop()
             await self.wakeups.stop()

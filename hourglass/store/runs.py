@@ -8,6 +8,7 @@ its lease (and with it the run) changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
+from hourglass.text import storable
 
 # Outcomes worth another attempt. A cancelled run stays cancelled.
 RETRIED = (RunState.FAILED, RunState.TIMED_OUT)
@@ -160,6 +162,17 @@ async def mark_running(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How one attempt ended, as its holder reports it: the row `finish_many` writes."""
+
+    run_id: RunId
+    attempt: int
+    token: FencingToken
+    outcome: Outcome
+    requeue: Requeue
+
+
 async def finish(
     conn: Connection,
     *,
@@ -170,64 +183,115 @@ async def finish(
     requeue: Requeue,
     now: datetime,
 ) -> bool:
-    """Records how an attempt ended and moves the run on: to the outcome's state, or back to
-    queued (attempt + 1, available at `requeue.at`) for a failure that has attempts left.
+    """Records how an attempt ended and moves the run on: `finish_many` for one attempt."""
+    (accepted,) = await finish_many(
+        conn,
+        [Finish(run_id=run_id, attempt=attempt, token=token, outcome=outcome, requeue=requeue)],
+        now=now,
+    )
+    return accepted
 
-    Fenced: returns False, and changes nothing, unless the attempt is still running under
-    `token`.
+
+async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetime) -> list[bool]:
+    """Records how attempts ended and moves their runs on: each to its outcome's state, or back
+    to queued (attempt + 1, available at `requeue.at`) for a failure that has attempts left.
+    Returns, in the order of `batch`, whether each row was accepted.
+
+    One statement for the whole batch (River's JobSetStateIfRunningMany), plus one NOTIFY when
+    a run went back to the queue, however many rows: the worker's finisher writes whatever
+    results accumulated at once. Each row is fenced on its own: it changes nothing, and is
+    refused (False), unless its attempt is still running under its token.
+
+    A retry of a write whose commit landed but whose reply was lost (the server went away)
+    finds the fence closed by its own first write: that is not a refusal. Only the holder
+    writes its attempt's outcome (the claimer writes only "lost"), so an attempt already
+    holding this outcome under this token means the write landed, and the row is accepted.
+    The statement sees the table as it was before it ran, so a row it updates itself does not
+    look landed, and a landed row is found in that same snapshot.
+
+    Text from the attempt (output tails, error) is made storable on the way in: a NUL byte a
+    job printed must not fail the write of its result, nor of the rest of the batch.
     """
-    retrying = outcome.state in RETRIED and requeue.at is not None
+    if not batch:
+        return []
+    if len({(row.run_id, row.attempt) for row in batch}) < len(batch):
+        # UPDATE ... FROM would apply one of two rows for the same attempt, unpredictably.
+        raise ValueError("a batch names the same attempt twice")
+    requeued = [row.outcome.state in RETRIED and row.requeue.at is not None for row in batch]
     cursor = await conn.execute(
         """
-        WITH attempt AS (
-            UPDATE attempts
-            SET state = %(state)s, finished_at = %(finished_at)s, exit_code = %(exit_code)s,
-                stdout_tail = %(stdout)s, stderr_tail = %(stderr)s, error = %(error)s
-            WHERE run_id = %(run_id)s AND number = %(attempt)s AND fencing_token = %(token)s
-              AND state = 'running'
-            RETURNING run_id
+        WITH batch AS (
+            SELECT * FROM unnest(
+                %(run_ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[],
+                %(states)s::text[], %(finished_at)s::timestamptz[], %(exit_codes)s::int[],
+                %(stdout)s::text[], %(stderr)s::text[], %(errors)s::text[],
+                %(run_states)s::text[], %(next_attempts)s::int[],
+                %(available_at)s::timestamptz[], %(run_finished_at)s::timestamptz[]
+            ) WITH ORDINALITY AS b(run_id, attempt, token, state, finished_at, exit_code,
+                                   stdout, stderr, error, run_state, next_attempt,
+                                   available_at, run_finished_at, position)
+        ),
+        attempt AS (
+            UPDATE attempts a
+            SET state = b.state, finished_at = b.finished_at, exit_code = b.exit_code,
+                stdout_tail = b.stdout, stderr_tail = b.stderr, error = b.error
+            FROM batch b
+            WHERE a.run_id = b.run_id AND a.number = b.attempt AND a.fencing_token = b.token
+              AND a.state = 'running'
+            RETURNING b.position
+        ),
+        run AS (
+            UPDATE runs r
+            SET state = b.run_state,
+                attempt = b.next_attempt,
+                available_at = coalesce(b.available_at, r.available_at),
+                fencing_token = NULL,
+                finished_at = b.run_finished_at
+            FROM batch b JOIN attempt USING (position)
+            WHERE r.id = b.run_id AND r.fencing_token = b.token AND r.state = 'running'
+            RETURNING b.position
         )
-        UPDATE runs
-        SET state = %(run_state)s,
-            attempt = %(next_attempt)s,
-            available_at = coalesce(%(available_at)s, available_at),
-            fencing_token = NULL,
-            finished_at = %(run_finished_at)s
-        WHERE id = (SELECT run_id FROM attempt) AND fencing_token = %(token)s
-          AND state = 'running'
-        RETURNING id
+        SELECT b.position,
+               b.position IN (SELECT position FROM run) AS moved,
+               b.position IN (SELECT position FROM attempt)
+               OR EXISTS (SELECT 1 FROM attempts a
+                          WHERE a.run_id = b.run_id AND a.number = b.attempt
+                            AND a.fencing_token = b.token AND a.state = b.state) AS accepted
+        FROM batch b
+        ORDER BY b.position
         """,
         {
-            "run_id": run_id,
-            "attempt": attempt,
-            "token": token,
-            "state": outcome.state.value,
-            "finished_at": outcome.finished_at or now,
-            "exit_code": outcome.exit_code,
-            "stdout": outcome.stdout_tail,
-            "stderr": outcome.stderr_tail,
-            "error": outcome.error,
-            "run_state": RunState.QUEUED.value if retrying else outcome.state.value,
-            "next_attempt": attempt + 1 if retrying else attempt,
-            "available_at": requeue.at if retrying else None,
-            "run_finished_at": None if retrying else outcome.finished_at or now,
+            "run_ids": [row.run_id for row in batch],
+            "attempts": [row.attempt for row in batch],
+            "tokens": [row.token for row in batch],
+            "states": [row.outcome.state.value for row in batch],
+            "finished_at": [row.outcome.finished_at or now for row in batch],
+            "exit_codes": [row.outcome.exit_code for row in batch],
+            "stdout": [storable(row.outcome.stdout_tail) for row in batch],
+            "stderr": [storable(row.outcome.stderr_tail) for row in batch],
+            "errors": [storable(row.outcome.error) for row in batch],
+            "run_states": [
+                RunState.QUEUED.value if again else row.outcome.state.value
+                for row, again in zip(batch, requeued, strict=True)
+            ],
+            "next_attempts": [
+                row.attempt + 1 if again else row.attempt
+                for row, again in zip(batch, requeued, strict=True)
+            ],
+            "available_at": [
+                row.requeue.at if again else None
+                for row, again in zip(batch, requeued, strict=True)
+            ],
+            "run_finished_at": [
+                None if again else row.outcome.finished_at or now
+                for row, again in zip(batch, requeued, strict=True)
+            ],
         },
     )
-    accepted = await cursor.fetchone() is not None
-    if not accepted:
-        # A retry of a write whose commit landed but whose reply was lost (the server went
-        # away) finds the fence closed by its own first write: that is not a refusal. Only
-        # the holder writes its attempt's outcome (the claimer writes only "lost"), so the
-        # attempt already holding this outcome under this token means the write landed.
-        cursor = await conn.execute(
-            "SELECT 1 FROM attempts WHERE run_id = %s AND number = %s AND fencing_token = %s"
-            " AND state = %s",
-            (run_id, attempt, token, outcome.state.value),
-        )
-        return await cursor.fetchone() is not None
-    if retrying:
+    rows = await cursor.fetchall()
+    if any(row["moved"] and requeued[row["position"] - 1] for row in rows):
         await notify(conn, RUNS_CHANNEL)
-    return accepted
+    return [bool(row["accepted"]) for row in rows]
 
 
 async def list_held(conn: Connection) -> list[HeldRun]:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from hourglass.domain import JobId, JobSpec, Run, Task
+from hourglass.domain import FencingToken, JobId, JobSpec, Run, Task
 from hourglass.locks import Etcd
 from hourglass.schedules import At, Schedule
 from hourglass.store import db, jobs, runs
@@ -86,6 +86,24 @@ async def running_service(
         worker.stop()
         tasks[0].cancel()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+
+
+async def hold_runs(
+    pool: db.Pool, database_url: str, etcd: Etcd, count: int, **spec: object
+) -> list[tuple[runs.QueuedRun, FencingToken]]:
+    """Queues one run each of `count` new `true` jobs and holds them all as one worker would,
+    on a lease of 30 s."""
+    for _ in range(count):
+        await schedule(pool, "true", **spec)
+    assert await Producer(pool=pool, dsn=database_url).run_once() == count
+    lease = await etcd.grant(30)
+    async with db.transaction(pool) as conn:
+        queued = await runs.lock_queued(conn, limit=count, now=datetime.now(UTC))
+        tokens = await etcd.hold_runs([r.id for r in queued], lease_id=lease, holder="w")
+        held = [(run, tokens[run.id]) for run in queued]
+        await runs.mark_running(conn, held=held, worker_id="w", now=datetime.now(UTC))
+    assert len(held) == count
+    return held
 
 
 def seconds(value: float) -> timedelta:
