@@ -23,6 +23,13 @@ token, so a worker that was replaced cannot hide the Job from the attempt that r
 A Job deleted by its TTL before a new holder came for it cannot be adopted; the work then
 runs again, which at-least-once allows.
 
+A job's `secret_env` never appears in the Job: the pod reads it from a Secret of its own
+(`valueFrom.secretKeyRef`). Such a Job is created suspended; the executor then creates the
+Secret with an ownerReference to the Job's uid, so that it is garbage-collected with the Job,
+and resumes the Job (an adopter finishes these steps if the creator died in between). The
+Secret is deleted once the outcome is reported, and with the Job on `terminate()`. What else
+a job pod may and may not do is decided in kube_manifests.py.
+
 Cancelling `execute()` (the worker gave the attempt up) only stops watching: the Job keeps
 running for the next holder to adopt. `terminate()` (a user cancelled the run) deletes the
 run's Jobs with `propagationPolicy: Background`, so their pods go too.
@@ -41,11 +48,8 @@ import contextlib
 import functools
 import json
 import logging
-import math
-import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -62,29 +66,28 @@ from tenacity import (
     wait_random,
 )
 
-from hourglass.artifacts import parse_digest
 from hourglass.domain import Outcome, RunId, RunState
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_manifests import (
+    ATTEMPT_LABEL,
+    REPORTED_ANNOTATION,
+    RUN_LABEL,
+    TASK_CONTAINER,
+    TOKEN_ANNOTATION,
+    KubernetesConfig,
+    Manifest,
+    Refused,
+    job_manifest,
+    secret_manifest,
+    secret_of,
+    waits_for_secret,
+)
+
+__all__ = ["REPORTED_ANNOTATION", "KubernetesConfig", "KubernetesExecutor", "job_manifest"]
 
 log = logging.getLogger(__name__)
 
-JOB_LABEL = "hourglass.io/job"
-RUN_LABEL = "hourglass.io/run"
-ATTEMPT_LABEL = "hourglass.io/attempt"
-TOKEN_ANNOTATION = "hourglass.io/fencing-token"
-# Set on a Job once an attempt has reported its outcome; such a Job is never adopted.
-REPORTED_ANNOTATION = "hourglass.io/reported-by-attempt"
-
 FIELD_MANAGER = "hourglass-worker"
-TASK_CONTAINER = "task"
-FETCH_CONTAINER = "fetch"
-BIN_VOLUME = "hourglass-bin"
-BIN_DIR = "/hourglass/bin"
-BIN_PATH = f"{BIN_DIR}/task"
-
-# A run id is a 36-character UUID and an attempt number rarely has more than 5 digits; a Job
-# name (copied into its pods' labels) must stay within 63 characters.
-MAX_PREFIX = 63 - 1 - 36 - 1 - 5
 # How much of the pod's log is read at the end of an attempt: the last LOG_LINES lines, of
 # which at most LOG_KEEP bytes are kept (and handed to on_output).
 LOG_LINES = 10_000
@@ -95,73 +98,10 @@ BEST_EFFORT_RETRY = 5.0
 # How long execute() waits to be cancelled after terminate() took its Job away.
 TERMINATE_GRACE = 60.0
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
 
-Manifest = dict[str, Any]
 
-
-@dataclass(frozen=True, slots=True)
-class KubernetesConfig:
-    # Where the Jobs go.
-    namespace: str = "default"
-    # The image that runs uploaded binaries (and fetches them in the init container); it
-    # must hold the `hourglass` command.
-    runner_image: str = "hourglass:latest"
-    # The artifact store binaries are fetched from (HOURGLASS_ARTIFACTS of the init
-    # container); empty: binary jobs cannot run.
-    artifacts_url: str = ""
-    # How long a finished Job (and its pod and log) stays for inspection and adoption.
-    ttl_seconds_after_finished: int = 3600
-    # The pods' service account; empty: the namespace's default.
-    service_account: str = ""
-    job_name_prefix: str = "hg"
-    # How much of the pod's log becomes the attempt's stdout tail.
-    log_tail_bytes: int = 4096
-    # How long one watch request lasts before it is renewed.
-    watch_timeout_seconds: int = 60
-    # How long transient API failures are retried before the attempt fails.
-    api_retry_seconds: float = 300.0
-    # The read timeout of each short API call.
-    request_timeout_seconds: float = 30.0
-
-    def __post_init__(self) -> None:
-        if len(self.namespace) > 63 or not _DNS_LABEL.fullmatch(self.namespace):
-            raise ValueError(f"namespace {self.namespace!r} is not a valid namespace name")
-        if not self.runner_image.strip():
-            raise ValueError("runner_image must not be empty")
-        if self.ttl_seconds_after_finished < 0:
-            raise ValueError("ttl_seconds_after_finished must not be negative")
-        if self.service_account and (
-            len(self.service_account) > 253 or not _DNS_SUBDOMAIN.fullmatch(self.service_account)
-        ):
-            raise ValueError(f"service_account {self.service_account!r} is not a valid name")
-        if len(self.job_name_prefix) > MAX_PREFIX or not _DNS_LABEL.fullmatch(self.job_name_prefix):
-            raise ValueError(
-                f"job_name_prefix {self.job_name_prefix!r} must be at most {MAX_PREFIX} "
-                "lowercase letters, digits and '-', starting and ending with a letter or digit"
-            )
-        if self.log_tail_bytes < 0:
-            raise ValueError("log_tail_bytes must not be negative")
-        if self.watch_timeout_seconds < 1:
-            raise ValueError("watch_timeout_seconds must be at least 1")
-        if self.api_retry_seconds < 0:
-            raise ValueError("api_retry_seconds must not be negative")
-        if self.request_timeout_seconds <= 0:
-            raise ValueError("request_timeout_seconds must be positive")
-
-
-def job_name(prefix: str, attempt: AttemptContext) -> str:
-    """The Job of an attempt: deterministic, so that a retried create finds its own Job."""
-    return f"{prefix}-{attempt.run_id}-{attempt.attempt}"
-
-
-class _Refused(Exception):
-    """The attempt cannot run, for a reason the error text gives; becomes a FAILED outcome."""
-
-
-class _ApiError(_Refused):
+class _ApiError(Refused):
     """The API refused a call (status > 0), or could not be reached (status 0)."""
 
     def __init__(self, action: str, status: int, message: str) -> None:
@@ -177,101 +117,6 @@ class _ApiError(_Refused):
     @property
     def detail(self) -> str:
         return f"{self.status} {self.message}" if self.status else self.message
-
-
-def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
-    """The batch/v1 Job for an attempt; raises _Refused for a task that cannot run here."""
-    task = attempt.task
-    name = job_name(config.job_name_prefix, attempt)
-    labels = {
-        JOB_LABEL: str(attempt.job_id),
-        RUN_LABEL: str(attempt.run_id),
-        ATTEMPT_LABEL: str(attempt.attempt),
-    }
-    env = dict(task.env)
-    env.update(attempt.environment())
-    container: Manifest = {
-        "name": TASK_CONTAINER,
-        "env": [{"name": key, "value": value} for key, value in env.items()],
-    }
-    pod: Manifest = {"restartPolicy": "Never", "containers": [container]}
-    if task.binary:
-        try:
-            digest = parse_digest(task.binary)
-        except ValueError as exc:
-            raise _Refused(f"binary {task.binary!r} not run: {exc}") from None
-        if not config.artifacts_url:
-            raise _Refused(
-                f"binary {digest} not run: this worker has no artifact store configured "
-                "(artifacts_url)"
-            )
-        mount = [{"name": BIN_VOLUME, "mountPath": BIN_DIR}]
-        container.update(image=config.runner_image, command=[BIN_PATH], volumeMounts=mount)
-        pod["initContainers"] = [
-            {
-                "name": FETCH_CONTAINER,
-                "image": config.runner_image,
-                "command": ["hourglass", "fetch-binary", digest, BIN_PATH],
-                "env": [{"name": "HOURGLASS_ARTIFACTS", "value": config.artifacts_url}],
-                "volumeMounts": mount,
-            }
-        ]
-        pod["volumes"] = [{"name": BIN_VOLUME, "emptyDir": {}}]
-    else:
-        if not task.image:
-            raise _Refused(
-                "the task has no container image: the Kubernetes executor runs a command "
-                "only in an image (set the task's image) or an uploaded binary"
-            )
-        container["image"] = task.image
-        if task.command:
-            container["command"] = list(task.command)
-    if task.args:
-        container["args"] = list(task.args)
-    if task.working_dir:
-        container["workingDir"] = task.working_dir
-    resources = _resources(attempt)
-    if resources:
-        container["resources"] = resources
-    if config.service_account:
-        pod["serviceAccountName"] = config.service_account
-    spec: Manifest = {
-        "backoffLimit": 0,
-        "ttlSecondsAfterFinished": config.ttl_seconds_after_finished,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
-    }
-    if attempt.timeout is not None:
-        spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout.total_seconds()))
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "labels": labels,
-            "annotations": {TOKEN_ANNOTATION: str(attempt.fencing_token)},
-        },
-        "spec": spec,
-    }
-
-
-def _resources(attempt: AttemptContext) -> Manifest:
-    wanted = attempt.task.resources
-    requests = {
-        key: value
-        for key, value in (("cpu", wanted.cpu_request), ("memory", wanted.memory_request))
-        if value
-    }
-    limits = {
-        key: value
-        for key, value in (("cpu", wanted.cpu_limit), ("memory", wanted.memory_limit))
-        if value
-    }
-    resources: Manifest = {}
-    if requests:
-        resources["requests"] = requests
-    if limits:
-        resources["limits"] = limits
-    return resources
 
 
 class KubernetesExecutor:
@@ -305,13 +150,22 @@ class KubernetesExecutor:
         self._active.add(run_id)
         try:
             manifest = job_manifest(self.config, attempt)
-            name = await self._adopt_or_create(attempt, manifest)
+            job = await self._adopt_or_create(attempt, manifest)
+            name: str = job["metadata"]["name"]
             if run_id in self._terminating:
                 # terminate() listed the run's Jobs before this one existed.
-                await self._delete_job(name)
+                await self._delete_job(job)
                 return await self._until_cancelled()
+            if waits_for_secret(job):
+                try:
+                    await self._release(attempt, job)
+                except Refused:
+                    # Refused for good (403, 422): a suspended Job would only linger.
+                    with contextlib.suppress(Refused):
+                        await self._delete_job(job)
+                    raise
             return await self._follow(attempt, name)
-        except _Refused as refused:
+        except Refused as refused:
             log.warning("run %s attempt %d: %s", run_id, attempt.attempt, refused)
             return _outcome(RunState.FAILED, error=str(refused))
         finally:
@@ -319,8 +173,8 @@ class KubernetesExecutor:
             self._terminating.discard(run_id)
 
     async def terminate(self, attempt: AttemptContext) -> None:
-        """Deletes the run's Jobs that are not history yet, with their pods. Failures are
-        logged, not raised."""
+        """Deletes the run's Jobs that are not history yet, with their pods and Secrets.
+        Failures are logged, not raised."""
         run_id = attempt.run_id
         if run_id in self._active:
             self._terminating.add(run_id)
@@ -328,15 +182,15 @@ class KubernetesExecutor:
             jobs = await self._run_jobs(run_id)
             for job in jobs:
                 if not _reported(job):
-                    await self._delete_job(job["metadata"]["name"])
-        except _Refused as refused:
+                    await self._delete_job(job)
+        except Refused as refused:
             log.error("run %s: cannot delete its Jobs: %s", run_id, refused)
 
     # Finding, adopting and creating the Job.
 
-    async def _adopt_or_create(self, attempt: AttemptContext, manifest: Manifest) -> str:
-        """The name of the Job this attempt follows: an unreported Job of its run, adopted,
-        or else a new one."""
+    async def _adopt_or_create(self, attempt: AttemptContext, manifest: Manifest) -> Manifest:
+        """The Job this attempt follows: an unreported Job of its run, adopted, or else a new
+        one (as the API server returned it)."""
         name: str = manifest["metadata"]["name"]
         for _ in range(3):
             jobs = [
@@ -353,11 +207,12 @@ class KubernetesExecutor:
                         len(jobs),
                         newest["metadata"]["name"],
                     )
-                if await self._adopt(attempt, newest["metadata"]["name"]):
-                    return str(newest["metadata"]["name"])
+                adopted = await self._adopt(attempt, newest["metadata"]["name"])
+                if adopted is not None:
+                    return adopted
                 continue  # it vanished meanwhile: look again
             try:
-                await self._api(
+                created: Manifest = await self._api(
                     f"create Job {name}",
                     self.batch.create_namespaced_job,
                     self.config.namespace,
@@ -372,22 +227,23 @@ class KubernetesExecutor:
                 if job is None:
                     continue
                 if _reported(job):
-                    raise _Refused(
+                    raise Refused(
                         f"Job {name} already exists and its outcome was already reported "
                         f"by attempt {job['metadata']['annotations'][REPORTED_ANNOTATION]}"
                     ) from None
-                if await self._adopt(attempt, name):
-                    return name
+                adopted = await self._adopt(attempt, name)
+                if adopted is not None:
+                    return adopted
                 continue
             log.info("run %s attempt %d: created Job %s", attempt.run_id, attempt.attempt, name)
-            return name
-        raise _Refused(f"the Jobs of run {attempt.run_id} kept vanishing while being adopted")
+            return created
+        raise Refused(f"the Jobs of run {attempt.run_id} kept vanishing while being adopted")
 
-    async def _adopt(self, attempt: AttemptContext, name: str) -> bool:
-        """Writes this attempt's token into the Job; False if the Job is gone."""
+    async def _adopt(self, attempt: AttemptContext, name: str) -> Manifest | None:
+        """Writes this attempt's token into the Job; the Job, or None if it is gone."""
         patch = {"metadata": {"annotations": {TOKEN_ANNOTATION: str(attempt.fencing_token)}}}
         try:
-            await self._api(
+            job: Manifest = await self._api(
                 f"adopt Job {name}",
                 self.batch.patch_namespaced_job,
                 name,
@@ -397,7 +253,7 @@ class KubernetesExecutor:
             )
         except _ApiError as error:
             if error.status == 404:
-                return False
+                return None
             raise
         log.info(
             "run %s attempt %d: adopted Job %s (token %d)",
@@ -406,7 +262,33 @@ class KubernetesExecutor:
             name,
             attempt.fencing_token,
         )
-        return True
+        return job
+
+    async def _release(self, attempt: AttemptContext, job: Manifest) -> None:
+        """Creates the Secret that a suspended Job of ours waits for, owned by the Job, then
+        resumes the Job. Run by the creator and again by any adopter, since a worker may die
+        between the steps: an existing Secret is the one an earlier holder created."""
+        name: str = job["metadata"]["name"]
+        secret = secret_manifest(job, attempt)
+        try:
+            await self._api(
+                f"create Secret {secret['metadata']['name']} of Job {name}",
+                self.core.create_namespaced_secret,
+                self.config.namespace,
+                secret,
+                field_manager=FIELD_MANAGER,
+            )
+        except _ApiError as error:
+            if error.status != 409:
+                raise
+        await self._api(
+            f"resume Job {name}",
+            self.batch.patch_namespaced_job,
+            name,
+            self.config.namespace,
+            {"spec": {"suspend": False}},
+            field_manager=FIELD_MANAGER,
+        )
 
     # Following the Job to its end.
 
@@ -507,6 +389,8 @@ class KubernetesExecutor:
         tail = data[-self.config.log_tail_bytes :] if self.config.log_tail_bytes else b""
         stdout_tail = tail.decode("utf-8", errors="replace")
         await self._mark_reported(attempt, name)
+        # The pod has ended: its secrets need not outlive it until the Job's TTL.
+        await self._delete_secret(job, best_effort=True)
         if kind == "Complete":
             state, error, exit_code = RunState.SUCCEEDED, "", 0
         else:
@@ -572,7 +456,7 @@ class KubernetesExecutor:
                     label_selector=selector,
                     _retry_seconds=min(BEST_EFFORT_RETRY, self.config.api_retry_seconds),
                 )
-            except _Refused as refused:
+            except Refused as refused:
                 log.warning("%s", refused)
                 return None
             items: list[Manifest] = pods.get("items") or []
@@ -597,7 +481,7 @@ class KubernetesExecutor:
                 _decode=_tail_bytes,
                 _retry_seconds=min(BEST_EFFORT_RETRY, self.config.api_retry_seconds),
             )
-        except _Refused as refused:
+        except Refused as refused:
             log.info("no log for pod %s: %s", name, refused)
             return b""
         return data
@@ -624,7 +508,10 @@ class KubernetesExecutor:
             raise
         return job
 
-    async def _delete_job(self, name: str) -> None:
+    async def _delete_job(self, job: Manifest) -> None:
+        """Deletes the Job with its pods (Background: see the tests), and its Secret at once
+        rather than whenever the garbage collector gets to it."""
+        name: str = job["metadata"]["name"]
         try:
             await self._api(
                 f"delete Job {name}",
@@ -637,6 +524,29 @@ class KubernetesExecutor:
             if error.status != 404:
                 raise
         log.info("deleted Job %s", name)
+        await self._delete_secret(job)
+
+    async def _delete_secret(self, job: Manifest, *, best_effort: bool = False) -> None:
+        """Deletes the Secret of a Job that has one (a missing Secret is fine)."""
+        name = secret_of(job)
+        if not name:
+            return
+        try:
+            await self._api(
+                f"delete Secret {name}",
+                self.core.delete_namespaced_secret,
+                name,
+                self.config.namespace,
+                _retry_seconds=(
+                    min(BEST_EFFORT_RETRY, self.config.api_retry_seconds) if best_effort else None
+                ),
+            )
+        except _ApiError as error:
+            if error.status == 404:
+                return
+            if not best_effort:
+                raise
+            log.warning("Secret %s not deleted (%s); it goes with its Job", name, error)
 
     async def _api(
         self,
