@@ -45,31 +45,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
 
 from hourglass.domain import Outcome, RunId, RunState
+from hourglass.workers.executors import kube_status
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_api import (
+    ApiError,
+    api_error,
+    call_api,
+    tail_bytes,
+    transient,
+)
 from hourglass.workers.executors.kube_manifests import (
-    ATTEMPT_LABEL,
     REPORTED_ANNOTATION,
     RUN_LABEL,
     TASK_CONTAINER,
@@ -89,34 +84,13 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "hourglass-worker"
 # How much of the pod's log is read at the end of an attempt: the last LOG_LINES lines, of
-# which at most LOG_KEEP bytes are kept (and handed to on_output).
+# which at most kube_api.LOG_KEEP bytes are kept (and handed to on_output).
 LOG_LINES = 10_000
-LOG_KEEP = 1024 * 1024
 # How long reads that only add detail to an outcome (the pod, its log) retry transient
 # failures: a missing kubelet must not hold the result back for long.
 BEST_EFFORT_RETRY = 5.0
 # How long execute() waits to be cancelled after terminate() took its Job away.
 TERMINATE_GRACE = 60.0
-
-_TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
-
-
-class _ApiError(Refused):
-    """The API refused a call (status > 0), or could not be reached (status 0)."""
-
-    def __init__(self, action: str, status: int, message: str) -> None:
-        self.action = action
-        self.status = status
-        self.message = message
-        if status:
-            text = f"Kubernetes API refused to {action}: {self.detail}"
-        else:
-            text = f"Kubernetes API unreachable while trying to {action}: {message}"
-        super().__init__(text)
-
-    @property
-    def detail(self) -> str:
-        return f"{self.status} {self.message}" if self.status else self.message
 
 
 class KubernetesExecutor:
@@ -167,7 +141,7 @@ class KubernetesExecutor:
             return await self._follow(attempt, name)
         except Refused as refused:
             log.warning("run %s attempt %d: %s", run_id, attempt.attempt, refused)
-            return _outcome(RunState.FAILED, error=str(refused))
+            return kube_status.outcome(RunState.FAILED, error=str(refused))
         finally:
             self._active.discard(run_id)
             self._terminating.discard(run_id)
@@ -181,7 +155,7 @@ class KubernetesExecutor:
         try:
             jobs = await self._run_jobs(run_id)
             for job in jobs:
-                if not _reported(job):
+                if not kube_status.reported(job):
                     await self._delete_job(job)
         except Refused as refused:
             log.error("run %s: cannot delete its Jobs: %s", run_id, refused)
@@ -196,10 +170,10 @@ class KubernetesExecutor:
             jobs = [
                 job
                 for job in await self._run_jobs(attempt.run_id)
-                if not _reported(job) and not job["metadata"].get("deletionTimestamp")
+                if not kube_status.reported(job) and not job["metadata"].get("deletionTimestamp")
             ]
             if jobs:
-                newest = max(jobs, key=_attempt_of)
+                newest = max(jobs, key=kube_status.attempt_of)
                 if len(jobs) > 1:
                     log.warning(
                         "run %s has %d unreported Jobs; adopting the newest, %s",
@@ -219,14 +193,14 @@ class KubernetesExecutor:
                     manifest,
                     field_manager=FIELD_MANAGER,
                 )
-            except _ApiError as error:
+            except ApiError as error:
                 if error.status != 409:
                     raise
                 # Created meanwhile: by our own retried create, or by another holder.
                 job = await self._get_job(name)
                 if job is None:
                     continue
-                if _reported(job):
+                if kube_status.reported(job):
                     raise Refused(
                         f"Job {name} already exists and its outcome was already reported "
                         f"by attempt {job['metadata']['annotations'][REPORTED_ANNOTATION]}"
@@ -251,7 +225,7 @@ class KubernetesExecutor:
                 patch,
                 field_manager=FIELD_MANAGER,
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status == 404:
                 return None
             raise
@@ -278,7 +252,7 @@ class KubernetesExecutor:
                 secret,
                 field_manager=FIELD_MANAGER,
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status != 409:
                 raise
         await self._api(
@@ -297,7 +271,7 @@ class KubernetesExecutor:
             job = await self._get_job(name)
             if job is None:
                 return await self._vanished(attempt, name)
-            if _final_condition(job) is not None:
+            if kube_status.final_condition(job) is not None:
                 return await self._report(attempt, job)
             ended = await self._watch(name, job["metadata"]["resourceVersion"])
             if ended is _DELETED:
@@ -309,12 +283,14 @@ class KubernetesExecutor:
     async def _vanished(self, attempt: AttemptContext, name: str) -> Outcome:
         if attempt.run_id in self._terminating:
             return await self._until_cancelled()
-        return _outcome(RunState.FAILED, error=f"Job {name} was deleted before it finished")
+        return kube_status.outcome(
+            RunState.FAILED, error=f"Job {name} was deleted before it finished"
+        )
 
     async def _until_cancelled(self) -> Outcome:
         """terminate() took the Job away; the worker cancels this call next."""
         await asyncio.sleep(TERMINATE_GRACE)
-        return _outcome(RunState.CANCELLED, error="terminated on request")
+        return kube_status.outcome(RunState.CANCELLED, error="terminated on request")
 
     async def _watch(self, name: str, resource_version: str) -> Manifest | object | None:
         """Watches the Job from `resource_version` until it finishes (its manifest), is
@@ -355,12 +331,12 @@ class KubernetesExecutor:
                 if kind == "error":
                     if isinstance(item, k8s.ApiException) and item.status == 410:
                         return None
-                    if _transient(item):
-                        reason = _api_error("watch", item).detail
+                    if transient(item):
+                        reason = api_error("watch", item).detail
                         log.warning("watch of Job %s failed (%s); watching again", name, reason)
                         await asyncio.sleep(1.0)
                         return None
-                    raise _api_error(f"watch Job {name}", item)
+                    raise api_error(f"watch Job {name}", item)
                 event: Manifest = item
                 if event.get("type") == "DELETED":
                     return _DELETED
@@ -368,7 +344,7 @@ class KubernetesExecutor:
                 if (
                     event.get("type") in ("ADDED", "MODIFIED")
                     and isinstance(job, dict)
-                    and _final_condition(job) is not None
+                    and kube_status.final_condition(job) is not None
                 ):
                     return job
         finally:
@@ -378,17 +354,17 @@ class KubernetesExecutor:
 
     async def _report(self, attempt: AttemptContext, job: Manifest) -> Outcome:
         name: str = job["metadata"]["name"]
-        final = _final_condition(job)
+        final = kube_status.final_condition(job)
         assert final is not None
         kind, reason, message = final
         pod = await self._pod_of(name)
-        exit_code, init_failure = _exit_code(pod)
+        exit_code, init_failure = kube_status.exit_code(pod)
         data = await self._log_of(pod)
         if data:
             attempt.on_output(1, data)
         tail = data[-self.config.log_tail_bytes :] if self.config.log_tail_bytes else b""
         stdout_tail = tail.decode("utf-8", errors="replace")
-        await self._mark_reported(attempt, name)
+        await self._markreported(attempt, name)
         # The pod has ended: its secrets need not outlive it until the Job's TTL.
         await self._delete_secret(job, best_effort=True)
         if kind == "Complete":
@@ -400,20 +376,20 @@ class KubernetesExecutor:
                 error += f": {message}"
             if init_failure:
                 error += f"; {init_failure}"
-        return _outcome(state, exit_code=exit_code, stdout_tail=stdout_tail, error=error)
+        return kube_status.outcome(state, exit_code=exit_code, stdout_tail=stdout_tail, error=error)
 
-    async def _mark_reported(self, attempt: AttemptContext, name: str) -> None:
+    async def _markreported(self, attempt: AttemptContext, name: str) -> None:
         """Marks the Job as history, provided it still carries this attempt's token (a newer
         holder that adopted it reports it instead)."""
         patch = [
             {
                 "op": "test",
-                "path": "/metadata/annotations/" + _pointer(TOKEN_ANNOTATION),
+                "path": "/metadata/annotations/" + kube_status.pointer(TOKEN_ANNOTATION),
                 "value": str(attempt.fencing_token),
             },
             {
                 "op": "add",
-                "path": "/metadata/annotations/" + _pointer(REPORTED_ANNOTATION),
+                "path": "/metadata/annotations/" + kube_status.pointer(REPORTED_ANNOTATION),
                 "value": str(attempt.attempt),
             },
         ]
@@ -426,7 +402,7 @@ class KubernetesExecutor:
                 patch,
                 field_manager=FIELD_MANAGER,
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status == 422:  # the test failed: a newer holder adopted the Job
                 log.info(
                     "run %s attempt %d: Job %s now carries a newer holder's token; leaving "
@@ -478,7 +454,7 @@ class KubernetesExecutor:
                 self.config.namespace,
                 container=TASK_CONTAINER,
                 tail_lines=LOG_LINES,
-                _decode=_tail_bytes,
+                _decode=tail_bytes,
                 _retry_seconds=min(BEST_EFFORT_RETRY, self.config.api_retry_seconds),
             )
         except Refused as refused:
@@ -502,7 +478,7 @@ class KubernetesExecutor:
             job: Manifest = await self._api(
                 f"read Job {name}", self.batch.read_namespaced_job, name, self.config.namespace
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status == 404:
                 return None
             raise
@@ -520,7 +496,7 @@ class KubernetesExecutor:
                 self.config.namespace,
                 propagation_policy="Background",
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status != 404:
                 raise
         log.info("deleted Job %s", name)
@@ -541,7 +517,7 @@ class KubernetesExecutor:
                     min(BEST_EFFORT_RETRY, self.config.api_retry_seconds) if best_effort else None
                 ),
             )
-        except _ApiError as error:
+        except ApiError as error:
             if error.status == 404:
                 return
             if not best_effort:
@@ -557,151 +533,19 @@ class KubernetesExecutor:
         _retry_seconds: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        """`call` in a thread, its JSON body as plain data (or `_decode` of the raw
-        response); transient failures retried with backoff for up to `_retry_seconds`
-        (default api_retry_seconds), anything else raised as _ApiError."""
-        decode = _decode or _json_body
-        kwargs.setdefault("_request_timeout", self.config.request_timeout_seconds)
-
-        def run() -> Any:
-            response = call(*args, _preload_content=False, **kwargs)
-            try:
-                return decode(response)
-            finally:
-                response.release_conn()
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_delay(
-                self.config.api_retry_seconds if _retry_seconds is None else _retry_seconds
-            ),
-            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
-            before_sleep=functools.partial(_warn, action),
-            reraise=True,
+        """call_api with this executor's timeouts; `_retry_seconds` defaults to
+        api_retry_seconds."""
+        return await call_api(
+            action,
+            call,
+            *args,
+            decode=_decode,
+            retry_seconds=self.config.api_retry_seconds
+            if _retry_seconds is None
+            else _retry_seconds,
+            request_timeout=self.config.request_timeout_seconds,
+            **kwargs,
         )
-        try:
-            async for try_ in retrying:
-                with try_:
-                    return await asyncio.to_thread(run)
-        except (k8s.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _api_error(action, exc) from None
-        raise AssertionError("unreachable: tenacity returns or raises")
 
 
 _DELETED = object()
-
-
-def _json_body(response: Any) -> Any:
-    return json.loads(response.data)
-
-
-def _tail_bytes(response: Any) -> bytes:
-    """The last LOG_KEEP bytes of a streamed response, without holding more in memory."""
-    kept = bytearray()
-    for chunk in _chunks(response):
-        kept += chunk
-        if len(kept) > LOG_KEEP:
-            del kept[: len(kept) - LOG_KEEP]
-    return bytes(kept)
-
-
-def _chunks(response: Any) -> Iterator[bytes]:
-    yield from response.stream(65536)
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, k8s.ApiException):
-        return exc.status in _TRANSIENT_STATUS
-    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
-
-
-def _api_error(action: str, exc: BaseException) -> _ApiError:
-    if isinstance(exc, k8s.ApiException):
-        return _ApiError(action, int(exc.status or 0), _api_message(exc))
-    return _ApiError(action, 0, str(exc) or type(exc).__name__)
-
-
-def _api_message(exc: Any) -> str:
-    """The Status message the API server sent, else the HTTP reason."""
-    try:
-        message = json.loads(exc.body)["message"]
-    except (TypeError, ValueError, KeyError):
-        message = ""
-    return f"{exc.reason}: {message}" if message else str(exc.reason or "no reason given")
-
-
-def _warn(action: str, state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    sleep = state.next_action.sleep if state.next_action else 0
-    reason = _api_error(action, error).detail if error else "unknown error"
-    log.warning("cannot %s yet (%s); retrying in %.1fs", action, reason, sleep)
-
-
-def _pointer(key: str) -> str:
-    """A JSON pointer segment (RFC 6901)."""
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _reported(job: Manifest) -> bool:
-    return REPORTED_ANNOTATION in (job["metadata"].get("annotations") or {})
-
-
-def _attempt_of(job: Manifest) -> tuple[int, str]:
-    labels = job["metadata"].get("labels") or {}
-    try:
-        number = int(labels.get(ATTEMPT_LABEL, "0"))
-    except ValueError:
-        number = 0
-    return number, str(job["metadata"].get("creationTimestamp"))
-
-
-def _final_condition(job: Manifest) -> tuple[str, str, str] | None:
-    """("Complete" or "Failed", reason, message) once the Job has ended, else None."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return (
-                str(condition["type"]),
-                str(condition.get("reason") or ""),
-                str(condition.get("message") or ""),
-            )
-    return None
-
-
-def _exit_code(pod: Manifest | None) -> tuple[int | None, str]:
-    """The task container's exit code (None if it has none), and a note when the init
-    container that fetches a binary failed."""
-    if pod is None:
-        return None, ""
-    status = pod.get("status") or {}
-    init_failure = ""
-    for container in status.get("initContainerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        if terminated.get("exitCode"):
-            init_failure = (
-                f"init container {container.get('name')} exited {terminated['exitCode']}"
-                + (f" ({terminated['reason']})" if terminated.get("reason") else "")
-            )
-    for container in status.get("containerStatuses") or []:
-        if container.get("name") != TASK_CONTAINER:
-            continue
-        for key in ("state", "lastState"):
-            terminated = (container.get(key) or {}).get("terminated")
-            if terminated and terminated.get("exitCode") is not None:
-                return cast(int, terminated["exitCode"]), init_failure
-    return None, init_failure
-
-
-def _outcome(
-    state: RunState,
-    *,
-    exit_code: int | None = None,
-    stdout_tail: str = "",
-    error: str = "",
-) -> Outcome:
-    return Outcome(
-        state=state,
-        exit_code=exit_code,
-        stdout_tail=stdout_tail,
-        error=error,
-        finished_at=datetime.now(UTC),
-    )
