@@ -260,7 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="image that runs uploaded binaries (env HOURGLASS_RUNNER_IMAGE)",
     )
     worker.add_argument("--job-ttl", type=int, default=3600, help="seconds a finished Job stays")
-    worker.add_argument("--job-service-account", default="", help="service account of the Jobs")
+    worker.add_argument(
+        "--job-service-account",
+        default=_env("HOURGLASS_JOB_SERVICE_ACCOUNT", ""),
+        help="service account of the Jobs' pods, one with no rights (the chart's "
+        "<release>-hourglass-job); its token is never mounted (env HOURGLASS_JOB_SERVICE_ACCOUNT)",
+    )
+    worker.add_argument(
+        "--job-run-as-user",
+        type=int,
+        default=10001,
+        help="user and group id the Jobs' containers run as; never 0 (default 10001)",
+    )
 
     claimer = commands.add_parser("claimer", help="take back runs whose worker died")
     _add_store_options(claimer)
@@ -540,6 +551,7 @@ def _kubernetes(args: argparse.Namespace) -> Any:
         artifacts_url=args.artifacts or "",
         ttl_seconds_after_finished=args.job_ttl,
         service_account=args.job_service_account,
+        run_as_user=args.job_run_as_user,
     )
 
 

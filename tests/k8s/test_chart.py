@@ -33,13 +33,17 @@ release's namespace Complete the way the controller would.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import copy
 import json
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +53,11 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from hourglass.domain import FencingToken, JobId, RunId, Task
+from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
 from tests.k8s.conftest import REPO, KubeApiServer, finish_job
+from tests.k8s.netpol import Endpoint, allowed
 
 CHART = REPO / "charts" / "hourglass"
 HELM_TIMEOUT = "2m"
@@ -68,6 +76,8 @@ EXTERNAL_VALUES = [
     "--set", "postgresql.persistence.storageClass=fast",
     "--set", "operator.rbac.kopfScanning=true",
     "--set", "api.insecure=true",
+    "--set", "jobs.podSecurity.createNamespaces=true",
+    "--set", "networkPolicy.apiClientCIDRs={203.0.113.0/24}",
 ]  # fmt: skip
 EXISTING_SECRET_VALUES = [
     "--set", "postgresql.enabled=false",
@@ -508,6 +518,7 @@ ACCESS_CHECKS = [
     ("create", "batch", "jobs", "kube-system"),
     ("get", "", "pods/log", None),
     ("get", "", "secrets", None),
+    ("create", "", "secrets", None),
     ("create", "coordination.k8s.io", "leases", None),
     ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"),
 ]
@@ -582,6 +593,11 @@ def test_helm_install_creates_every_object_of_the_chart(
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert controller.completed == [f"{name}-hourglass-migrate"], controller.errors
     assert "kubectl --namespace" in installed.stdout  # NOTES.txt
+    # The Jobs run in the release's namespace, which nothing labelled: NOTES says how.
+    assert (
+        f"kubectl label namespace {namespace} pod-security.kubernetes.io/enforce=restricted"
+        in installed.stdout
+    )
 
     rendered = template(*values, release=name, namespace=namespace)
     assert rendered.returncode == 0, rendered.stderr
@@ -618,6 +634,7 @@ def test_helm_install_creates_every_object_of_the_chart(
         ("create", "batch", "jobs", "kube-system"): False,
         ("get", "", "pods/log", namespace): True,
         ("get", "", "secrets", namespace): False,
+        ("create", "", "secrets", namespace): True,  # a job's secret_env, per attempt
         ("create", "coordination.k8s.io", "leases", namespace): False,
         ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"): False,
     }
@@ -626,10 +643,13 @@ def test_helm_install_creates_every_object_of_the_chart(
         ("create", "batch", "jobs", "kube-system"): False,
         ("get", "", "pods/log", namespace): False,
         ("get", "", "secrets", namespace): False,
+        ("create", "", "secrets", namespace): False,
         ("create", "coordination.k8s.io", "leases", namespace): True,
         ("patch", "hourglass.io", "scheduledjobs/status", "kube-system"): True,
     }
     assert not any(_allowed(kube_apiserver, namespace, f"{name}-hourglass-api").values())
+    # The job pods' identity may do nothing at all.
+    assert not any(_allowed(kube_apiserver, namespace, f"{name}-hourglass-job").values())
 
     # The hooks ran and, having succeeded, are gone (hook-succeeded).
     for hook in hooks:
@@ -672,6 +692,9 @@ def test_helm_install_creates_every_object_of_the_chart(
         (["--set-json", 'worker.jobNamespaces=["Not_A_Namespace"]'], ["jobNamespaces"]),
         (["--set", "postgresql.enabled=false"], ["database.url", "database.existingSecret"]),
         (["--set", "etcd.enabled=false"], ["etcd.endpoints"]),
+        (["--set", "jobs.runAsUser=0"], ["jobs", "runAsUser"]),
+        (["--set", "jobs.podSecurity.level=lax"], ["podSecurity", "level"]),
+        (["--set", "networkPolicy.apiClientCIDRs={everywhere}"], ["apiClientCIDRs"]),
     ],
     ids=[
         "replicas-not-an-integer",
@@ -683,6 +706,9 @@ def test_helm_install_creates_every_object_of_the_chart(
         "namespace-malformed",
         "no-database",
         "no-etcd",
+        "jobs-as-root",
+        "pod-security-level-unknown",
+        "cidr-malformed",
     ],
 )
 def test_bad_values_are_refused_naming_the_field(
@@ -694,3 +720,265 @@ def test_bad_values_are_refused_naming_the_field(
     assert result.returncode != 0, result.stdout
     for word in expected:
         assert word in result.stderr, result.stderr
+
+
+# --- e) what fences job pods in (tenants' untrusted code) ----------------------------------
+
+
+def _objects(rendered: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {
+        (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d
+        for d in _documents(rendered)
+    }
+
+
+def test_job_pods_get_a_service_account_with_no_rights_in_labelled_namespaces(
+    template: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    rendered = template(*EXTERNAL_VALUES)
+    assert rendered.returncode == 0, rendered.stderr
+    objects = _objects(rendered.stdout)
+    for namespace in ("jobs-a", "jobs-b"):
+        account = objects[("ServiceAccount", namespace, "hg-hourglass-job")]
+        assert account["automountServiceAccountToken"] is False
+        created = objects[("Namespace", "", namespace)]
+        labels = created["metadata"]["labels"]
+        for mode in ("enforce", "audit", "warn"):
+            assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+        assert labels["pod-security.kubernetes.io/enforce-version"] == "latest"
+        # Deleting the namespace would delete every Job in it.
+        assert created["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        policy = objects[("NetworkPolicy", namespace, "hg-hourglass-job")]
+        assert policy["spec"]["podSelector"] == {
+            "matchExpressions": [{"key": "hourglass.io/run", "operator": "Exists"}]
+        }
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        assert policy["spec"]["ingress"] == []
+        # The worker may create and delete a job's Secret, never read one.
+        role = objects[("Role", namespace, "hg-hourglass-worker")]
+        assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]} in (
+            role["rules"]
+        )
+    # The release's own namespace is not the chart's to create.
+    assert not [key for key in objects if key[0] == "Namespace" and key[2] == "hourglass"]
+    # Nothing grants the job pods' account anything.
+    for (kind, _, _), document in objects.items():
+        if kind in ("RoleBinding", "ClusterRoleBinding"):
+            assert "hg-hourglass-job" not in [s["name"] for s in document["subjects"]]
+    worker = objects[("Deployment", "hourglass", "hg-hourglass-worker")]
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--job-service-account") + 1] == "hg-hourglass-job"
+    assert args[args.index("--job-run-as-user") + 1] == "10001"
+
+    # By default the Jobs run in the release's namespace, which the chart does not create.
+    objects = _objects(template().stdout)
+    assert ("ServiceAccount", "hourglass", "hg-hourglass-job") in objects
+    assert not [key for key in objects if key[0] == "Namespace"]
+
+    custom = template(
+        "--set", "worker.jobServiceAccount=runner", "--set", "networkPolicy.enabled=false"
+    )  # fmt: skip
+    objects = _objects(custom.stdout)
+    assert (
+        objects[("ServiceAccount", "hourglass", "runner")]["automountServiceAccountToken"] is False
+    )
+    assert not [key for key in objects if key[0] == "NetworkPolicy"]
+
+
+# Pods as the chart and the executor label them, and places outside the cluster.
+RELEASE_NS = {"kubernetes.io/metadata.name": "hourglass"}
+JOBS_NS = {"kubernetes.io/metadata.name": "jobs-a"}
+
+
+def _component(component: str, ip: str) -> Endpoint:
+    labels = {
+        "app.kubernetes.io/name": "hourglass",
+        "app.kubernetes.io/instance": "hg",
+        "app.kubernetes.io/component": component,
+    }
+    return Endpoint(ip, "hourglass", labels, RELEASE_NS)
+
+
+def _job_pod(ip: str, namespace: str = "jobs-a") -> Endpoint:
+    labels = {
+        "hourglass.io/job": "j",
+        "hourglass.io/run": "r",
+        "hourglass.io/attempt": "1",
+        "batch.kubernetes.io/job-name": "hg-r-1",
+    }
+    return Endpoint(ip, namespace, labels, {"kubernetes.io/metadata.name": namespace})
+
+
+POSTGRESQL = _component("postgresql", "10.244.0.10")
+ETCD = _component("etcd", "10.244.0.11")
+API = _component("api", "10.244.0.12")
+WORKER = _component("worker", "10.244.0.13")
+OPERATOR = _component("operator", "10.244.0.14")
+MIGRATE = _component("migrate", "10.244.0.15")
+JOB = _job_pod("10.244.1.20")
+OTHER_JOB = _job_pod("10.244.1.21", namespace="jobs-b")
+JOB_IN_RELEASE_NS = _job_pod("10.244.0.30", namespace="hourglass")
+DNS = Endpoint("10.244.0.2", "kube-system", {"k8s-app": "kube-dns"}, {})
+PROMETHEUS = Endpoint("10.244.2.5", "monitoring", {"app": "prometheus"}, {})
+INTERNET = Endpoint("198.51.100.7")
+CLOUD_METADATA = Endpoint("169.254.169.254")
+KUBERNETES_API = Endpoint("10.96.0.1")
+NODE = Endpoint("192.168.1.5")
+OFFICE = Endpoint("203.0.113.9")
+
+
+@pytest.mark.parametrize("ip_blocks_match_pods", [True, False], ids=["calico-like", "strict"])
+def test_network_policies_keep_job_pods_away_from_the_stores_and_the_api(
+    template: Callable[..., subprocess.CompletedProcess[str]], ip_blocks_match_pods: bool
+) -> None:
+    """The rendered policies, applied as a network plugin would (tests/k8s/netpol.py), to
+    each connection that matters: job pods reach the internet and DNS only; every component
+    still reaches what it uses."""
+    rendered = template(
+        "--set", "worker.jobNamespaces={jobs-a,jobs-b,hourglass}",
+        "--set", "networkPolicy.apiClientCIDRs={203.0.113.0/24}",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    policies = [d for d in _documents(rendered.stdout) if d["kind"] == "NetworkPolicy"]
+
+    def may(source: Endpoint, destination: Endpoint, port: int, protocol: str = "TCP") -> bool:
+        return allowed(
+            policies,
+            source,
+            destination,
+            port,
+            protocol=protocol,
+            ip_blocks_match_pods=ip_blocks_match_pods,
+        )
+
+    for job in (JOB, OTHER_JOB, JOB_IN_RELEASE_NS):
+        assert not may(job, POSTGRESQL, 5432)
+        assert not may(job, ETCD, 2379)
+        assert not may(job, API, 50051)
+        assert not may(job, WORKER, 9100)
+        assert not may(job, CLOUD_METADATA, 80)
+        assert not may(job, KUBERNETES_API, 443)
+        assert not may(job, NODE, 10250)  # the kubelet
+        assert may(job, DNS, 53, "UDP") and may(job, DNS, 53, "TCP")
+        assert may(job, INTERNET, 443)
+    # Tenants' pods cannot reach each other.
+    assert not may(JOB, OTHER_JOB, 8080)
+    assert not may(OTHER_JOB, JOB, 8080)
+    assert not may(JOB_IN_RELEASE_NS, JOB, 8080)
+    assert not may(API, JOB, 8080)
+
+    for component in ("api", "producer", "worker", "claimer"):
+        assert may(_component(component, "10.244.0.40"), POSTGRESQL, 5432), component
+    assert may(MIGRATE, POSTGRESQL, 5432)
+    assert may(WORKER, ETCD, 2379) and may(_component("claimer", "10.244.0.41"), ETCD, 2379)
+    assert not may(API, ETCD, 2379) and not may(OPERATOR, POSTGRESQL, 5432)
+    assert may(OPERATOR, API, 50051)
+    assert may(PROMETHEUS, API, 50051) and not may(PROMETHEUS, POSTGRESQL, 5432)
+    assert may(OFFICE, API, 50051) and not may(INTERNET, API, 50051)
+    for target, port in ((API, 9100), (WORKER, 9100), (ETCD, 2381)):
+        assert may(PROMETHEUS, target, port)
+
+
+def _pod_of(document: dict[str, Any], name: str) -> dict[str, Any]:
+    """The pod a controller would create from a workload's template (a StatefulSet's volume
+    claims become volumes, as the StatefulSet controller does)."""
+    template = document["spec"]["template"]
+    spec = copy.deepcopy(template["spec"])
+    for claim in document["spec"].get("volumeClaimTemplates") or []:
+        claim_name = claim["metadata"]["name"]
+        spec.setdefault("volumes", []).append(
+            {"name": claim_name, "persistentVolumeClaim": {"claimName": f"{claim_name}-{name}"}}
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": template["metadata"].get("labels") or {}},
+        "spec": spec,
+    }
+
+
+def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace(
+    helm: Path,
+    kube_apiserver: KubeApiServer,
+    k8s_client: client.ApiClient,
+    template: Callable[..., subprocess.CompletedProcess[str]],
+    release: tuple[str, str],
+) -> None:
+    """Installed into a namespace that enforces the restricted profile, with the Jobs in it:
+    every pod the chart's workloads would create is admitted, and so is the pod of a Job the
+    executor creates with the worker's own token and RBAC, secret_env included."""
+    name, namespace = release
+    core = client.CoreV1Api(k8s_client)
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")}
+    core.patch_namespace(namespace, {"metadata": {"labels": labels}})
+    with JobController(k8s_client, namespace) as controller:
+        installed = _run(
+            [helm, "install", name, CHART, "--namespace", namespace, "--timeout", HELM_TIMEOUT,
+             "--kubeconfig", kube_apiserver.kubeconfig]
+        )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert controller.completed, controller.errors
+    # The API server warns about workloads whose pods the namespace would refuse.
+    assert "PodSecurity" not in installed.stderr, installed.stderr
+    assert "does not enforce the restricted Pod Security profile" not in installed.stdout
+
+    documents = _documents(template(release=name, namespace=namespace).stdout)
+    workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    assert len(workloads) == 8
+    for document in workloads:
+        pod = _pod_of(document, f"{document['metadata']['name']}-0")
+        core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused
+
+    # The executor, as the chart's worker: its ServiceAccount token, its Role.
+    token = kube_apiserver.service_account_token(namespace, f"{name}-hourglass-worker")
+    config = KubernetesConfig(
+        namespace=namespace, service_account=f"{name}-hourglass-job", api_retry_seconds=5.0
+    )
+    task = Task(command=("env",), image="busybox:1.36", secret_env={"API_KEY": "s3cr3t"})
+    attempt = AttemptContext(
+        run_id=RunId(uuid.uuid4()),
+        job_id=JobId(uuid.uuid4()),
+        attempt=1,
+        fencing_token=FencingToken(5),
+        scheduled_at=datetime.now(UTC),
+        task=task,
+        timeout=None,
+        worker_id="chart-test",
+    )
+    job_name = f"hg-{attempt.run_id}-1"
+    batch = client.BatchV1Api(k8s_client)
+
+    def released() -> dict[str, Any] | None:
+        try:
+            response: Any = batch.read_namespaced_job(job_name, namespace, _preload_content=False)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        job: dict[str, Any] = json.loads(response.data)
+        return None if job["spec"].get("suspend") else job
+
+    async def run_and_terminate() -> dict[str, Any]:
+        with kube_apiserver.token_client(token) as api:
+            executor = KubernetesExecutor(config, api)
+            execution = asyncio.create_task(executor.execute(attempt))
+            deadline = time.monotonic() + 15
+            while (job := await asyncio.to_thread(released)) is None:
+                assert not execution.done(), execution.result()
+                assert time.monotonic() < deadline, "the Job was not released"
+                await asyncio.sleep(0.1)
+            secret = core.read_namespaced_secret(job_name, namespace)
+            assert secret.metadata.owner_references[0].uid == job["metadata"]["uid"]
+            await executor.terminate(attempt)
+            execution.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await execution
+            return job
+
+    job = asyncio.run(run_and_terminate())
+    assert "s3cr3t" not in json.dumps(job)
+    core.create_namespaced_pod(namespace, _pod_of(job, f"{job_name}-abcde"), dry_run="All")
+    # terminate() took the Job and its Secret away, with the worker's rights alone.
+    with pytest.raises(client.ApiException) as gone:
+        core.read_namespaced_secret(job_name, namespace)
+    assert gone.value.status == 404

@@ -9,6 +9,7 @@ served: the executor must then report an empty log tail, not fail.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -21,6 +22,7 @@ from kubernetes import client
 from hourglass.domain import FencingToken, JobId, Resources, RunId, RunState, Task
 from hourglass.embedded import free_port
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_manifests import job_manifest, secret_manifest
 from hourglass.workers.executors.kubernetes import (
     REPORTED_ANNOTATION,
     KubernetesConfig,
@@ -554,3 +556,199 @@ def test_the_config_refuses_names_kubernetes_would_refuse() -> None:
     ):
         with pytest.raises(ValueError):
             KubernetesConfig(**options)
+
+
+# --- the threat model: what a job pod gets, and what it does not ---------------------------
+
+
+def _restricted_namespace(api: client.ApiClient) -> str:
+    """A namespace where the Pod Security admission enforces the restricted profile."""
+    name = f"restricted-{uuid.uuid4().hex[:10]}"
+    labels = {
+        f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn")
+    } | {"pod-security.kubernetes.io/enforce-version": "latest"}
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name, "labels": labels}})
+    return name
+
+
+def _pod_from(job: dict[str, Any], name: str) -> dict[str, Any]:
+    """The pod the Job controller would create from the Job's template."""
+    template = job["spec"]["template"]
+    return {
+        "metadata": {"name": name, "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        Task(command=("sh", "-c"), args=("id",), image="busybox:1.36"),
+        Task(command=(), args=("x",), binary=DIGEST),
+    ],
+    ids=["image", "binary"],
+)
+async def test_a_restricted_namespace_admits_the_job_pod_and_refuses_a_privileged_one(
+    admin: client.ApiClient, task: Task
+) -> None:
+    namespace = _restricted_namespace(admin)
+    core = client.CoreV1Api(admin)
+    try:
+        executor = _executor(
+            admin, namespace, service_account="hg-hourglass-job", artifacts_url="file:///srv"
+        )
+        attempt = _attempt(task=task)
+        execution = asyncio.create_task(executor.execute(attempt))
+        try:
+            job = await _job_of(admin, namespace, attempt.run_id)
+        finally:
+            execution.cancel()
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "hg-hourglass-job"
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        # Pod Security admission judges pods, not Jobs: play the Job controller.
+        core.create_namespaced_pod(namespace, _pod_from(job, f"{_name(attempt)}-abcde"))
+
+        privileged = _pod_from(job, "privileged")
+        privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+        with pytest.raises(client.ApiException) as refused:
+            core.create_namespaced_pod(namespace, privileged)
+        assert refused.value.status == 403
+        message = json.loads(refused.value.body)["message"]
+        assert 'violates PodSecurity "restricted:latest": privileged' in message
+        as_root = _pod_from(job, "as-root")
+        as_root["spec"]["securityContext"] = {"runAsUser": 0}
+        with pytest.raises(client.ApiException) as refused:
+            core.create_namespaced_pod(namespace, as_root)
+        assert refused.value.status == 403
+    finally:
+        core.delete_namespace(namespace)
+
+
+def _secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        response: Any = client.CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _preload_content=False
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return dict(json.loads(response.data))
+
+
+def _secrets(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    response: Any = client.CoreV1Api(api).list_namespaced_secret(namespace, _preload_content=False)
+    return list(json.loads(response.data)["items"])
+
+
+SECRET_TASK = Task(
+    command=("sh", "-c"),
+    args=('test -n "$API_KEY"',),
+    image="busybox:1.36",
+    env={"PLAIN": "p"},
+    secret_env={"API_KEY": "s3cr3t", "DB_PASSWORD": "hunter2"},
+)
+
+
+def _resumed(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        job = _read_job(api, namespace, name)
+    except client.ApiException as error:
+        if error.status == 404:  # not created yet
+            return None
+        raise
+    return None if job["spec"].get("suspend") else job
+
+
+async def test_secret_env_reaches_the_pod_through_a_secret_owned_by_the_job(
+    admin: client.ApiClient, k8s_namespace: str
+) -> None:
+    attempt = _attempt(task=SECRET_TASK)
+    execution = asyncio.create_task(_executor(admin, k8s_namespace).execute(attempt))
+    name = _name(attempt)
+    job = await _eventually(lambda: _resumed(admin, k8s_namespace, name))
+    # No secret value anywhere in the Job (hence in no pod spec, event or `kubectl get`).
+    assert "s3cr3t" not in json.dumps(job) and "hunter2" not in json.dumps(job)
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    refs = {
+        var["name"]: var["valueFrom"]["secretKeyRef"]
+        for var in container["env"]
+        if "valueFrom" in var
+    }
+    assert refs == {
+        "API_KEY": {"name": name, "key": "API_KEY"},
+        "DB_PASSWORD": {"name": name, "key": "DB_PASSWORD"},
+    }
+    secret = _secret(admin, k8s_namespace, name)
+    assert secret is not None
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job["metadata"]["uid"]}
+    ]
+    assert secret["immutable"] is True
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "API_KEY": "s3cr3t",
+        "DB_PASSWORD": "hunter2",
+    }
+    assert len(_secrets(admin, k8s_namespace)) == 1
+
+    finish_job(admin, k8s_namespace, name)
+    assert (await asyncio.wait_for(execution, 10)).state == RunState.SUCCEEDED
+    # Reported: the pod has ended, so its secrets go now rather than with the Job's TTL.
+    assert _secret(admin, k8s_namespace, name) is None
+
+
+async def test_terminate_deletes_the_jobs_secret(
+    admin: client.ApiClient, k8s_namespace: str
+) -> None:
+    executor = _executor(admin, k8s_namespace)
+    attempt = _attempt(task=SECRET_TASK)
+    execution = asyncio.create_task(executor.execute(attempt))
+    await _eventually(lambda: _resumed(admin, k8s_namespace, _name(attempt)))
+    assert _secret(admin, k8s_namespace, _name(attempt)) is not None
+
+    await executor.terminate(attempt)
+    assert _secret(admin, k8s_namespace, _name(attempt)) is None
+    assert _run_jobs(admin, k8s_namespace, attempt.run_id) == []
+    execution.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await execution
+
+
+@pytest.mark.parametrize("secret_created", [False, True], ids=["before-secret", "after-secret"])
+async def test_an_adopter_releases_a_job_whose_creator_died_before_resuming_it(
+    admin: client.ApiClient, k8s_namespace: str, secret_created: bool
+) -> None:
+    """The first worker created the suspended Job (and maybe its Secret) and died: the next
+    holder creates the Secret if it is missing, resumes the Job, and makes no second Job or
+    Secret."""
+    run_id = RunId(uuid.uuid4())
+    first = _attempt(run_id, attempt=1, token=10, task=SECRET_TASK)
+    config = KubernetesConfig(namespace=k8s_namespace)
+    job: Any = client.BatchV1Api(admin).create_namespaced_job(
+        k8s_namespace, job_manifest(config, first), _preload_content=False
+    )
+    job = json.loads(job.data)
+    assert job["spec"]["suspend"] is True
+    if secret_created:
+        client.CoreV1Api(admin).create_namespaced_secret(k8s_namespace, secret_manifest(job, first))
+
+    second = _attempt(run_id, attempt=2, token=25, task=SECRET_TASK, job_id=first.job_id)
+    adopting = asyncio.create_task(_executor(admin, k8s_namespace).execute(second))
+    resumed = await _eventually(lambda: _resumed(admin, k8s_namespace, _name(first)))
+    assert resumed["metadata"]["uid"] == job["metadata"]["uid"]
+    assert resumed["metadata"]["annotations"]["hourglass.io/fencing-token"] == "25"
+    assert [j["metadata"]["name"] for j in _run_jobs(admin, k8s_namespace, run_id)] == [
+        _name(first)
+    ]
+    [secret] = _secrets(admin, k8s_namespace)
+    assert secret["metadata"]["name"] == _name(first)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+
+    finish_job(admin, k8s_namespace, _name(first))
+    assert (await asyncio.wait_for(adopting, 10)).state == RunState.SUCCEEDED

@@ -218,3 +218,32 @@ annotations:
 {{- define "hourglass.operatorTokenSecret" -}}
 {{- default (include "hourglass.componentName" (dict "root" . "component" "operator-token")) .Values.operator.token.existingSecret }}
 {{- end }}
+
+{{/* The job pods' ServiceAccount: worker.jobServiceAccount, or <fullname>-job. */}}
+{{- define "hourglass.jobServiceAccountName" -}}
+{{- default (include "hourglass.componentName" (dict "root" . "component" "job")) .Values.worker.jobServiceAccount }}
+{{- end }}
+
+{{/* A peer for NetworkPolicies: any pod, in any namespace, that is not a job pod (the
+executor labels each job pod hourglass.io/run; a tenant cannot choose a pod's labels). */}}
+{{- define "hourglass.notJobPods" -}}
+- namespaceSelector: {}
+  podSelector:
+    matchExpressions:
+      - key: hourglass.io/run
+        operator: DoesNotExist
+{{- end }}
+
+{{/* A peer: the release's own components named in .components, never a job pod. */}}
+{{- define "hourglass.componentPods" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "hourglass.name" .root }}
+      app.kubernetes.io/instance: {{ .root.Release.Name }}
+    matchExpressions:
+      - key: app.kubernetes.io/component
+        operator: In
+        values: {{ .components | toJson }}
+      - key: hourglass.io/run
+        operator: DoesNotExist
+{{- end }}

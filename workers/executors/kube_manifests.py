@@ -1,0 +1,333 @@
+"""The objects the Kubernetes executor creates, as plain data: an attempt's Job and the Secret
+that carries its `secret_env`. Pure functions, so what a job pod may do is decided here and
+checked by unit tests that need no server.
+
+A job's code is untrusted: another tenant may have written it. Its pod therefore
+- runs under the jobs' own service account (`service_account`, which the chart creates with
+  no Role bound to it) and mounts no token (`automountServiceAccountToken: false`), so it
+  cannot call the Kubernetes API as anyone;
+- gets no hourglass credential: its environment is its task's `env`, its `secret_env` (by
+  reference to a Secret of its own, never as text in the Job), and the HOURGLASS_* ids of the
+  attempt; nothing of the worker's own environment is copied, and service links are off, so
+  not even the addresses of the namespace's Services are announced to it;
+- meets the restricted Pod Security profile (non-root user, no privilege escalation, every
+  capability dropped, the runtime's default seccomp profile), in every container, including
+  the init container that fetches a binary.
+
+The NetworkPolicies that keep job pods away from PostgreSQL, etcd and the API are the chart's
+(charts/hourglass/templates/networkpolicy.yaml); they select job pods by RUN_LABEL.
+
+A Job with a `secret_env` is created suspended: no pod can start before its Secret exists.
+The executor then creates the Secret, owned by the Job (an ownerReference to the Job's uid, so
+the garbage collector deletes it with the Job), and resumes the Job. A worker that dies in
+between leaves a suspended Job that the next holder adopts, completing the same two steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hourglass.artifacts import parse_digest
+from hourglass.workers.executors.base import AttemptContext
+
+JOB_LABEL = "hourglass.io/job"
+RUN_LABEL = "hourglass.io/run"
+ATTEMPT_LABEL = "hourglass.io/attempt"
+TOKEN_ANNOTATION = "hourglass.io/fencing-token"
+# Set on a Job once an attempt has reported its outcome; such a Job is never adopted.
+REPORTED_ANNOTATION = "hourglass.io/reported-by-attempt"
+# Set on a Job whose pod reads a Secret (named in the value): the Job is created suspended and
+# resumed only once that Secret exists. Only such Jobs are ever resumed by the executor.
+SECRET_ANNOTATION = "hourglass.io/secret-env"
+
+TASK_CONTAINER = "task"
+FETCH_CONTAINER = "fetch"
+BIN_VOLUME = "hourglass-bin"
+BIN_DIR = "/hourglass/bin"
+BIN_PATH = f"{BIN_DIR}/task"
+# The runner image's user (Dockerfile: HOURGLASS_UID).
+RUNNER_UID = 10001
+
+# A run id is a 36-character UUID and an attempt number rarely has more than 5 digits; a Job
+# name (copied into its pods' labels) must stay within 63 characters.
+MAX_PREFIX = 63 - 1 - 36 - 1 - 5
+MAX_ID = 2**31 - 1
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# What a Secret's data key may be.
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+Manifest = dict[str, Any]
+
+
+class Refused(Exception):
+    """The attempt cannot run, for a reason the error text gives; becomes a FAILED outcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    # Where the Jobs go.
+    namespace: str = "default"
+    # The image that runs uploaded binaries (and fetches them in the init container); it
+    # must hold the `hourglass` command.
+    runner_image: str = "hourglass:latest"
+    # The artifact store binaries are fetched from (HOURGLASS_ARTIFACTS of the init
+    # container); empty: binary jobs cannot run.
+    artifacts_url: str = ""
+    # How long a finished Job (and its pod and log) stays for inspection and adoption.
+    ttl_seconds_after_finished: int = 3600
+    # The pods' service account (one with no rights: the chart's <release>-hourglass-job);
+    # empty: the namespace's default. Its token is never mounted either way.
+    service_account: str = ""
+    # The user and group every container of a job pod runs as; never root.
+    run_as_user: int = RUNNER_UID
+    job_name_prefix: str = "hg"
+    # How much of the pod's log becomes the attempt's stdout tail.
+    log_tail_bytes: int = 4096
+    # How long one watch request lasts before it is renewed.
+    watch_timeout_seconds: int = 60
+    # How long transient API failures are retried before the attempt fails.
+    api_retry_seconds: float = 300.0
+    # The read timeout of each short API call.
+    request_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if len(self.namespace) > 63 or not _DNS_LABEL.fullmatch(self.namespace):
+            raise ValueError(f"namespace {self.namespace!r} is not a valid namespace name")
+        if not self.runner_image.strip():
+            raise ValueError("runner_image must not be empty")
+        if self.ttl_seconds_after_finished < 0:
+            raise ValueError("ttl_seconds_after_finished must not be negative")
+        if self.service_account and (
+            len(self.service_account) > 253 or not _DNS_SUBDOMAIN.fullmatch(self.service_account)
+        ):
+            raise ValueError(f"service_account {self.service_account!r} is not a valid name")
+        if not 0 < self.run_as_user <= MAX_ID:
+            raise ValueError(
+                f"run_as_user {self.run_as_user} must be a user id from 1 to {MAX_ID}: job "
+                "pods never run as root"
+            )
+        if len(self.job_name_prefix) > MAX_PREFIX or not _DNS_LABEL.fullmatch(self.job_name_prefix):
+            raise ValueError(
+                f"job_name_prefix {self.job_name_prefix!r} must be at most {MAX_PREFIX} "
+                "lowercase letters, digits and '-', starting and ending with a letter or digit"
+            )
+        if self.log_tail_bytes < 0:
+            raise ValueError("log_tail_bytes must not be negative")
+        if self.watch_timeout_seconds < 1:
+            raise ValueError("watch_timeout_seconds must be at least 1")
+        if self.api_retry_seconds < 0:
+            raise ValueError("api_retry_seconds must not be negative")
+        if self.request_timeout_seconds <= 0:
+            raise ValueError("request_timeout_seconds must be positive")
+
+
+def job_name(prefix: str, attempt: AttemptContext) -> str:
+    """The Job of an attempt: deterministic, so that a retried create finds its own Job."""
+    return f"{prefix}-{attempt.run_id}-{attempt.attempt}"
+
+
+def secret_key(variable: str) -> str:
+    """The Secret data key holding `variable`: the name itself where Kubernetes allows it as a
+    key, else a digest of it (env names may hold any character but '=' and NUL). The same for
+    every holder of the run, so an adopter finds the keys the Job refers to."""
+    if _SECRET_KEY.fullmatch(variable):
+        return variable
+    return "sha256-" + hashlib.sha256(variable.encode()).hexdigest()
+
+
+def secret_env(attempt: AttemptContext) -> dict[str, str]:
+    """The attempt's secret variables, without those that hourglass's own variables override."""
+    own = attempt.environment()
+    return {name: value for name, value in attempt.task.secret_env.items() if name not in own}
+
+
+def container_security() -> Manifest:
+    """The securityContext of every container of a job pod: the restricted profile."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security(config: KubernetesConfig) -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": config.run_as_user,
+        "runAsGroup": config.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _environment(attempt: AttemptContext, secret: str) -> list[Manifest]:
+    """The task container's env: the task's plain variables as values, its secret ones as
+    references to `secret`, then hourglass's own variables, which win over both."""
+    own = attempt.environment()
+    secrets = secret_env(attempt)
+    env: list[Manifest] = [
+        {"name": name, "value": value}
+        for name, value in attempt.task.env.items()
+        if name not in own and name not in secrets
+    ]
+    env.extend(
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key(name)}}}
+        for name in secrets
+    )
+    env.extend({"name": name, "value": value} for name, value in own.items())
+    return env
+
+
+def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
+    """The batch/v1 Job for an attempt; raises Refused for a task that cannot run here."""
+    task = attempt.task
+    name = job_name(config.job_name_prefix, attempt)
+    labels = {
+        JOB_LABEL: str(attempt.job_id),
+        RUN_LABEL: str(attempt.run_id),
+        ATTEMPT_LABEL: str(attempt.attempt),
+    }
+    container: Manifest = {
+        "name": TASK_CONTAINER,
+        "env": _environment(attempt, name),
+        "securityContext": container_security(),
+    }
+    pod: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security(config),
+        "containers": [container],
+    }
+    if task.binary:
+        try:
+            digest = parse_digest(task.binary)
+        except ValueError as exc:
+            raise Refused(f"binary {task.binary!r} not run: {exc}") from None
+        if not config.artifacts_url:
+            raise Refused(
+                f"binary {digest} not run: this worker has no artifact store configured "
+                "(artifacts_url)"
+            )
+        mount = [{"name": BIN_VOLUME, "mountPath": BIN_DIR}]
+        container.update(image=config.runner_image, command=[BIN_PATH], volumeMounts=mount)
+        pod["initContainers"] = [
+            {
+                "name": FETCH_CONTAINER,
+                "image": config.runner_image,
+                "command": ["hourglass", "fetch-binary", digest, BIN_PATH],
+                "env": [{"name": "HOURGLASS_ARTIFACTS", "value": config.artifacts_url}],
+                "volumeMounts": mount,
+                "securityContext": container_security(),
+            }
+        ]
+        pod["volumes"] = [{"name": BIN_VOLUME, "emptyDir": {}}]
+    else:
+        if not task.image:
+            raise Refused(
+                "the task has no container image: the Kubernetes executor runs a command "
+                "only in an image (set the task's image) or an uploaded binary"
+            )
+        container["image"] = task.image
+        if task.command:
+            container["command"] = list(task.command)
+    if task.args:
+        container["args"] = list(task.args)
+    if task.working_dir:
+        container["workingDir"] = task.working_dir
+    resources = _resources(attempt)
+    if resources:
+        container["resources"] = resources
+    if config.service_account:
+        pod["serviceAccountName"] = config.service_account
+    spec: Manifest = {
+        "backoffLimit": 0,
+        "ttlSecondsAfterFinished": config.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+    }
+    if attempt.timeout is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout.total_seconds()))
+    annotations = {TOKEN_ANNOTATION: str(attempt.fencing_token)}
+    if secret_env(attempt):
+        spec["suspend"] = True
+        annotations[SECRET_ANNOTATION] = name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def secret_manifest(job: Manifest, attempt: AttemptContext) -> Manifest:
+    """The Secret holding `attempt`'s secret_env for `job` (as the API server returned it:
+    its uid is the owner): named as the Job names it, immutable, deleted with the Job."""
+    metadata = job["metadata"]
+    name = (metadata.get("annotations") or {}).get(SECRET_ANNOTATION) or metadata["name"]
+    data = {
+        secret_key(variable): base64.b64encode(value.encode()).decode()
+        for variable, value in secret_env(attempt).items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "labels": {
+                key: value
+                for key, value in (metadata.get("labels") or {}).items()
+                if key in (JOB_LABEL, RUN_LABEL, ATTEMPT_LABEL)
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                }
+            ],
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "data": data,
+    }
+
+
+def secret_of(job: Manifest) -> str:
+    """The name of the Secret a Job's pod reads its secret_env from; '' if it reads none."""
+    return str((job["metadata"].get("annotations") or {}).get(SECRET_ANNOTATION) or "")
+
+
+def waits_for_secret(job: Manifest) -> str:
+    """The Secret a suspended Job of ours waits for before it may be resumed; '' for any other
+    Job (a Job suspended by someone else, e.g. a queueing controller, is left alone)."""
+    if not (job.get("spec") or {}).get("suspend"):
+        return ""
+    return secret_of(job)
+
+
+def _resources(attempt: AttemptContext) -> Manifest:
+    wanted = attempt.task.resources
+    requests = {
+        key: value
+        for key, value in (("cpu", wanted.cpu_request), ("memory", wanted.memory_request))
+        if value
+    }
+    limits = {
+        key: value
+        for key, value in (("cpu", wanted.cpu_limit), ("memory", wanted.memory_limit))
+        if value
+    }
+    resources: Manifest = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
