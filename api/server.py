@@ -14,7 +14,9 @@ from grpc_reflection.v1alpha import reflection
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.interceptors import Metrics, UndecodableIsInvalid
-from hourglass.api.service import DEFAULT_MAX_BINARY, JobScheduler
+from hourglass.api.service import JobScheduler
+from hourglass.api.uploads import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BINARY, UploadLimits
+from hourglass.artifact_quota import DEFAULT_MAX_ARTIFACT_BYTES
 from hourglass.artifacts import ArtifactStore
 from hourglass.clock import Clock
 from hourglass.store import db
@@ -64,10 +66,15 @@ async def start(
     tls: Tls | None = None,
     artifact_store: ArtifactStore | None = None,
     max_binary: int = DEFAULT_MAX_BINARY,
+    upload_idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    artifact_quota: int = DEFAULT_MAX_ARTIFACT_BYTES,
     clock: Clock | None = None,
 ) -> ApiServer:
     """Starts serving on `listen` (HOST:PORT; port 0 picks a free port). `auth` is
     auth.Tokens(pool) in production and auth.Insecure() only when asked for explicitly."""
+    limits = UploadLimits(
+        max_binary=max_binary, idle_timeout=upload_idle_timeout, default_quota=artifact_quota
+    )
     hub = Hub(dsn)
     await hub.start()
     server = grpc.aio.server(interceptors=[Metrics(), UndecodableIsInvalid()])
@@ -76,7 +83,7 @@ async def start(
         hub=hub,
         auth=auth,
         artifact_store=artifact_store,
-        max_binary=max_binary,
+        upload_limits=limits,
         clock=clock,
     )
     pb_grpc.add_JobSchedulerServicer_to_server(service, server)

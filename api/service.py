@@ -13,13 +13,13 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from hourglass import artifacts
+from hourglass import artifact_quota, artifacts
 from hourglass.api import convert, validation
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
+from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
-from hourglass.store import artifacts as artifact_rows
 from hourglass.store import db, jobs, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
@@ -30,9 +30,7 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
 StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
 
-
-# Largest binary UploadBinary accepts (RESOURCE_EXHAUSTED beyond it).
-DEFAULT_MAX_BINARY = 256 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_BINARY", "JobScheduler"]
 # Jobs one ScheduleJobs call may carry.
 MAX_BATCH = 10_000
 # How often a stream re-reads without a notification: a safety net, not the mechanism.
@@ -45,7 +43,8 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]
     if isinstance(exc, validation.Invalid):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, jobs.UnknownArtifact):
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"spec.task.binary: {exc}")
+        # NOT_FOUND whether another namespace uploaded it or nobody did: no difference shows.
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"spec.task.binary: {exc}")
     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     raise AssertionError("abort raises")
 
@@ -122,15 +121,20 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         hub: Hub,
         auth: Authenticator,
         artifact_store: artifacts.ArtifactStore | None = None,
-        max_binary: int = DEFAULT_MAX_BINARY,
+        upload_limits: UploadLimits | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.pool = pool
         self.hub = hub
         self.auth = auth
-        self.artifact_store = artifact_store
-        self.max_binary = max_binary
         self.clock = clock or SystemClock()
+        self.uploads = (
+            Uploads(pool, artifact_store, limits=upload_limits or UploadLimits(), clock=clock)
+            if artifact_store is not None
+            else None
+        )
+        # Streams wait at most this long between re-checks of their token.
+        self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -405,7 +409,8 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                 sent[message.id] = message.SerializeToString(deterministic=True)
                 yield pb.WatchJobResponse(run=message)
             while True:
-                await subscription.wait(STREAM_POLL)
+                await subscription.wait(self.stream_poll)
+                await self.auth.recheck(context)
                 async with self.pool.connection() as conn:
                     # Commits can land slightly out of clock order: look back a little and
                     # let the comparison with what was sent drop repeats.
@@ -438,6 +443,8 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         last = 0
         with self.hub.subscribe(str(run_id)) as subscription:
             while True:
+                # Through the cache: a busy stream costs no query per round.
+                await self.auth.recheck(context)
                 async with self.pool.connection() as conn:
                     run = await runs.get(conn, run_id)
                     chunks = await runs.read_logs(conn, run_id, after_seq=last)
@@ -452,34 +459,24 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     continue  # there may be more already
                 if not request.follow or run.state.terminal:
                     return
-                await subscription.wait(STREAM_POLL)
+                await subscription.wait(self.stream_poll)
 
     async def UploadBinary(
         self,
         request_iterator: AsyncIterable[pb.UploadBinaryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UploadBinaryResponse:
-        await self.auth.namespace(context)
-        if self.artifact_store is None:
+        namespace = await self.auth.namespace(context)
+        if self.uploads is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this server has no artifact store; start it with --artifacts",
             )
-        assert self.artifact_store is not None
-
-        async def chunks() -> AsyncIterator[bytes]:
-            async for message in request_iterator:
-                yield message.chunk
-
+        assert self.uploads is not None
         try:
-            stored = await self.artifact_store.put(chunks(), limit=self.max_binary)
-        except artifacts.ArtifactTooLarge as exc:
+            return await self.uploads.receive(request_iterator, namespace=namespace)
+        except (artifacts.ArtifactTooLarge, artifact_quota.QuotaExceeded) as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        async with db.transaction(self.pool) as conn:
-            await artifact_rows.record(
-                conn, digest=stored.digest, size=stored.size, now=self.clock.now()
-            )
-        log.info("binary %s stored (%d bytes, new: %s)", stored.digest, stored.size, stored.created)
-        return pb.UploadBinaryResponse(
-            digest=stored.digest, size=stored.size, created=stored.created
-        )
+        except UploadIdle as exc:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        raise AssertionError("abort raises")

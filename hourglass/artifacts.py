@@ -11,6 +11,8 @@ This module is the one place that stores and fetches those bytes:
   name raises `ArtifactCorrupt` and leaves nothing behind.
 - `put` streams the upload to a temporary file while hashing it and enforces a size limit
   as it goes, so an upload is never held in memory and an oversized one stores nothing.
+  Its `admit` hook sees the digest and size before the bytes are published, so a caller
+  can refuse the upload (a quota) or record it first; a refused one leaves nothing behind.
 - Two backends behind one `ArtifactStore` protocol: a folder (`LocalArtifactStore`, for
   `hourglass dev` and a single machine) and any S3-compatible bucket (`S3ArtifactStore`, for
   a cluster). `open_store` picks one from a URL, so the choice is configuration.
@@ -28,7 +30,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NewType, Protocol, runtime_checkable
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from obstore.store import S3Config
 
 __all__ = [
+    "Admit",
     "ArtifactCorrupt",
     "ArtifactError",
     "ArtifactNotFound",
@@ -136,15 +139,23 @@ class Stored:
     created: bool  # False when the same bytes were already stored
 
 
+Admit = Callable[[Stored], Awaitable[None]]
+"""Called with a spooled upload before it is published; raising refuses it (nothing is kept)."""
+
+
 @runtime_checkable
 class ArtifactStore(Protocol):
     """A content-addressed store of artifacts, each named by the sha256 of its bytes."""
 
-    async def put(self, chunks: AsyncIterable[bytes], *, limit: int) -> Stored:
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
+    ) -> Stored:
         """Store the bytes of `chunks`, at most `limit` of them, under their digest.
 
         Raises ArtifactTooLarge (and stores nothing) past the limit. The same bytes twice
-        are stored once: the second put returns `created=False`.
+        are stored once: the second put returns `created=False`. `admit`, if given, is
+        awaited once all bytes arrived and before they are published; what it raises
+        propagates, and nothing is stored.
         """
         ...
 
@@ -277,9 +288,17 @@ class LocalArtifactStore:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    async def put(self, chunks: AsyncIterable[bytes], *, limit: int) -> Stored:
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
+    ) -> Stored:
         spool_dir = await asyncio.to_thread(self._spool_dir)
         spooled, stored = await _spool(chunks, spool_dir, limit)
+        if admit is not None:
+            try:
+                await admit(stored)
+            except BaseException:
+                await asyncio.to_thread(spooled.unlink, missing_ok=True)
+                raise
         created = await asyncio.to_thread(self._publish, spooled, self.path_of(stored.digest))
         return Stored(digest=stored.digest, size=stored.size, created=created)
 
@@ -408,10 +427,14 @@ class S3ArtifactStore:
         """The object key of the artifact with `digest`."""
         return f"{self.prefix}{_ALGORITHM}/{_hex_of(digest)}"
 
-    async def put(self, chunks: AsyncIterable[bytes], *, limit: int) -> Stored:
+    async def put(
+        self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
+    ) -> Stored:
         spool_dir = self.spool_dir or Path(tempfile.gettempdir())
         spooled, stored = await _spool(chunks, spool_dir, limit)
         try:
+            if admit is not None:
+                await admit(stored)
             if await self.exists(stored.digest):
                 return Stored(digest=stored.digest, size=stored.size, created=False)
             # Overwriting is harmless (a key only ever holds its own bytes), and an

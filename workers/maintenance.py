@@ -1,6 +1,11 @@
 """Maintenance: prunes finished runs older than the retention, and deletes uploaded binaries
-that no job refers to any more. Runs beside the claimer and only on its leader, so one
-process does it at a time."""
+that nobody uses any more. Runs beside the claimer and only on its leader, so one process
+does it at a time.
+
+Binaries belong to the namespaces that uploaded them. An ownership that no job of its
+namespace uses is released after the grace; the bytes go only once no namespace owns them and
+no job of any namespace refers to them, so one tenant's clean-up never breaks another's jobs.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ class MaintenanceConfig:
     retention: timedelta = timedelta(days=30)
     # Rows deleted per transaction, so a large backlog never holds long locks.
     batch_size: int = 1000
-    # An unreferenced binary younger than this is kept: it may be about to be scheduled.
+    # An unused upload younger than this is kept: it may be about to be scheduled.
     artifact_grace: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
@@ -46,6 +51,21 @@ class Maintenance:
 
     async def run_once(self) -> tuple[int, int]:
         """Returns (runs pruned, binaries deleted)."""
+        pruned = await self._prune_runs()
+        released, removed = 0, 0
+        if self.artifact_store is not None:
+            released = await self._release_ownerships()
+            removed = await self._delete_binaries(self.artifact_store)
+        if pruned or released or removed:
+            log.info(
+                "maintenance: pruned %d runs, released %d unused uploads, deleted %d binaries",
+                pruned,
+                released,
+                removed,
+            )
+        return pruned, removed
+
+    async def _prune_runs(self) -> int:
         pruned = 0
         while True:
             async with db.transaction(self.pool) as conn:
@@ -57,21 +77,38 @@ class Maintenance:
             pruned += deleted
             if deleted < self.config.batch_size:
                 break
+        return pruned
+
+    async def _release_ownerships(self) -> int:
+        """Ends the ownerships that no job of their namespace uses: the upload no longer
+        counts against that namespace's quota, and it can no longer schedule the digest."""
+        cutoff = self.clock.now() - self.config.artifact_grace
+        async with self.pool.connection() as conn:
+            unused = await artifact_rows.unused_ownerships(
+                conn, uploaded_before=cutoff, limit=self.config.batch_size
+            )
+        released = 0
+        for namespace, digest in unused:
+            async with db.transaction(self.pool) as conn:
+                if await artifact_rows.release(
+                    conn, namespace=namespace, digest=digest, uploaded_before=cutoff
+                ):
+                    released += 1
+        return released
+
+    async def _delete_binaries(self, store: artifacts.ArtifactStore) -> int:
+        async with self.pool.connection() as conn:
+            candidates = await artifact_rows.unreferenced(
+                conn,
+                created_before=self.clock.now() - self.config.artifact_grace,
+                limit=self.config.batch_size,
+            )
         removed = 0
-        if self.artifact_store is not None:
-            async with self.pool.connection() as conn:
-                candidates = await artifact_rows.unreferenced(
-                    conn,
-                    created_before=self.clock.now() - self.config.artifact_grace,
-                    limit=self.config.batch_size,
-                )
-            for digest in candidates:
-                async with db.transaction(self.pool) as conn:
-                    if not await artifact_rows.forget(conn, digest):
-                        continue
-                    # Deleted inside the transaction: if the bytes cannot go, the row stays.
-                    await self.artifact_store.delete(artifacts.parse_digest(digest))
-                removed += 1
-        if pruned or removed:
-            log.info("maintenance: pruned %d runs, deleted %d binaries", pruned, removed)
-        return pruned, removed
+        for digest in candidates:
+            async with db.transaction(self.pool) as conn:
+                if not await artifact_rows.forget(conn, digest):
+                    continue
+                # Deleted inside the transaction: if the bytes cannot go, the row stays.
+                await store.delete(artifacts.parse_digest(digest))
+            removed += 1
+        return removed

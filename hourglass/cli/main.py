@@ -17,8 +17,8 @@ from typing import Any
 
 import platformdirs
 
-from hourglass import durations, logs
-from hourglass.cli import client
+from hourglass import artifact_quota, durations, logs
+from hourglass.cli import admin, client
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -211,18 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=256 * 1024 * 1024,
         help="largest binary UploadBinary accepts, in bytes (default 256 MiB)",
     )
+    api.add_argument(
+        "--upload-idle-timeout",
+        type=admin.positive_duration,
+        default=admin.positive_duration("30s"),
+        help="end an upload that sends nothing for this long, keeping nothing (default 30s)",
+    )
+    api.add_argument(
+        "--artifact-quota",
+        type=admin.byte_size,
+        default=artifact_quota.DEFAULT_MAX_ARTIFACT_BYTES,
+        metavar="SIZE",
+        help="bytes of binaries a namespace may upload unless `hourglass quota set` gave it"
+        " its own quota (default 1GiB)",
+    )
 
-    token = commands.add_parser("token", help="manage API tokens (needs --database-url)")
-    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    token_create = token_commands.add_parser("create", help="make a token; prints it once")
-    _add_store_options(token_create, etcd=False)
-    token_create.add_argument("--namespace", required=True, help="the tenant it belongs to")
-    token_create.add_argument("--name", default="", help="a note: who or what uses it")
-    token_list = token_commands.add_parser("list", help="list tokens (never their values)")
-    _add_store_options(token_list, etcd=False)
-    token_revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
-    _add_store_options(token_revoke, etcd=False)
-    token_revoke.add_argument("token_id", metavar="TOKEN_ID")
+    admin.add_parsers(commands, add_store_options=_add_store_options)
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -435,8 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls_ca=args.tls_ca or None,
         )
         return 0
-    if args.command == "token":
-        return _token(parser, args)
+    if args.command in admin.COMMANDS:
+        return admin.run(parser, args)
     if args.command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate
@@ -445,63 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
         return 0
     return _run_component(parser, args)
-
-
-def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    import uuid
-    from datetime import UTC, datetime
-
-    from hourglass.cli import tables
-    from hourglass.store import db, tokens
-
-    _require(parser, args, "database-url")
-
-    async def act() -> int:
-        pool = await db.open_pool(args.database_url)
-        try:
-            async with db.transaction(pool) as conn:
-                if args.token_command == "create":
-                    if not args.namespace.strip():
-                        parser.error("--namespace must not be empty")
-                    token_id, secret = await tokens.create(
-                        conn, namespace=args.namespace, name=args.name, now=datetime.now(UTC)
-                    )
-                    print(secret)
-                    print(
-                        f"token {token_id} for namespace {args.namespace!r}: shown once, "
-                        "keep it safe",
-                        file=sys.stderr,
-                    )
-                elif args.token_command == "list":
-                    rows = [
-                        [
-                            t.id,
-                            t.namespace,
-                            t.name,
-                            t.created_at.isoformat(timespec="seconds"),
-                            "revoked" if t.revoked_at else "active",
-                        ]
-                        for t in await tokens.list_all(conn)
-                    ]
-                    print(
-                        tables.render(["ID", "NAMESPACE", "NAME", "CREATED", "STATE"], rows)
-                        if rows
-                        else "(no tokens)"
-                    )
-                else:
-                    try:
-                        token_id = uuid.UUID(args.token_id)
-                    except ValueError:
-                        parser.error(f"{args.token_id!r} is not a token id (a UUID)")
-                    if not await tokens.revoke(conn, token_id, now=datetime.now(UTC)):
-                        print(f"hourglass: no active token {token_id}", file=sys.stderr)
-                        return 1
-                    print(f"token {token_id} revoked")
-        finally:
-            await pool.close()
-        return 0
-
-    return asyncio.run(act())
 
 
 def _fetch_binary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -573,6 +520,12 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             api_insecure=getattr(args, "insecure", False),
             api_tls=_server_tls(parser, args) if args.command == "api" else None,
             api_max_binary=getattr(args, "max_binary_size", 256 * 1024 * 1024),
+            api_upload_idle_timeout=(
+                args.upload_idle_timeout.total_seconds() if args.command == "api" else 30.0
+            ),
+            api_artifact_quota=getattr(
+                args, "artifact_quota", artifact_quota.DEFAULT_MAX_ARTIFACT_BYTES
+            ),
             producer=args.command == "producer",
             worker=WorkerConfig(
                 concurrency=args.concurrency,

@@ -17,7 +17,8 @@ from typing import Any
 from hourglass import artifacts, retrying
 from hourglass.api import auth
 from hourglass.api import server as api_server
-from hourglass.api.service import DEFAULT_MAX_BINARY
+from hourglass.api.uploads import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BINARY
+from hourglass.artifact_quota import DEFAULT_MAX_ARTIFACT_BYTES
 from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
@@ -43,6 +44,10 @@ class Components:
     api_insecure: bool = False
     api_tls: api_server.Tls | None = None
     api_max_binary: int = DEFAULT_MAX_BINARY
+    # An upload that sends nothing for this many seconds is ended.
+    api_upload_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    # Bytes of binaries a namespace may own unless `hourglass quota set` says otherwise.
+    api_artifact_quota: int = DEFAULT_MAX_ARTIFACT_BYTES
     producer: bool = False
     worker: WorkerConfig | None = None
     claimer: ClaimerConfig | None = None
@@ -124,6 +129,8 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
                 tls=components.api_tls,
                 artifact_store=store,
                 max_binary=components.api_max_binary,
+                upload_idle_timeout=components.api_upload_idle_timeout,
+                artifact_quota=components.api_artifact_quota,
             )
             port = server.port
         if components.producer:

@@ -47,8 +47,14 @@ class RequestConflict(Exception):
 
 
 class UnknownArtifact(Exception):
+    """The job's namespace never uploaded the binary. The message is the same whether another
+    namespace did or nobody did: it must not tell a tenant what others stored."""
+
     def __init__(self, digest: str) -> None:
-        super().__init__(f"binary {digest} was never uploaded; upload it with UploadBinary first")
+        super().__init__(
+            f"binary {digest} not found: upload it with UploadBinary first (a namespace can"
+            " run only the binaries it uploaded)"
+        )
 
 
 class NotAllowed(Exception):
@@ -183,13 +189,22 @@ def _spec_json(spec: JobSpec) -> Jsonb:
     )
 
 
-async def _check_binary(conn: Connection, spec: JobSpec) -> None:
-    if spec.task.binary:
-        cursor = await conn.execute(
-            "SELECT 1 FROM artifacts WHERE digest = %s FOR KEY SHARE", (spec.task.binary,)
-        )
-        if await cursor.fetchone() is None:
-            raise UnknownArtifact(spec.task.binary)
+async def _check_binary(conn: Connection, specs: list[JobSpec], *, namespace: str) -> None:
+    """Raises UnknownArtifact unless `namespace` uploaded every binary of `specs`. FOR KEY
+    SHARE keeps maintenance from releasing an ownership before this transaction commits; the
+    foreign key jobs_binary_owner holds it afterwards."""
+    wanted = sorted({spec.task.binary for spec in specs if spec.task.binary})
+    if not wanted:
+        return
+    cursor = await conn.execute(
+        "SELECT digest FROM artifact_owners WHERE namespace = %s AND digest = ANY(%s)"
+        " FOR KEY SHARE",
+        (namespace, wanted),
+    )
+    owned = {row["digest"] for row in await cursor.fetchall()}
+    for digest in wanted:
+        if digest not in owned:
+            raise UnknownArtifact(digest)
 
 
 async def create(
@@ -208,7 +223,7 @@ async def create(
     """
     # The insert comes first and the existing row is read only on a conflict: a retry is rare,
     # and a read before every insert cost a round trip per call (docs/benchmarks.md).
-    await _check_binary(conn, spec)
+    await _check_binary(conn, [spec], namespace=namespace)
     job_id = JobId(uuid.uuid4())
     first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
     cursor = await conn.execute(
@@ -308,15 +323,7 @@ async def create_many(
             row["request_id"]: (JobId(row["id"]), row["request_digest"])
             for row in await cursor.fetchall()
         }
-    binaries = sorted({job.spec.task.binary for job in new if job.spec.task.binary})
-    if binaries:
-        cursor = await conn.execute(
-            "SELECT digest FROM artifacts WHERE digest = ANY(%s) FOR KEY SHARE", (binaries,)
-        )
-        known = {row["digest"] for row in await cursor.fetchall()}
-        for digest in binaries:
-            if digest not in known:
-                raise UnknownArtifact(digest)
+    await _check_binary(conn, [job.spec for job in new], namespace=namespace)
     ids: list[JobId] = []
     rows: list[tuple[Any, ...]] = []
     revisions: list[tuple[Any, ...]] = []
@@ -432,7 +439,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         return None
     if job.state == JobState.CANCELLED:
         raise NotAllowed(f"job {job_id} is cancelled; schedule a new job instead")
-    await _check_binary(conn, spec)
+    await _check_binary(conn, [spec], namespace=job.namespace)
     state = job.state
     next_fire: datetime | None = None
     if state != JobState.PAUSED:

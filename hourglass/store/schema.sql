@@ -132,7 +132,33 @@ CREATE TABLE api_tokens (
     -- sha256 of the token; the token itself is shown once, when it is created.
     token_hash bytea NOT NULL UNIQUE,
     created_at timestamptz NOT NULL,
-    revoked_at timestamptz
+    revoked_at timestamptz,
+    -- NULL: never expires.
+    expires_at timestamptz
+);
+
+-- Artifact ownership (0006). The bytes are stored once per digest (artifacts); each namespace
+-- that uploaded them owns them, may run them, and has them counted against its quota.
+CREATE TABLE artifact_owners (
+    namespace   text NOT NULL,
+    digest      text NOT NULL REFERENCES artifacts (digest) ON DELETE RESTRICT,
+    -- The last upload by this namespace: maintenance keeps an unused ownership this long.
+    uploaded_at timestamptz NOT NULL,
+    PRIMARY KEY (namespace, digest)
+);
+CREATE INDEX artifact_owners_digest ON artifact_owners (digest);
+CREATE INDEX artifact_owners_uploaded_at ON artifact_owners (uploaded_at);
+
+-- A job runs only a binary that its own namespace uploaded.
+CREATE INDEX jobs_binary_digest ON jobs (binary_digest, namespace)
+    WHERE binary_digest IS NOT NULL;
+ALTER TABLE jobs ADD CONSTRAINT jobs_binary_owner FOREIGN KEY (namespace, binary_digest)
+    REFERENCES artifact_owners (namespace, digest) ON DELETE RESTRICT;
+
+-- The most bytes of artifacts a namespace may own; without a row, the API's default applies.
+CREATE TABLE artifact_quotas (
+    namespace text PRIMARY KEY,
+    max_bytes bigint NOT NULL CHECK (max_bytes >= 0)
 );
 
 -- Output of attempts, in order, while they run and after. Capped per attempt by the writer.

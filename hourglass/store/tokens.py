@@ -20,6 +20,17 @@ class Token:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None  # None: never
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a presented token is: the API decides from it (and its own clock) whether the
+    token still works, and says why not."""
+
+    namespace: str
+    revoked: bool
+    expires_at: datetime | None
 
 
 def digest(token: str) -> bytes:
@@ -27,27 +38,38 @@ def digest(token: str) -> bytes:
 
 
 async def create(
-    conn: Connection, *, namespace: str, name: str, now: datetime
+    conn: Connection,
+    *,
+    namespace: str,
+    name: str,
+    now: datetime,
+    expires_at: datetime | None = None,
 ) -> tuple[uuid.UUID, str]:
     """Makes a token; returns its id and the token itself, which is never stored."""
     token = PREFIX + secrets.token_urlsafe(32)
     token_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO api_tokens (id, namespace, name, token_hash, created_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (token_id, namespace, name, digest(token), now),
+        "INSERT INTO api_tokens (id, namespace, name, token_hash, created_at, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (token_id, namespace, name, digest(token), now, expires_at),
     )
     return token_id, token
 
 
-async def namespace_of(conn: Connection, token: str) -> str | None:
-    """The namespace a live token belongs to; None for an unknown or revoked token."""
+async def find(conn: Connection, token: str) -> Found | None:
+    """The token's namespace and standing; None for a token that was never made."""
     cursor = await conn.execute(
-        "SELECT namespace FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+        "SELECT namespace, revoked_at, expires_at FROM api_tokens WHERE token_hash = %s",
         (digest(token),),
     )
     row = await cursor.fetchone()
-    return str(row["namespace"]) if row else None
+    if row is None:
+        return None
+    return Found(
+        namespace=str(row["namespace"]),
+        revoked=row["revoked_at"] is not None,
+        expires_at=row["expires_at"],
+    )
 
 
 async def revoke(conn: Connection, token_id: uuid.UUID, *, now: datetime) -> bool:
@@ -67,6 +89,7 @@ async def list_all(conn: Connection) -> list[Token]:
             name=row["name"],
             created_at=row["created_at"],
             revoked_at=row["revoked_at"],
+            expires_at=row["expires_at"],
         )
         for row in await cursor.fetchall()
     ]

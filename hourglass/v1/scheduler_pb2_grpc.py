@@ -235,7 +235,10 @@ class JobSchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadBinary(self, request_iterator, context):
-        """Stores a binary, content-addressed by sha256: the same bytes twice are stored once.
+        """Stores a binary, content-addressed by sha256, for the caller's namespace: only that
+        namespace may run it, and it counts against that namespace's artifact quota
+        (RESOURCE_EXHAUSTED past it). A stream that sends nothing for a while is ended
+        (DEADLINE_EXCEEDED); a refused upload keeps nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -293,8 +293,8 @@ async def test_upload_binary_is_content_addressed_and_schedulable(
     unknown.spec.task.binary = "sha256:" + "0" * 64
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ScheduleJob(unknown)
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "never uploaded" in (raised.value.details() or "")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "not found" in (raised.value.details() or "")
 
 
 async def test_list_jobs_pages_through_everything(stub: pb_grpc.JobSchedulerStub) -> None:

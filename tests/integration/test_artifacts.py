@@ -274,6 +274,36 @@ async def test_put_past_the_limit_stores_nothing(store: ArtifactStore) -> None:
     assert await store.list() == [exactly.digest]
 
 
+async def test_admit_sees_the_upload_before_it_is_published_and_can_refuse_it(
+    store: ArtifactStore,
+) -> None:
+    data = b"#!/bin/sh\necho admitted\n" * 40
+    seen: list[tuple[Stored, bool]] = []
+
+    class Refused(Exception):
+        pass
+
+    async def refuse(stored: Stored) -> None:
+        seen.append((stored, await store.exists(stored.digest)))
+        raise Refused
+
+    with pytest.raises(Refused):
+        await store.put(chunked(data, 100), limit=MIB, admit=refuse)
+    # The hook had the digest and size, before any of the bytes were visible...
+    assert seen == [(Stored(digest=sha256_digest(data), size=len(data), created=True), False)]
+    # ...and a refusal keeps nothing, not even the spooled file.
+    assert await store.list() == []
+    assert leftovers(store) == []
+
+    async def accept(stored: Stored) -> None:
+        seen.append((stored, await store.exists(stored.digest)))
+
+    stored = await store.put(chunked(data, 100), limit=MIB, admit=accept)
+    assert stored.created and await store.list() == [stored.digest]
+    again = await store.put(chunked(data, 100), limit=MIB, admit=accept)
+    assert not again.created and seen[-1][1]  # the second admit saw the bytes stored
+
+
 async def test_too_large_names_the_limit_in_mib() -> None:
     assert "(10 MiB)" in str(ArtifactTooLarge(10 * MIB))
     assert "10485760 bytes" in str(ArtifactTooLarge(10 * MIB))

@@ -247,6 +247,9 @@ async def test_maintenance_prunes_old_runs_and_unreferenced_binaries(
             (now - timedelta(days=1), recent.id),
         )
         await conn.execute("UPDATE artifacts SET created_at = %s", (now - timedelta(days=2),))
+        await conn.execute(
+            "UPDATE artifact_owners SET uploaded_at = %s", (now - timedelta(days=2),)
+        )
 
     maintenance = Maintenance(
         pool=pool, artifact_store=store, config=MaintenanceConfig(retention=timedelta(days=30))

@@ -1,0 +1,191 @@
+"""Admin commands that speak to the database directly (they need --database-url): API tokens
+and namespaces' artifact quotas. Whoever can run them holds the database's credentials, so
+they need no API token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hourglass import artifact_quota, durations, sizes
+
+COMMANDS = ("token", "quota")
+
+
+def positive_duration(text: str) -> timedelta:
+    """A duration longer than zero, such as 30s, 12h or 30d (argparse type: a bad one exits 2)."""
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive, e.g. 30s or 30d")
+    try:
+        value = durations.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r}: too long") from None
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive, e.g. 30s or 30d")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """A number of bytes such as 1048576, 500MB or 10GiB (argparse type)."""
+    try:
+        return sizes.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _quota_size(text: str) -> int | None:
+    """A quota in bytes, or "default" to return to the API's default."""
+    if text.strip() == "default":
+        return None
+    try:
+        return sizes.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'default'") from None
+
+
+def add_parsers(commands: Any, *, add_store_options: Callable[..., None]) -> None:
+    """Adds `token` and `quota` to the top-level subparsers."""
+    token = commands.add_parser("token", help="manage API tokens (needs --database-url)")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    token_create = token_commands.add_parser("create", help="make a token; prints it once")
+    add_store_options(token_create, etcd=False)
+    token_create.add_argument("--namespace", required=True, help="the tenant it belongs to")
+    token_create.add_argument("--name", default="", help="a note: who or what uses it")
+    token_create.add_argument(
+        "--ttl",
+        type=positive_duration,
+        help="the token stops working after this long (12h, 30d; default: never)",
+    )
+    token_list = token_commands.add_parser("list", help="list tokens (never their values)")
+    add_store_options(token_list, etcd=False)
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    add_store_options(token_revoke, etcd=False)
+    token_revoke.add_argument("token_id", metavar="TOKEN_ID")
+
+    quota = commands.add_parser("quota", help="namespaces' quotas (needs --database-url)")
+    quota_commands = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
+    quota_set = quota_commands.add_parser("set", help="set a namespace's quotas")
+    add_store_options(quota_set, etcd=False)
+    quota_set.add_argument("--namespace", required=True, help="the tenant")
+    quota_set.add_argument(
+        "--max-artifact-bytes",
+        type=_quota_size,
+        required=True,
+        metavar="SIZE",
+        help="bytes of uploaded binaries it may own (10GiB, 500MB), or 'default' (the API's"
+        f" --artifact-quota, {sizes.format(artifact_quota.DEFAULT_MAX_ARTIFACT_BYTES)} unless"
+        " set)",
+    )
+    quota_list = quota_commands.add_parser("list", help="namespaces with their own quotas")
+    add_store_options(quota_list, etcd=False)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if not args.database_url:
+        parser.error("--database-url is required (or set HOURGLASS_DATABASE_URL)")
+    if getattr(args, "namespace", None) is not None and not args.namespace.strip():
+        parser.error("--namespace must not be empty")
+    act = _token if args.command == "token" else _quota
+    return asyncio.run(act(parser, args))
+
+
+async def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hourglass.cli import tables
+    from hourglass.store import db, tokens
+
+    now = datetime.now(UTC)
+    expires_at = None
+    if args.token_command == "create" and args.ttl is not None:
+        try:
+            expires_at = now + args.ttl
+        except OverflowError:
+            parser.error(f"argument --ttl: {durations.format(args.ttl)} is too long")
+    token_id: uuid.UUID | None = None
+    if args.token_command == "revoke":
+        try:
+            token_id = uuid.UUID(args.token_id)
+        except ValueError:
+            parser.error(f"{args.token_id!r} is not a token id (a UUID)")
+    pool = await db.open_pool(args.database_url)
+    try:
+        async with db.transaction(pool) as conn:
+            if args.token_command == "create":
+                token_id, secret = await tokens.create(
+                    conn, namespace=args.namespace, name=args.name, now=now, expires_at=expires_at
+                )
+                print(secret)
+                until = f"until {expires_at.isoformat(timespec='seconds')}" if expires_at else ""
+                print(
+                    f"token {token_id} for namespace {args.namespace!r}"
+                    f"{', valid ' + until if until else ''}: shown once, keep it safe",
+                    file=sys.stderr,
+                )
+            elif args.token_command == "list":
+                rows = [
+                    [
+                        t.id,
+                        t.namespace,
+                        t.name,
+                        t.created_at.isoformat(timespec="seconds"),
+                        t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
+                        _standing(t, now),
+                    ]
+                    for t in await tokens.list_all(conn)
+                ]
+                print(
+                    tables.render(["ID", "NAMESPACE", "NAME", "CREATED", "EXPIRES", "STATE"], rows)
+                    if rows
+                    else "(no tokens)"
+                )
+            else:
+                assert token_id is not None
+                if not await tokens.revoke(conn, token_id, now=now):
+                    print(f"hourglass: no active token {token_id}", file=sys.stderr)
+                    return 1
+                print(f"token {token_id} revoked")
+    finally:
+        await pool.close()
+    return 0
+
+
+def _standing(token: Any, now: datetime) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+async def _quota(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from hourglass.cli import tables
+    from hourglass.store import artifacts as artifact_rows
+    from hourglass.store import db
+
+    pool = await db.open_pool(args.database_url)
+    try:
+        async with db.transaction(pool) as conn:
+            if args.quota_command == "set":
+                await artifact_rows.set_quota(conn, args.namespace, args.max_artifact_bytes)
+                value = args.max_artifact_bytes
+                shown = "the API's default" if value is None else f"{sizes.format(value)}"
+                print(f"namespace {args.namespace!r}: max artifact bytes {shown}")
+            else:
+                rows = [
+                    [namespace, sizes.format(size), size]
+                    for namespace, size in await artifact_rows.list_quotas(conn)
+                ]
+                print(
+                    tables.render(["NAMESPACE", "MAX ARTIFACTS", "BYTES"], rows)
+                    if rows
+                    else "(every namespace has the API's default quotas)"
+                )
+    finally:
+        await pool.close()
+    return 0
