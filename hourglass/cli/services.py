@@ -22,8 +22,10 @@ from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.executors.base import Executor
+from hourglass.workers.executors.host import Host
 from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
-from hourglass.workers.executors.local import BinaryCache, LocalExecutor
+from hourglass.workers.executors.local import DEFAULT_LOG_LIMIT, BinaryCache, LocalExecutor
+from hourglass.workers.executors.sandbox import SandboxConfig
 from hourglass.workers.maintenance import Maintenance, MaintenanceConfig
 from hourglass.workers.producer import Producer
 from hourglass.workers.worker import Worker, WorkerConfig
@@ -47,8 +49,12 @@ class Components:
     worker: WorkerConfig | None = None
     claimer: ClaimerConfig | None = None
     maintenance: MaintenanceConfig | None = None
-    # Where each attempt's full output is kept (local executor).
+    # Where each attempt's output is kept (local executor), up to log_max_bytes per attempt.
     log_dir: Path | None = None
+    log_max_bytes: int = DEFAULT_LOG_LIMIT
+    # The local executor's attempt sandbox; None runs jobs as this process's user, unisolated
+    # (`hourglass dev --unsandboxed` only).
+    sandbox: SandboxConfig | None = None
     # The artifact store of uploaded binaries: a folder or an s3:// URL.
     artifacts: str | None = None
     # Where workers keep the binaries they fetched.
@@ -149,7 +155,19 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
                 if store is not None:
                     cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "bin"
                     binaries = BinaryCache(store, cache)
-                executor = LocalExecutor(log_dir=components.log_dir, binaries=binaries)
+                host = None
+                if components.sandbox is not None:
+                    host = Host(components.sandbox)
+                    host.start()  # SandboxError: the worker does not start
+                    closers.append(host.stop)
+                else:
+                    log.warning("attempts run unsandboxed, as this process's user")
+                executor = LocalExecutor(
+                    log_dir=components.log_dir,
+                    binaries=binaries,
+                    sandbox=host,
+                    log_limit=components.log_max_bytes,
+                )
             worker = Worker(
                 pool=pool,
                 dsn=components.dsn,
