@@ -164,8 +164,11 @@ def _init_script(config: SandboxConfig, *, uid: int, binary: bool) -> str:
     """PID 1 of the namespace. Positional parameters: the working directory, the binary's
     path on the host (only with `binary`), then the command."""
     tmpfs = f"nosuid,nodev,size={config.tmp_size}"
-    lines = [
-        "set -e",
+    lines = ["set -e"]
+    if binary:
+        # Opened before /tmp is hidden: the cache may lie under the host's /tmp.
+        lines.append('exec 4<"$2"')
+    lines += [
         f"mount -t tmpfs -o {tmpfs},mode=1777 hourglass-tmp /tmp",
         f"mount -t tmpfs -o {tmpfs},mode=1777 hourglass-shm /dev/shm",
     ]
@@ -179,8 +182,9 @@ def _init_script(config: SandboxConfig, *, uid: int, binary: bool) -> str:
         lines += [
             "mkdir -m 755 /tmp/.hourglass",
             f": > {BINARY_PATH}",
-            f'mount --bind "$1" {BINARY_PATH}',
+            f"mount --bind /proc/self/fd/4 {BINARY_PATH}",
             f"mount -o remount,bind,ro,nosuid,nodev {BINARY_PATH}",
+            "exec 4<&-",
             "shift",
         ]
     lines += [
