@@ -91,6 +91,23 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     """Runs the chosen components until a signal. A worker drains on SIGTERM first."""
     loop = asyncio.get_running_loop()
     _watch_children_with_pidfd(loop)
+    host = None
+    if components.worker is not None and components.kubernetes is None and components.sandbox:
+        # Before anything else: a worker that cannot sandbox says so at once, rather than
+        # after waiting for its database (SandboxError ends the process).
+        host = Host(components.sandbox)
+        host.start()
+    try:
+        await _run(components, host, on_ready)
+    finally:
+        if host is not None:
+            host.stop()
+
+
+async def _run(
+    components: Components, host: Host | None, on_ready: Callable[[int | None], None] | None
+) -> None:
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -155,12 +172,7 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
                 if store is not None:
                     cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "bin"
                     binaries = BinaryCache(store, cache)
-                host = None
-                if components.sandbox is not None:
-                    host = Host(components.sandbox)
-                    host.start()  # SandboxError: the worker does not start
-                    closers.append(host.stop)
-                else:
+                if host is None:
                     log.warning("attempts run unsandboxed, as this process's user")
                 executor = LocalExecutor(
                     log_dir=components.log_dir,
