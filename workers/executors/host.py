@@ -256,7 +256,9 @@ class Host:
                 cgroup_procs=slot.cgroup.procs_files(),
                 command=["true"],
             )
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={})
+            # No timeout: its polling sleeps fail under libfaketime (tests/acceptance/
+            # test_downtime.py runs workers so); a blocking wait does not.
+            result = subprocess.run(argv, capture_output=True, text=True, env={})
         finally:
             slot.close()
         if result.returncode != 0:
