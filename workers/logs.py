@@ -1,9 +1,10 @@
 """Shipping an attempt's output to the run_logs table while it runs, so that `GetRunLogs`
 can follow it from any API server.
 
-Output is batched: one fenced INSERT per attempt every `interval` at most. Past `limit` bytes
-per attempt the rest is dropped from the database (the local executor keeps the full log on
-the worker's disk) and a note says so.
+Output is batched: one fenced INSERT per attempt every `interval` at most. At most `limit`
+bytes per attempt reach the database, the note included that says the rest was dropped. The
+cap counts what was accepted, not what was shipped: bytes in a flush still in flight count too,
+so concurrent flushes cannot overshoot it. (The local executor's --log-dir file has its own cap.)
 """
 
 from __future__ import annotations
@@ -41,8 +42,12 @@ class LogShipper:
         self.limit = limit
         self.interval = interval
         self.pending: list[tuple[int, bytes]] = []
-        self.shipped = 0
+        # Bytes taken for the database so far: pending, in flight, or written.
+        self.accepted = 0
         self.truncated = False
+        self.note = (
+            f"\n[hourglass: output cut here; at most {limit} bytes are kept in the database]\n"
+        ).encode()
         # The last bytes of each stream, for an attempt that ends without an executor's
         # outcome (cancelled while running).
         self.tails = {STDOUT: bytearray(), STDERR: bytearray()}
@@ -56,14 +61,21 @@ class LogShipper:
         tail = self.tails[stream]
         tail += data
         del tail[:-TAIL_BYTES]
-        room = self.limit - self.shipped - sum(len(d) for _, d in self.pending)
-        if room <= 0:
-            if not self.truncated:
-                self.truncated = True
-                note = f"\n[hourglass: output past {self.limit} bytes is not kept here]\n"
-                self.pending.append((STDERR, note.encode()))
-            return
-        self.pending.append((stream, data[:room]))
+        note = self.note
+        # Room for the data, keeping room for the note so that the two stay within the limit.
+        room = self.limit - len(note) - self.accepted
+        if len(data) > room:
+            if self.truncated:
+                return
+            self.truncated = True
+            kept = data[: max(room, 0)]
+            if kept:
+                self.pending.append((stream, kept))
+            self.pending.append((STDERR, note))
+            self.accepted += len(kept) + len(note)
+        else:
+            self.pending.append((stream, data))
+            self.accepted += len(data)
         if self._task is None:
             self._task = asyncio.create_task(self._flush_soon(), name=f"logs {self.run_id}")
 
@@ -86,7 +98,6 @@ class LogShipper:
                         token=self.token,
                         chunks=chunks,
                     )
-        self.shipped += sum(len(data) for _, data in chunks)
 
     async def close(self) -> None:
         """Ships what is left; called before the attempt's result is written."""

@@ -8,10 +8,11 @@ import ipaddress
 import logging
 import sys
 
-from hourglass.cli import services
+from hourglass.cli import sandbox_options, services
 from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres
 from hourglass.store import migrate
 from hourglass.workers.claimer import ClaimerConfig
+from hourglass.workers.executors.sandbox import SandboxError
 from hourglass.workers.worker import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             worker=WorkerConfig(concurrency=args.concurrency),
             claimer=ClaimerConfig(),
             log_dir=data_dir / "logs",
+            log_max_bytes=args.log_max_bytes,
+            sandbox=sandbox_options.config(args),
             artifacts=str(data_dir / "artifacts"),
             binary_cache=data_dir / "cache" / "binaries",
         )
@@ -60,7 +63,15 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        asyncio.run(services.run(components, on_ready=ready))
+        try:
+            asyncio.run(services.run(components, on_ready=ready))
+        except SandboxError as exc:
+            print(
+                f"hourglass dev: cannot sandbox jobs: {exc}.\nOn your own machine, for jobs you"
+                " trust, `hourglass dev --unsandboxed` runs them as your user without isolation.",
+                file=sys.stderr,
+            )
+            return 1
     finally:
         etcd.stop()
         postgres.stop()

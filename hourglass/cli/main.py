@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import artifact_quota, durations, logs
-from hourglass.cli import admin, client
+from hourglass.cli import admin, client, sandbox_options
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     dev.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     _add_metrics_option(dev)
+    sandbox_options.add(dev, escape_hatch=True)
 
     api = commands.add_parser("api", help="serve the gRPC API")
     _add_store_options(api, etcd=False)
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10001,
         help="user and group id the Jobs' containers run as; never 0 (default 10001)",
     )
+    sandbox_options.add(worker, escape_hatch=False)
 
     claimer = commands.add_parser("claimer", help="take back runs whose worker died")
     _add_store_options(claimer)
@@ -540,6 +542,10 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if args.command == "claimer"
             else None,
             log_dir=getattr(args, "log_dir", None),
+            log_max_bytes=getattr(args, "log_max_bytes", sandbox_options.DEFAULT_LOG_MAX_BYTES),
+            sandbox=sandbox_options.config(args)
+            if args.command == "worker" and args.executor == "local"
+            else None,
             artifacts=getattr(args, "artifacts", None) or None,
             binary_cache=getattr(args, "binary_cache", None),
             kubernetes=_kubernetes(args),
@@ -553,7 +559,13 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         else:
             print(f"hourglass {args.command} running", flush=True)
 
-    asyncio.run(services.run(components, on_ready=ready))
+    from hourglass.workers.executors.sandbox import SandboxError
+
+    try:
+        asyncio.run(services.run(components, on_ready=ready))
+    except SandboxError as exc:
+        print(f"hourglass {args.command}: cannot sandbox attempts: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

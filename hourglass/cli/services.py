@@ -23,8 +23,10 @@ from hourglass.locks import Etcd
 from hourglass.store import db
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.executors.base import Executor
+from hourglass.workers.executors.host import Host
 from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
-from hourglass.workers.executors.local import BinaryCache, LocalExecutor
+from hourglass.workers.executors.local import DEFAULT_LOG_LIMIT, BinaryCache, LocalExecutor
+from hourglass.workers.executors.sandbox import SandboxConfig
 from hourglass.workers.maintenance import Maintenance, MaintenanceConfig
 from hourglass.workers.producer import Producer
 from hourglass.workers.worker import Worker, WorkerConfig
@@ -52,8 +54,12 @@ class Components:
     worker: WorkerConfig | None = None
     claimer: ClaimerConfig | None = None
     maintenance: MaintenanceConfig | None = None
-    # Where each attempt's full output is kept (local executor).
+    # Where each attempt's output is kept (local executor), up to log_max_bytes per attempt.
     log_dir: Path | None = None
+    log_max_bytes: int = DEFAULT_LOG_LIMIT
+    # The local executor's attempt sandbox; None runs jobs as this process's user, unisolated
+    # (`hourglass dev --unsandboxed` only).
+    sandbox: SandboxConfig | None = None
     # The artifact store of uploaded binaries: a folder or an s3:// URL.
     artifacts: str | None = None
     # Where workers keep the binaries they fetched.
@@ -90,6 +96,23 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
     """Runs the chosen components until a signal. A worker drains on SIGTERM first."""
     loop = asyncio.get_running_loop()
     _watch_children_with_pidfd(loop)
+    host = None
+    if components.worker is not None and components.kubernetes is None and components.sandbox:
+        # Before anything else: a worker that cannot sandbox says so at once, rather than
+        # after waiting for its database (SandboxError ends the process).
+        host = Host(components.sandbox)
+        host.start()
+    try:
+        await _run(components, host, on_ready)
+    finally:
+        if host is not None:
+            host.stop()
+
+
+async def _run(
+    components: Components, host: Host | None, on_ready: Callable[[int | None], None] | None
+) -> None:
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -156,7 +179,14 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
                 if store is not None:
                     cache = components.binary_cache or Path.home() / ".cache" / "hourglass" / "bin"
                     binaries = BinaryCache(store, cache)
-                executor = LocalExecutor(log_dir=components.log_dir, binaries=binaries)
+                if host is None:
+                    log.warning("attempts run unsandboxed, as this process's user")
+                executor = LocalExecutor(
+                    log_dir=components.log_dir,
+                    binaries=binaries,
+                    sandbox=host,
+                    log_limit=components.log_max_bytes,
+                )
             worker = Worker(
                 pool=pool,
                 dsn=components.dsn,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,6 +83,32 @@ class Processes:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class Shared:
+    """A folder that sandboxed jobs can write, for their ledgers. Every attempt runs as a uid
+    of its own and sees a private /tmp (so pytest's 0700 tmp_path is out of reach twice): the
+    folder lies outside /tmp, and each file is made world-writable before any job appends."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="hourglass-test-", dir="/var/tmp"))
+        self.folder.chmod(0o1777)
+
+    def file(self, name: str) -> Path:
+        path = self.folder / name
+        path.touch()
+        path.chmod(0o666)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def shared() -> Iterator[Shared]:
+    folder = Shared()
+    yield folder
+    folder.remove()
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres, free_port
 from hourglass.store import migrate
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import Processes, Shared
 
 TEMPLATE = "faults_template"
 # Short leases keep every scenario fast: a dead worker's runs come back within ~3 s.
@@ -124,7 +124,9 @@ def fault_servers() -> Iterator[FaultServers]:
 
 
 @pytest.fixture
-def fault_cluster(fault_servers: FaultServers, tmp_path: Path) -> Iterator[FaultCluster]:
+def fault_cluster(
+    fault_servers: FaultServers, tmp_path: Path, shared: Shared
+) -> Iterator[FaultCluster]:
     fault_servers.ensure_up()
     dsn = fault_servers.new_database()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOURGLASS_")}
@@ -135,7 +137,11 @@ def fault_cluster(fault_servers: FaultServers, tmp_path: Path) -> Iterator[Fault
         HOURGLASS_SERVER=f"127.0.0.1:{free_port()}",
     )
     cluster = FaultCluster(
-        servers=fault_servers, dsn=dsn, procs=Processes(logs=tmp_path, env=env), logs=tmp_path
+        servers=fault_servers,
+        dsn=dsn,
+        procs=Processes(logs=tmp_path, env=env),
+        logs=tmp_path,
+        ledger=shared.file("ledger"),
     )
     try:
         yield cluster
@@ -168,13 +174,11 @@ class FaultCluster:
     dsn: str
     procs: Processes
     logs: Path
+    # Where each execution appends its line: a file the jobs' sandboxes can write.
+    ledger: Path
     jobs: list[str] = field(default_factory=list)
     cancelled_at: datetime | None = None
     _channel: grpc.Channel | None = None
-
-    @property
-    def ledger(self) -> Path:
-        return self.logs / "ledger"
 
     # processes
 

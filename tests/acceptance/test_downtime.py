@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import Processes, Shared
 
 INTERVAL = 30  # seconds between fires
 # Seconds the service is "down": ten minutes and a quarter, so that the restart falls between
@@ -64,9 +64,10 @@ def grid_steps(times: list[datetime], start: datetime) -> list[int]:
 
 
 def test_each_catch_up_policy_runs_exactly_the_fires_it_promises(
-    cluster_env: Processes, tmp_path: Path
+    cluster_env: Processes, shared: Shared
 ) -> None:
     p = cluster_env
+    books = shared.folder
     library = faketime_library()
     start_service(p, "")
     first_fire = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
@@ -78,7 +79,7 @@ def test_each_catch_up_policy_runs_exactly_the_fires_it_promises(
     }
     jobs = {}
     for name, options in policies.items():
-        book = tmp_path / f"{name}.ledger"
+        book = shared.file(f"{name}.ledger")
         jobs[name] = p.cli(
             "schedule",
             "--every",
@@ -94,7 +95,7 @@ def test_each_catch_up_policy_runs_exactly_the_fires_it_promises(
 
     # Up: each job fires once, on time.
     deadline = time.monotonic() + 20
-    while any(len(ledger(tmp_path / f"{n}.ledger")) < 1 for n in policies):
+    while any(len(ledger(books / f"{n}.ledger")) < 1 for n in policies):
         assert time.monotonic() < deadline, "the first fires did not run"
         time.sleep(0.2)
     stop_service(p, "")
@@ -108,24 +109,24 @@ def test_each_catch_up_policy_runs_exactly_the_fires_it_promises(
     def settled() -> bool:
         return (
             all(
-                (ts := ledger(tmp_path / f"{n}.ledger"))
+                (ts := ledger(books / f"{n}.ledger"))
                 and ts[-1] >= back_at - timedelta(seconds=INTERVAL)
                 for n in policies
             )
-            and len(ledger(tmp_path / "all.ledger")) >= DOWNTIME // INTERVAL
+            and len(ledger(books / "all.ledger")) >= DOWNTIME // INTERVAL
         )
 
     deadline = time.monotonic() + 60
     while not settled():
         assert time.monotonic() < deadline, {
-            n: len(ledger(tmp_path / f"{n}.ledger")) for n in policies
+            n: len(ledger(books / f"{n}.ledger")) for n in policies
         }
         time.sleep(0.5)
     missed = {}
     for name, job_id in jobs.items():
         missed[name] = int(p.cli_json("status", job_id)["job"].get("missedFires", 0))
     stop_service(p, "-after")
-    steps = {name: grid_steps(ledger(tmp_path / f"{name}.ledger"), first_fire) for name in policies}
+    steps = {name: grid_steps(ledger(books / f"{name}.ledger"), first_fire) for name in policies}
     print("fires run (steps of 30s after the first):", steps)
     print("missed fires:", missed)
     # Where each policy must resume, from the (fake) instant of the restart: the latest fire

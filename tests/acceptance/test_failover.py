@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import Processes, Shared
 
 TTL = 3
 
@@ -64,10 +64,10 @@ def holder_of(run: dict[str, Any], attempt: int) -> str:
     return str(run["attempts"][attempt - 1]["workerId"])
 
 
-def test_sigkill_of_a_worker_mid_run_loses_nothing(cluster_env: Processes, tmp_path: Path) -> None:
+def test_sigkill_of_a_worker_mid_run_loses_nothing(cluster_env: Processes, shared: Shared) -> None:
     p = cluster_env
     start_cluster(p)
-    ledger = tmp_path / "ledger"
+    ledger = shared.file("ledger")
     job_id = schedule_ledger_job(p, ledger, seconds=20)
 
     running = wait_for(p, job_id, lambda r: r["state"] == "RUN_STATE_RUNNING", 15)
@@ -102,11 +102,11 @@ def test_sigkill_of_a_worker_mid_run_loses_nothing(cluster_env: Processes, tmp_p
 
 
 def test_a_stalled_worker_resumed_after_its_lease_changes_nothing(
-    cluster_env: Processes, tmp_path: Path
+    cluster_env: Processes, shared: Shared
 ) -> None:
     p = cluster_env
     start_cluster(p, ttl=2)
-    ledger = tmp_path / "ledger"
+    ledger = shared.file("ledger")
     job_id = schedule_ledger_job(p, ledger, seconds=3)
 
     running = wait_for(p, job_id, lambda r: r["state"] == "RUN_STATE_RUNNING", 15)

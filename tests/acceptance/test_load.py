@@ -12,14 +12,13 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import psycopg
 
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import Processes, Shared
 
 FULL = os.environ.get("HOURGLASS_LOAD") == "full"
 JOBS = 100_000 if FULL else 10_000
@@ -34,10 +33,10 @@ def batches(
 
 
 def test_load_with_a_worker_killed_part_way(
-    cluster_env: Processes, database_url: str, tmp_path: Path
+    cluster_env: Processes, database_url: str, shared: Shared
 ) -> None:
     p = cluster_env
-    ledger = tmp_path / "ledger"
+    ledger = shared.file("ledger")
     p.start("api", "api", "--insecure", "--listen", p.env["HOURGLASS_SERVER"])
     p.start("producer", "producer")
     p.start("claimer", "claimer", "--lease-ttl", "2")

@@ -66,15 +66,17 @@ async def running_service(
     dsn: str,
     etcd: Etcd,
     binaries: BinaryCache | None = None,
+    executor: LocalExecutor | None = None,
     **worker_config: object,
 ) -> AsyncIterator[Worker]:
-    """A producer and a worker with the local executor, in this event loop."""
+    """A producer and a worker with the local executor (unsandboxed unless `executor` says
+    otherwise), in this event loop."""
     producer = Producer(pool=pool, dsn=dsn, config=ProducerConfig(max_idle=0.2))
     worker = Worker(
         pool=pool,
         dsn=dsn,
         etcd=etcd,
-        executor=LocalExecutor(binaries=binaries),
+        executor=executor or LocalExecutor(binaries=binaries),
         config=WorkerConfig(
             **{"lease_ttl": 3, "max_idle": 0.2, "shutdown_grace": 1, **worker_config}
         ),  # type: ignore[arg-type]

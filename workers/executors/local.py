@@ -1,18 +1,25 @@
-"""Runs attempts as child processes on this machine: `hourglass dev` and the tests.
+"""Runs attempts as child processes on this machine: `hourglass worker`, `hourglass dev` and
+the tests.
 
-Each attempt gets its own process group (a new session), so a timeout or a cancellation can
-stop the whole tree the command started, not just its first process. The last bytes of stdout
-and stderr are kept for the database; the full output goes to a log file when a log folder is
-configured.
+With a sandbox (the default of `hourglass worker` and `hourglass dev`), each attempt runs as
+its own uid in its own namespaces and cgroup (`sandbox.py`, `host.py`): a timeout or a
+cancellation signals every process of its cgroup, and the end of its PID namespace's init ends
+anything left, `setsid` ones included. Without one (in-process tests, `hourglass dev
+--unsandboxed`), each attempt gets its own process group and runs as the worker's user.
+
+The last bytes of stdout and stderr are kept for the database; the output also goes to a log
+file, up to `log_limit` bytes, when a log folder is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +28,14 @@ from typing import IO
 from hourglass.artifacts import ArtifactError, ArtifactStore, Digest, parse_digest
 from hourglass.domain import Outcome, RunState
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.host import Host, Slot
+from hourglass.workers.executors.sandbox import (
+    SandboxError,
+    attempt_environment,
+    launch,
+    memory_bytes,
+    signal_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +43,8 @@ TAIL_BYTES = 4096
 # Variables of the worker's own environment an attempt inherits; nothing else leaks in (the
 # worker's may hold database credentials).
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "TMPDIR")
+# The most output of one attempt kept in its file under the log folder.
+DEFAULT_LOG_LIMIT = 64 * 1024 * 1024
 
 
 class _Tail:
@@ -51,10 +68,15 @@ class LocalExecutor:
         log_dir: Path | None = None,
         kill_grace: float = 2.0,
         binaries: BinaryCache | None = None,
+        sandbox: Host | None = None,
+        log_limit: int = DEFAULT_LOG_LIMIT,
     ) -> None:
         self.log_dir = log_dir
         self.kill_grace = kill_grace
         self.binaries = binaries
+        # Started by the caller (Host.start); None runs attempts as the worker's own user.
+        self.sandbox = sandbox
+        self.log_limit = log_limit
 
     async def terminate(self, attempt: AttemptContext) -> None:
         """Nothing beyond cancellation: a cancelled execute() ends the process group."""
@@ -66,19 +88,63 @@ class LocalExecutor:
 
     async def execute(self, attempt: AttemptContext) -> Outcome:
         task = attempt.task
-        env = {name: os.environ[name] for name in INHERITED if name in os.environ}
-        env.update(task.env)
-        env.update(task.secret_env)
-        env.update(attempt.environment())
         argv = task.argv
+        binary: Path | None = None
         if task.binary:
             if self.binaries is None:
                 return _failed("this worker has no artifact store to fetch binaries from")
             try:
-                path = await self.binaries.get(parse_digest(task.binary))
+                binary = await self.binaries.get(parse_digest(task.binary))
             except (ArtifactError, ValueError) as exc:
                 return _failed(f"binary {task.binary} not run: {exc}")
-            argv = [str(path), *task.args]
+            argv = [str(binary), *task.args]
+        if self.sandbox is None:
+            env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+            env.update(task.env)
+            env.update(task.secret_env)
+            env.update(attempt.environment())
+            return await self._run(attempt, argv, env=env, cwd=task.working_dir or None)
+        env = attempt_environment(
+            os.environ,
+            task_env=task.env,
+            secret_env=task.secret_env,
+            attempt_env=attempt.environment(),
+        )
+        if binary is None and not _findable(argv[0], env["PATH"]):
+            return _failed(f"cannot start {argv[0]!r}: no such program")
+        try:
+            memory = memory_bytes(task.resources.memory_limit)
+            slot = self.sandbox.acquire(f"r-{attempt.run_id}-{attempt.attempt}", memory=memory)
+        except (SandboxError, ValueError) as exc:
+            return _failed(f"not run: {exc}")
+        try:
+            sandboxed = launch(
+                self.sandbox.config,
+                uid=slot.uid,
+                worker_pid=os.getpid(),
+                cgroup_procs=slot.cgroup.procs_files(),
+                command=argv,
+                working_dir=task.working_dir,
+                binary=binary,
+            )
+            outcome = await self._run(attempt, sandboxed, env=env, cwd="/", slot=slot)
+            if outcome.state == RunState.FAILED and slot.cgroup.oom_killed():
+                limit = task.resources.memory_limit
+                error = f"out of memory: killed at its limit of {limit}"
+                outcome = dataclasses.replace(outcome, error=error)
+        finally:
+            await asyncio.to_thread(slot.close)
+        return outcome
+
+    async def _run(
+        self,
+        attempt: AttemptContext,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: str | None,
+        slot: Slot | None = None,
+    ) -> Outcome:
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -86,13 +152,13 @@ class LocalExecutor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                cwd=task.working_dir or None,
+                cwd=cwd,
                 start_new_session=True,
             )
         except OSError as exc:
             return _failed(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
         stdout, stderr = _Tail(TAIL_BYTES), _Tail(TAIL_BYTES)
-        log_file: list[IO[bytes]] = []
+        log_file = _LogFile(self.log_path(attempt), self.log_limit)
         readers = [
             asyncio.create_task(self._pump(process.stdout, 1, stdout, log_file, attempt)),
             asyncio.create_task(self._pump(process.stderr, 2, stderr, log_file, attempt)),
@@ -103,19 +169,21 @@ class LocalExecutor:
             await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError:
             timed_out = True
-            await self._kill_group(process)
+            await self._stop(process, slot)
         except asyncio.CancelledError:
-            await self._kill_group(process)
+            await self._stop(process, slot)
             raise
         finally:
-            # Output still open after the process ended belongs to children it left behind;
-            # give them a moment, then end the group so the pipes close.
+            # Output still open after the process ended belongs to children it left behind
+            # (unsandboxed: a sandbox's end takes them along); give them a moment, then end the
+            # group so the pipes close.
             _, pending = await asyncio.wait(readers, timeout=1.0)
             if pending:
+                if slot is not None:
+                    slot.cgroup.kill()
                 _signal_group(process.pid, signal.SIGKILL)
                 await asyncio.wait(readers)
-            for handle in log_file:
-                handle.close()
+            log_file.close()
         finished_at = datetime.now(UTC)
         code = process.returncode
         if timed_out:
@@ -130,6 +198,8 @@ class LocalExecutor:
         error = ""
         if code is not None and code < 0:
             error = f"killed by signal {signal.Signals(-code).name}"
+        elif slot is not None and code is not None and (number := signal_of(code)):
+            error = f"killed by signal {_signal_name(number)} (exit status {code})"
         return Outcome(
             state=RunState.SUCCEEDED if code == 0 else RunState.FAILED,
             exit_code=code,
@@ -144,7 +214,7 @@ class LocalExecutor:
         stream: asyncio.StreamReader | None,
         number: int,
         tail: _Tail,
-        log_file: list[IO[bytes]],
+        log_file: _LogFile,
         attempt: AttemptContext,
     ) -> None:
         if stream is None:
@@ -152,13 +222,26 @@ class LocalExecutor:
         while chunk := await stream.read(65536):
             tail.add(chunk)
             attempt.on_output(number, chunk)
-            path = self.log_path(attempt)
-            if path is not None:
-                if not log_file:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    log_file.append(path.open("ab"))
-                log_file[0].write(chunk)
-                log_file[0].flush()
+            log_file.write(chunk)
+
+    async def _stop(self, process: asyncio.subprocess.Process, slot: Slot | None) -> None:
+        """SIGTERM to the whole tree, then SIGKILL if it is still there after the grace."""
+        if slot is None:
+            await self._kill_group(process)
+            return
+        # The sandbox's own processes (the first, and the namespace's init) stay out of the
+        # SIGTERM: the init exits with the job, and the namespace goes with it.
+        wrappers = {process.pid, *_children(process.pid)}
+        _signal_all(slot, signal.SIGTERM, wrappers)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), self.kill_grace)
+            return
+        _signal_all(slot, signal.SIGKILL, wrappers)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 1.0)
+            return
+        slot.cgroup.kill()
+        await process.wait()
 
     async def _kill_group(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM to the whole group, then SIGKILL if it is still there after the grace."""
@@ -167,6 +250,41 @@ class LocalExecutor:
             await asyncio.wait_for(process.wait(), self.kill_grace)
         _signal_group(process.pid, signal.SIGKILL)
         await process.wait()
+
+
+class _LogFile:
+    """An attempt's output file under the log folder, cut at `limit` bytes with a note line
+    that says so. Readable by the worker's user only: another attempt must not read it."""
+
+    def __init__(self, path: Path | None, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.written = 0
+        self.cut = False
+        self._handle: IO[bytes] | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self.path is None or self.cut:
+            return
+        if self._handle is None:
+            self.path.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self._handle = os.fdopen(fd, "ab")
+        room = self.limit - self.written
+        if len(chunk) > room:
+            self.cut = True
+            chunk = chunk[:room]
+        self._handle.write(chunk)
+        self.written += len(chunk)
+        if self.cut:
+            note = f"\n[hourglass: output cut here, at {self.limit} bytes (--log-max-bytes)]\n"
+            self._handle.write(note.encode())
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 def _failed(error: str) -> Outcome:
@@ -202,6 +320,35 @@ def _matches(path: Path, digest: str) -> bool:
         while block := handle.read(1 << 20):
             hasher.update(block)
     return f"sha256:{hasher.hexdigest()}" == digest
+
+
+def _findable(program: str, path: str) -> bool:
+    """Whether a command can be found before the sandbox starts, so that a missing program
+    fails with that reason (a relative path depends on the working directory: not checked)."""
+    if "/" in program and not program.startswith("/"):
+        return True
+    return shutil.which(program, path=path) is not None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _signal_all(slot: Slot, sig: signal.Signals, spare: set[int]) -> None:
+    for pid in slot.cgroup.pids():
+        if pid not in spare:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,170 @@
+"""The local executor's attempt sandbox on this machine (root, cgroups, util-linux), driven by a
+worker in this event loop: what one attempt can see of another and of the worker, its limits,
+the end of its whole tree, and the caps on its output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hourglass.domain import JobId, JobSpec, Resources, RunState, Task
+from hourglass.locks import Etcd
+from hourglass.schedules import At
+from hourglass.store import db, jobs
+from hourglass.workers.executors.host import Host
+from hourglass.workers.executors.local import LocalExecutor
+from hourglass.workers.executors.sandbox import SandboxConfig
+from hourglass.workers.logs import DEFAULT_LIMIT
+from tests.integration.helpers import finished_run, running_service, schedule, seconds
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    started = Host(SandboxConfig(pids_max=64))
+    started.start()
+    yield started
+    started.stop()
+
+
+async def schedule_task(pool: db.Pool, task: Task) -> JobId:
+    now = datetime.now(UTC)
+    async with db.transaction(pool) as conn:
+        job_id, _ = await jobs.create(
+            conn, spec=JobSpec(name="test", task=task, schedule=At(now)), now=now
+        )
+    return job_id
+
+
+def processes_named(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip() == text.encode():
+                    found.append(int(entry.name))
+    return found
+
+
+async def test_an_attempt_sees_neither_the_worker_nor_another_attempt(
+    pool: db.Pool, database_url: str, etcd: Etcd, host: Host
+) -> None:
+    os.environ["HOURGLASS_DATABASE_URL"] = database_url
+    secret = f"secret-{os.getpid()}-{time.time_ns()}"
+    try:
+        other = await schedule_task(
+            pool, Task(command=("sh", "-c", "id -u; sleep 3"), secret_env={"TOKEN": secret})
+        )
+        reader = await schedule(
+            pool,
+            "sh",
+            "-c",
+            "sleep 1; id -u; cat /proc/[0-9]*/environ | tr '\\0' '\\n'; env; ls /proc | wc -l",
+        )
+        async with running_service(pool, database_url, etcd, executor=LocalExecutor(sandbox=host)):
+            runs = {job: await finished_run(pool, job) for job in (other, reader)}
+    finally:
+        del os.environ["HOURGLASS_DATABASE_URL"]
+    seen = runs[reader].attempts[0].stdout_tail
+    assert runs[reader].state == RunState.SUCCEEDED, runs[reader].attempts[0]
+    assert secret not in seen and "postgresql://" not in seen and "HOURGLASS_DATABASE" not in seen
+    assert "HOURGLASS_RUN_ID" in seen  # it did read its own environment
+    uids = {seen.split()[0], runs[other].attempts[0].stdout_tail.split()[0]}
+    assert len(uids) == 2 and all(int(uid) >= 200000 for uid in uids)
+
+
+async def test_a_timeout_ends_the_whole_tree_setsid_included(
+    pool: db.Pool, database_url: str, etcd: Etcd, host: Host
+) -> None:
+    job_id = await schedule(
+        pool, "sh", "-c", "setsid sleep 3011 & echo started; sleep 1000", timeout=seconds(1)
+    )
+    async with running_service(pool, database_url, etcd, executor=LocalExecutor(sandbox=host)):
+        run = await finished_run(pool, job_id)
+    assert run.state == RunState.TIMED_OUT
+    assert run.attempts[0].stdout_tail == "started\n"
+    assert processes_named("sleep 3011") == []
+
+
+async def test_limits_hold_and_say_why(
+    pool: db.Pool, database_url: str, etcd: Etcd, host: Host
+) -> None:
+    memory = await schedule_task(
+        pool,
+        Task(
+            command=("python3", "-c", "x = bytearray(300 * 1024 * 1024); print('got it')"),
+            resources=Resources(memory_limit="64Mi"),
+        ),
+    )
+    forks = await schedule(
+        pool, "sh", "-c", "for i in $(seq 100); do sleep 5 & done; wait; echo all forked"
+    )
+    async with running_service(pool, database_url, etcd, executor=LocalExecutor(sandbox=host)):
+        oom = await finished_run(pool, memory)
+        bounded = await finished_run(pool, forks, timeout=30)
+    assert oom.state == RunState.FAILED and "out of memory" in oom.attempts[0].error
+    assert "got it" not in oom.attempts[0].stdout_tail
+    # The pids limit (64) stops the forks: the shell reports it cannot fork.
+    assert "fork" in bounded.attempts[0].stderr_tail.lower(), bounded.attempts[0]
+
+
+def test_a_new_worker_ends_what_a_dead_one_left_in_its_cgroups() -> None:
+    config = SandboxConfig()
+    first = Host(config)
+    first.start()
+    assert first.plan is not None
+    # A dead worker's attempt whose parent-death signal never came: a process in its cgroup.
+    slot = first.acquire("r-left-behind-1", memory=None)
+    procs = slot.cgroup.procs_files()
+    join = " && ".join(f'echo $$ > "{path}"' for path in procs)
+    left = subprocess.Popen(["sh", "-c", f"{join} && exec setsid sleep 3013"])
+    deadline = time.monotonic() + 10
+    while left.pid not in slot.cgroup.pids():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # The worker dies: its lock goes with its process (here: released by hand).
+    assert first._worker_lock is not None
+    os.close(first._worker_lock)
+    first._worker_lock = None
+    os.close(slot._uid_lock)
+
+    second = Host(config)
+    second.start()
+    try:
+        assert left.wait(10) == -9
+        assert not slot.cgroup.track.exists()
+    finally:
+        second.stop()
+
+
+async def test_output_caps_hold_in_the_database_and_on_disk(
+    pool: db.Pool, database_url: str, etcd: Etcd, host: Host, tmp_path: Path
+) -> None:
+    job_id = await schedule(pool, "sh", "-c", "head -c 30000000 /dev/zero | tr '\\0' x; echo end")
+    executor = LocalExecutor(sandbox=host, log_dir=tmp_path / "logs", log_limit=2_000_000)
+    async with running_service(pool, database_url, etcd, executor=executor):
+        run = await finished_run(pool, job_id, timeout=60)
+    assert run.state == RunState.SUCCEEDED
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT sum(length(data)) AS stored, bool_or(position('output cut here' IN"
+            " convert_from(data, 'UTF8')) > 0) AS noted FROM run_logs WHERE run_id = %s",
+            (run.id,),
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    print(f"stored {row['stored']} bytes in run_logs (cap {DEFAULT_LIMIT})")
+    assert DEFAULT_LIMIT - 200 <= row["stored"] <= DEFAULT_LIMIT and row["noted"]
+    (log_file,) = (tmp_path / "logs").rglob("*.log")
+    data = log_file.read_bytes()
+    note = data[2_000_000:]
+    assert data[:2_000_000] == b"x" * 2_000_000
+    assert note.startswith(b"\n[hourglass: output cut here, at 2000000 bytes") and len(note) < 100
+    # Only the worker's user may read it: another attempt must not.
+    assert log_file.stat().st_mode & 0o077 == 0 and log_file.parent.stat().st_mode & 0o077 == 0

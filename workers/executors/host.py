@@ -1,0 +1,406 @@
+"""The parts of the attempt sandbox that touch the machine: checking that it can run, the uid
+pool, the cgroups, and ending what a dead worker left behind. `sandbox.py` decides; this
+module does.
+
+Locks live in a root-only folder (`SandboxConfig.run_dir`):
+- `uids/<uid>`: held (flock) by the attempt running as that uid, so that two attempts on one
+  host, of one worker or of two, never share a uid;
+- `workers/<key>`: held by a live worker for its whole life. Its cgroups are named after the
+  key, so a worker starting on the host can tell the cgroups of dead workers (whose lock is
+  free) from those of live ones, and end the processes left in them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hourglass.workers.executors.sandbox import (
+    CgroupPlan,
+    SandboxConfig,
+    SandboxError,
+    cgroup_layout,
+    cgroup_plan,
+    launch,
+)
+
+log = logging.getLogger(__name__)
+
+TOOLS = ("setpriv", "unshare", "mount", "env", "sh")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive flock on `path` (created 0600), or None if someone holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _pids(folder: Path) -> list[int]:
+    return [int(p) for p in _read(folder / "cgroup.procs").split()]
+
+
+@dataclass
+class AttemptCgroup:
+    """One attempt's cgroup folders (the same name in each hierarchy the plan uses)."""
+
+    plan: CgroupPlan
+    folders: dict[Path, Path]  # hierarchy base -> this attempt's folder there
+
+    @property
+    def track(self) -> Path:
+        return self.folders[self.plan.track]
+
+    def procs_files(self) -> list[Path]:
+        return [folder / "cgroup.procs" for folder in self.folders.values()]
+
+    def pids(self) -> list[int]:
+        return _pids(self.track)
+
+    def oom_killed(self) -> bool:
+        folder = self.folders.get(self.plan.memory) if self.plan.memory else None
+        if folder is None:
+            return False
+        for name in ("memory.events", "memory.oom_control"):
+            for line in _read(folder / name).splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                    return True
+        return False
+
+    def kill(self) -> None:
+        _kill_tree(self.track, self.folders.get(self.plan.freezer) if self.plan.freezer else None)
+
+    def remove(self, timeout: float = 2.0) -> bool:
+        """Ends whatever is left and removes the folders; False if one would not go."""
+        deadline = time.monotonic() + timeout
+        while self.pids() and time.monotonic() < deadline:
+            self.kill()
+            time.sleep(0.01)
+        removed = True
+        for folder in self.folders.values():
+            with contextlib.suppress(FileNotFoundError):
+                try:
+                    folder.rmdir()
+                except OSError as exc:
+                    log.warning("cannot remove cgroup %s: %s", folder, exc)
+                    removed = False
+        return removed
+
+
+def _kill_tree(track: Path, freezer: Path | None) -> None:
+    """SIGKILL to every process of a cgroup: one write in v2 (cgroup.kill, Linux 5.14+);
+    in v1, frozen first when a freezer is at hand, so nothing forks meanwhile."""
+    kill_file = track / "cgroup.kill"
+    if kill_file.exists():
+        with contextlib.suppress(OSError):
+            _write(kill_file, "1")
+            return
+    if freezer is not None:
+        with contextlib.suppress(OSError):
+            _write(freezer / "freezer.state", "FROZEN")
+    for pid in _pids(track):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    if freezer is not None:
+        with contextlib.suppress(OSError):
+            _write(freezer / "freezer.state", "THAWED")
+
+
+@dataclass
+class Slot:
+    """What one attempt holds while it runs: its uid and its cgroup."""
+
+    uid: int
+    cgroup: AttemptCgroup
+    _uid_lock: int
+    closed: bool = field(default=False)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.cgroup.remove()
+        finally:
+            # The uid is free only once nothing of this attempt runs as it any more.
+            os.close(self._uid_lock)
+
+
+class Host:
+    """The sandbox's hold on this machine, for one worker process."""
+
+    def __init__(self, config: SandboxConfig, *, cgroup_root: Path = CGROUP_ROOT) -> None:
+        self.config = config
+        self.cgroup_root = cgroup_root
+        self.key = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._worker_lock: int | None = None
+        self.plan: CgroupPlan | None = None
+        self._next_uid = random.randrange(len(config.uids))
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Checks that the sandbox can run here, ends what dead workers left, and takes this
+        worker's place. Raises SandboxError with what to do when it cannot run."""
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "the attempt sandbox needs root: it runs each attempt as its own uid, in its own"
+                " namespaces and cgroup. Run the worker as root (in a container: with"
+                " CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and a writable /sys/fs/cgroup); on your"
+                " own machine, `hourglass dev --unsandboxed` runs jobs as your user, unisolated"
+            )
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise SandboxError(
+                f"the attempt sandbox needs {', '.join(missing)} (util-linux 2.32+, coreutils)"
+            )
+        run_dir = self.config.run_dir
+        for folder in (run_dir, run_dir / "uids", run_dir / "workers"):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        self.plan = self._plan()
+        self.end_stale()
+        self._worker_lock = _lock(run_dir / "workers" / self.key)
+        assert self._worker_lock is not None, "a fresh key is never locked"
+        for base in self._bases():
+            (base / self.config.cgroup_name / f"w-{self.key}").mkdir(parents=True, exist_ok=True)
+        self._enable_v2(self.plan, self.config.cgroup_name, f"w-{self.key}")
+        self._trial()
+
+    def _plan(self) -> CgroupPlan:
+        layout = cgroup_layout(_read(Path("/proc/self/mounts")), _read(Path("/proc/self/cgroup")))
+        v2_controllers: set[str] = set()
+        if layout.v2 is not None:
+            v2_controllers = set(_read(layout.v2 / "cgroup.controllers").split())
+            try:
+                self._enable_v2_at(layout.v2, tuple(sorted({"pids", "memory"} & v2_controllers)))
+            except OSError as exc:
+                # The worker shares its cgroup with other processes (EBUSY): v2's limits are not
+                # ours to use; v1's may be.
+                log.warning("cannot enable cgroup v2 controllers under %s: %s", layout.v2, exc)
+                v2_controllers = set()
+        plan = cgroup_plan(layout, v2_controllers=v2_controllers)
+        for base in {plan.track, plan.pids, plan.memory, plan.freezer} - {None}:
+            assert base is not None
+            probe = base / self.config.cgroup_name
+            try:
+                probe.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise SandboxError(
+                    f"cannot create cgroups under {base} ({exc.strerror}): the sandbox needs"
+                    " a writable cgroup hierarchy (mount /sys/fs/cgroup read-write)"
+                ) from exc
+        log.info(
+            "sandbox cgroups: processes in %s, pids limit in %s, memory limit in %s",
+            plan.track,
+            plan.pids,
+            plan.memory or "(none: tasks with a memory limit fail)",
+        )
+        return plan
+
+    @staticmethod
+    def _enable_v2_at(folder: Path, controllers: tuple[str, ...]) -> None:
+        if controllers:
+            _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in controllers))
+
+    def _enable_v2(self, plan: CgroupPlan, *names: str) -> None:
+        if not plan.v2_enable:
+            return
+        folder = plan.track
+        for name in names:
+            folder = folder / name
+            self._enable_v2_at(folder, plan.v2_enable)
+
+    def _bases(self) -> list[Path]:
+        assert self.plan is not None
+        bases = [self.plan.track, self.plan.pids, self.plan.memory, self.plan.freezer]
+        return list(dict.fromkeys(b for b in bases if b is not None))
+
+    def _trial(self) -> None:
+        """One sandboxed `true`, so that a kernel or container that forbids a step fails the
+        worker's start, not every attempt."""
+        slot = self.acquire("trial", memory=None)
+        try:
+            argv = launch(
+                self.config,
+                uid=slot.uid,
+                worker_pid=os.getpid(),
+                cgroup_procs=slot.cgroup.procs_files(),
+                command=["true"],
+            )
+            # No timeout: its polling sleeps fail under libfaketime (tests/acceptance/
+            # test_downtime.py runs workers so); a blocking wait does not.
+            result = subprocess.run(argv, capture_output=True, text=True, env={})
+        finally:
+            slot.close()
+        if result.returncode != 0:
+            raise SandboxError(
+                f"a sandboxed `true` failed ({result.returncode}): {result.stderr.strip()}. The"
+                " sandbox needs PID, mount, IPC, UTS and network namespaces (unshare) and"
+                " root's CAP_SYS_ADMIN, CAP_SETUID and CAP_SETGID"
+            )
+
+    def stop(self) -> None:
+        """Removes this worker's (empty) cgroup folders and lets its key go."""
+        for base in self._bases():
+            with contextlib.suppress(OSError):
+                (base / self.config.cgroup_name / f"w-{self.key}").rmdir()
+        if self._worker_lock is not None:
+            with contextlib.suppress(OSError):
+                (self.config.run_dir / "workers" / self.key).unlink()
+            os.close(self._worker_lock)
+            self._worker_lock = None
+
+    # -- stale cgroups -----------------------------------------------------------------------
+
+    def end_stale(self) -> list[str]:
+        """Ends the processes left in the cgroups of workers that died on this host (their
+        parent-death signal should have done so already) and removes those cgroups. Returns a
+        line per attempt cgroup that still had processes."""
+        assert self.plan is not None
+        reports: list[str] = []
+        parents = [base / self.config.cgroup_name for base in self._bases()]
+        keys = {
+            entry.name[2:]
+            for parent in parents
+            if parent.is_dir()
+            for entry in parent.iterdir()
+            if entry.is_dir() and entry.name.startswith("w-")
+        }
+        for key in sorted(keys - {self.key}):
+            lock_path = self.config.run_dir / "workers" / key
+            fd = _lock(lock_path)
+            if fd is None:
+                continue  # a live worker
+            try:
+                reports += self._end_worker(key, parents)
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()
+            finally:
+                os.close(fd)
+        return reports
+
+    def _end_worker(self, key: str, parents: list[Path]) -> list[str]:
+        assert self.plan is not None
+        reports = []
+        names = {
+            entry.name
+            for parent in parents
+            if (parent / f"w-{key}").is_dir()
+            for entry in (parent / f"w-{key}").iterdir()
+            if entry.is_dir()
+        }
+        for name in sorted(names):
+            folders = {
+                base: base / self.config.cgroup_name / f"w-{key}" / name for base in self._bases()
+            }
+            cgroup = AttemptCgroup(self.plan, {b: f for b, f in folders.items() if f.is_dir()})
+            left = cgroup.pids() if self.plan.track in cgroup.folders else []
+            if left:
+                line = (
+                    f"attempt cgroup {name} of dead worker {key}: ended {len(left)} processes"
+                    f" it left running ({', '.join(map(str, left[:10]))})"
+                )
+                log.warning("%s", line)
+                reports.append(line)
+            cgroup.remove()
+        for parent in parents:
+            with contextlib.suppress(OSError):
+                (parent / f"w-{key}").rmdir()
+        return reports
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    def acquire(self, name: str, *, memory: int | None) -> Slot:
+        """A free uid and a fresh cgroup with the limits set, for the attempt `name`."""
+        assert self.plan is not None, "start() first"
+        if memory is not None and self.plan.memory is None:
+            raise SandboxError(
+                "the task has a memory limit, and this worker has no memory cgroup controller"
+                " to enforce it"
+            )
+        uid, fd = self._take_uid()
+        try:
+            cgroup = self._cgroup(name, memory=memory)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Slot(uid=uid, cgroup=cgroup, _uid_lock=fd)
+
+    def _take_uid(self) -> tuple[int, int]:
+        uids = self.config.uids
+        folder = self.config.run_dir / "uids"
+        # From a moving, randomly started position: a uid is seldom reused soon, so files an
+        # attempt leaves in a shared world-writable place are seldom visible to the next one.
+        for step in range(len(uids)):
+            index = (self._next_uid + step) % len(uids)
+            fd = _lock(folder / str(uids[index]))
+            if fd is not None:
+                self._next_uid = index + 1
+                return uids[index], fd
+        raise SandboxError(f"all {len(uids)} sandbox uids are in use on this host")
+
+    def _cgroup(self, name: str, *, memory: int | None) -> AttemptCgroup:
+        assert self.plan is not None
+        plan = self.plan
+        folders = {}
+        # A memory cgroup only when there is a limit to hold: each folder costs a mkdir and an
+        # rmdir per attempt, and v1 memory cgroups are slow to remove.
+        wanted = [plan.track, plan.pids, plan.freezer, plan.memory if memory else None]
+        bases = list(dict.fromkeys(b for b in wanted if b is not None))
+        for base in bases:
+            folder = base / self.config.cgroup_name / f"w-{self.key}" / name
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                AttemptCgroup(plan, {base: folder}).remove()
+                folder.mkdir()
+            folders[base] = folder
+        cgroup = AttemptCgroup(plan, folders)
+        try:
+            pids = folders[plan.pids]
+            _write(pids / "pids.max", str(self.config.pids_max))
+            if memory is not None and plan.memory is not None:
+                folder = folders[plan.memory]
+                if (folder / "memory.max").exists():  # v2
+                    _write(folder / "memory.max", str(memory))
+                    with contextlib.suppress(OSError):
+                        _write(folder / "memory.swap.max", "0")
+                else:
+                    _write(folder / "memory.limit_in_bytes", str(memory))
+                    with contextlib.suppress(OSError):
+                        _write(folder / "memory.memsw.limit_in_bytes", str(memory))
+        except OSError as exc:
+            cgroup.remove()
+            if exc.errno in (errno.EINVAL, errno.EBUSY):
+                raise SandboxError(f"cannot set the attempt's cgroup limits: {exc}") from exc
+            raise
+        return cgroup
