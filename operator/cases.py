@@ -45,15 +45,32 @@ class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.api.call_api(
-            path,
-            method,
-            response_type="object",
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        body: Any = None,
+    ) -> Any:
+        """One request; the answer's JSON, or ApiException for anything but a 2xx."""
+        method, url, headers, payload, form = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
             auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            **kwargs,
         )
+        response = self.api.call_api(
+            method, url, header_params=headers, body=payload, post_params=form,
+            _request_timeout=30,
+        )  # fmt: skip
+        response.read()
+        if not 200 <= response.status < 300:
+            raise client.ApiException(http_resp=response)
+        return json.loads(response.data or b"{}")
 
     async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
         kind = owned.kind_of(body)
@@ -63,11 +80,8 @@ class Kube:
             self._call,
             "PATCH",
             path,
-            query_params=[("fieldManager", owned.FIELD_MANAGER), ("force", "true")],
-            header_params={
-                "Content-Type": "application/apply-patch+yaml",
-                "Accept": "application/json",
-            },
+            query=[("fieldManager", owned.FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
             body=dict(body),
         )
         return result
@@ -77,8 +91,7 @@ class Kube:
             self._call,
             "GET",
             kind.collection(namespace),
-            query_params=[("labelSelector", selector)],
-            header_params={"Accept": "application/json"},
+            query=[("labelSelector", selector)],
         )
         items: list[dict[str, Any]] = result.get("items") or []
         for item in items:  # a list's items carry neither
@@ -96,7 +109,6 @@ class Kube:
                 self._call,
                 "DELETE",
                 f"{kind.collection(metadata['namespace'])}/{metadata['name']}",
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
                 body=body,
             )
         except client.ApiException as error:

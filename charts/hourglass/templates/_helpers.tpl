@@ -97,14 +97,17 @@ url
 {{- if and (not .Values.etcd.enabled) (not .Values.etcd.endpoints) }}
 {{- fail "etcd.enabled is false: set etcd.endpoints (HOST:PORT[,HOST:PORT])" }}
 {{- end }}
-{{- if and .Values.cases.enabled (not .Values.cases.existingSecret) }}
-{{- if and (not .Values.postgresql.enabled) (not .Values.database.url) }}
-{{- fail "cases.enabled with database.existingSecret: set cases.existingSecret (a Secret with database-url and redis-url)" }}
-{{- end }}
-{{- if and (not .Values.redis.enabled) (not .Values.redis.url) }}
+{{- if and .Values.cases.enabled (not .Values.cases.existingSecret) (not .Values.redis.enabled) (not .Values.redis.url) }}
 {{- fail "redis.enabled is false: set redis.url (redis://HOST:PORT/DB) or cases.existingSecret" }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when the operator serves the cases: cases.enabled, and a database URL the chart
+can put in the cases' Secret (the bundled PostgreSQL or database.url) or a Secret of the
+user's (cases.existingSecret). With only database.existingSecret the chart cannot read the
+URL, so the cases stay off (NOTES.txt says so). */}}
+{{- define "hourglass.casesOn" -}}
+{{- if and .Values.cases.enabled (or .Values.cases.existingSecret .Values.postgresql.enabled .Values.database.url) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret with database-url and redis-url for the cases' servers. */}}
@@ -231,7 +234,7 @@ annotations:
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- if .Values.cases.enabled }}
+{{- if include "hourglass.casesOn" . }}
 {{- $plurals := include "hourglass.casePlurals" . | fromJsonArray }}
 # The cases' resources, and what they own (server-side apply creates through patch; pruning
 # and a resource's deletion delete).
