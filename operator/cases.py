@@ -67,7 +67,7 @@ class Kube:
             method, url, header_params=headers, body=payload, post_params=form,
             _request_timeout=30,
         )  # fmt: skip
-        response.read()
+        response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             raise client.ApiException(http_resp=response)
         return json.loads(response.data or b"{}")
@@ -86,7 +86,7 @@ class Kube:
         )
         return result
 
-    async def list(self, kind: owned.Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
+    async def items(self, kind: owned.Kind, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = await asyncio.to_thread(
             self._call,
             "GET",
@@ -121,7 +121,7 @@ class Kube:
         """Every object under the owner's label that the owner controls, kind by kind."""
         found = []
         for kind in owned.KINDS:
-            for item in await self.list(kind, owner.namespace, owner.selector):
+            for item in await self.items(kind, owner.namespace, owner.selector):
                 if owned.owned_by(item, owner.uid):
                     found.append(item)
         return found
@@ -129,7 +129,7 @@ class Kube:
 
 def _reason(error: client.ApiException) -> str:
     try:
-        return str(json.loads(error.body).get("message") or error.reason)
+        return str(json.loads(error.body or "").get("message") or error.reason)
     except (TypeError, ValueError):
         return str(error.reason)
 
@@ -243,13 +243,13 @@ class CaseReconciler:
         if not generation:
             return  # never applied yet
         previous = status.get("conditions") or []
-        degraded = next((c for c in previous if c.get("type") == "Degraded"), {})
+        degraded: dict[str, Any] = next((c for c in previous if c.get("type") == "Degraded"), {})
         if degraded.get("status") == "True" and degraded.get("reason") != "DeploymentFailed":
             return  # the apply failed: the next reconcile, not a refresh, clears that
         owner = self._owner(name or "", namespace or "", uid)
         kind = next(k for k in owned.KINDS if k.kind == "Deployment")
         try:
-            found = await self.kube.list(kind, owner.namespace, owner.selector)
+            found = await self.kube.items(kind, owner.namespace, owner.selector)
         except client.ApiException as error:
             logger.warning("listing Deployments: HTTP %s: %s", error.status, _reason(error))
             return
@@ -263,7 +263,9 @@ class CaseReconciler:
     ) -> None:
         owner = self._owner(name or "", namespace or "", uid)
         try:
-            deleted = [item for item in await self.kube.owned(owner) if await self.kube.delete(item)]
+            deleted = [
+                item for item in await self.kube.owned(owner) if await self.kube.delete(item)
+            ]
         except client.ApiException as error:
             raise kopf.TemporaryError(
                 f"deleting owned objects: HTTP {error.status}: {_reason(error)}; retrying",

@@ -50,7 +50,8 @@ def status_schema() -> dict[str, Any]:
             },
             "endpoints": {
                 "type": "array",
-                "description": "Where clients reach the case: [PORT_NAME=]SERVICE.NAMESPACE.svc:PORT",
+                "description": "Where clients reach the case:"
+                " [PORT_NAME=]SERVICE.NAMESPACE.svc:PORT",
                 "items": {"type": "string"},
             },
         },
@@ -184,9 +185,10 @@ HEADER = (
 
 
 def render(document: Mapping[str, Any]) -> str:
-    import yaml  # the kubernetes client's dependency; only the generator needs it
+    import yaml  # type: ignore[import-untyped]  # the kubernetes client's dependency
 
-    return HEADER + yaml.safe_dump(dict(document), sort_keys=False, width=100)
+    text: str = yaml.safe_dump(dict(document), sort_keys=False, width=100)
+    return HEADER + text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

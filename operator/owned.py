@@ -40,7 +40,9 @@ class Kind:
     @property
     def prefix(self) -> str:
         """`api/v1` for the core group, `apis/<group>/<version>` for the others."""
-        return f"api/{self.api_version}" if "/" not in self.api_version else f"apis/{self.api_version}"
+        return (
+            f"api/{self.api_version}" if "/" not in self.api_version else f"apis/{self.api_version}"
+        )
 
     def collection(self, namespace: str) -> str:
         return f"/{self.prefix}/namespaces/{namespace}/{self.plural}"
@@ -168,15 +170,24 @@ def deployment_state(deployment: Mapping[str, Any]) -> tuple[str, str]:
     generation = int(deployment.get("metadata", {}).get("generation") or 0)
     for condition in status.get("conditions") or ():
         if condition.get("type") == "Progressing" and condition.get("status") == "False":
-            return "failed", f"Deployment {name}: {condition.get('message') or condition.get('reason')}"
+            return (
+                "failed",
+                f"Deployment {name}: {condition.get('message') or condition.get('reason')}",
+            )
         if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
-            return "failed", f"Deployment {name}: {condition.get('message') or condition.get('reason')}"
+            return (
+                "failed",
+                f"Deployment {name}: {condition.get('message') or condition.get('reason')}",
+            )
     if int(status.get("observedGeneration") or 0) < generation:
         return "progressing", f"Deployment {name}: rollout of generation {generation} not seen yet"
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
     if updated < wanted or available < wanted:
-        return "progressing", f"Deployment {name}: {available}/{wanted} available, {updated} updated"
+        return (
+            "progressing",
+            f"Deployment {name}: {available}/{wanted} available, {updated} updated",
+        )
     return "available", f"Deployment {name}: {available}/{wanted} available"
 
 

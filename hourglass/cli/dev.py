@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
         if planned:
-            asyncio.run(
-                dev_cases.run_beside(components, planned, database_url=dsn, on_ready=ready)
-            )
+            asyncio.run(dev_cases.run_beside(components, planned, database_url=dsn, on_ready=ready))
         else:
             asyncio.run(services.run(components, on_ready=ready))
     finally:

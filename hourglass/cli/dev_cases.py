@@ -147,10 +147,11 @@ async def run_beside(
     stop = asyncio.Event()
     # Made first, so its signal handlers are in place before any case starts.
     scheduler = asyncio.create_task(services.run(components, on_ready=on_ready), name="scheduler")
-    servers = [
-        asyncio.create_task(item.case.serve(item.settings, stop), name=item.case.name)
-        for item in planned
-    ]
+
+    async def serve_case(item: Planned) -> None:
+        await item.case.serve(item.settings, stop)
+
+    servers = [asyncio.create_task(serve_case(item), name=item.case.name) for item in planned]
     try:
         done, _ = await asyncio.wait([scheduler, *servers], return_when=asyncio.FIRST_COMPLETED)
         if scheduler not in done:

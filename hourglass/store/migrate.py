@@ -94,7 +94,9 @@ def apply(dsn: str, *, folder: Traversable | None = None, schema: str | None = N
         conn.execute(sql.SQL("SELECT pg_advisory_lock") + lock[0], lock[1])
         try:
             if schema is not None:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
                 # Session-wide: every statement of the migrations lands in the schema.
                 conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
             conn.execute(

@@ -151,7 +151,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def case_operator(
+def start_case_operator(
     kube_apiserver: KubeApiServer,
     crds: list[str],
     probe_crd_installed: None,
@@ -159,34 +159,46 @@ def case_operator(
     k8s_namespace: str,
     hourglass_api: HourglassApi,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[RunningOperator]:
-    """The operator, as `hourglass operator --case-image ...` runs it, for the test's
-    namespace."""
-    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
+) -> Iterator[Callable[[Path | None], RunningOperator]]:
+    """Starts the operator, as `hourglass operator --case-image ...` runs it, for the test's
+    namespace, as the admin or with the credentials of `kubeconfig`."""
+    started: list[RunningOperator] = []
 
-    def target() -> None:
-        try:
-            main.run(
-                hourglass_api.address,
-                [k8s_namespace],
-                None,
-                token=hourglass_api.token,
-                refresh_interval=0.5,
-                platform=PLATFORM,
-                stop=stop,
-                ready=ready,
-            )
-        except BaseException as error:
-            errors.append(error)
+    def start(kubeconfig: Path | None = None) -> RunningOperator:
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube_apiserver.kubeconfig))
+        stop, ready = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
 
-    thread = threading.Thread(target=target, name="case-operator", daemon=True)
-    running = RunningOperator(thread, stop, ready, errors)
-    thread.start()
-    assert ready.wait(30), f"the operator did not start: {errors!r}"
-    yield running
-    running.shutdown()
+        def target() -> None:
+            try:
+                main.run(
+                    hourglass_api.address,
+                    [k8s_namespace],
+                    None,
+                    token=hourglass_api.token,
+                    refresh_interval=0.5,
+                    platform=PLATFORM,
+                    stop=stop,
+                    ready=ready,
+                )
+            except BaseException as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=target, name="case-operator", daemon=True)
+        running = RunningOperator(thread, stop, ready, errors)
+        started.append(running)
+        thread.start()
+        assert ready.wait(30), f"the operator did not start: {errors!r}"
+        return running
+
+    yield start
+    for running in started:
+        running.shutdown()
+
+
+@pytest.fixture
+def case_operator(start_case_operator: Callable[[Path | None], RunningOperator]) -> RunningOperator:
+    return start_case_operator(None)
 
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -198,7 +210,9 @@ def kubectl(
 ) -> Kubectl:
     binary = k8s_tool("kubectl")
 
-    def run(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [str(binary), "--kubeconfig", str(kube_apiserver.kubeconfig), "-n", k8s_namespace,
              *args],
@@ -264,7 +278,10 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
 ) -> None:
     applied = kubectl("apply", "-f", "-", stdin=probe("one", extra=True))
     assert "probe.hourglass.io/one created" in applied.stdout
-    resource = wait_for("the Probe's status", lambda: condition(get(kubectl, "pr", "one"), "Ready") and get(kubectl, "pr", "one"))
+    resource = wait_for(
+        "the Probe's status",
+        lambda: condition(get(kubectl, "pr", "one"), "Ready") and get(kubectl, "pr", "one"),
+    )
     uid = resource["metadata"]["uid"]
 
     for kind, name in [*OWNED, ("configmap", "probe-one-extra")]:
@@ -283,12 +300,18 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
     assert pod["metadata"]["labels"][owned.SERVER_LABEL] == "probe"
     assert pod["spec"]["containers"][0]["args"][:3] == ["serve", "probe", "--name"]
     spec = get(kubectl, "configmap", "probe-one-spec")
-    assert spec is not None and json.loads(spec["data"]["spec.json"]) == {"extra": True, "replicas": 1}
+    assert spec is not None and json.loads(spec["data"]["spec.json"]) == {
+        "extra": True,
+        "replicas": 1,
+    }
 
     # The case's ScheduledJob is in `kubectl get sj`, and the ScheduledJob handlers scheduled it.
     listed = kubectl("get", "sj")
     assert "probe-one-rollup" in listed.stdout
-    wait_for("the rollup job scheduled", lambda: get(kubectl, "sj", "probe-one-rollup").get("status", {}).get("jobId"))  # type: ignore[union-attr]
+    wait_for(
+        "the rollup job scheduled",
+        lambda: get(kubectl, "sj", "probe-one-rollup").get("status", {}).get("jobId"),
+    )  # type: ignore[union-attr]
 
     # No pod is available yet: not Ready, Progressing.
     status = resource["status"]
@@ -299,7 +322,13 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
     assert status["endpoints"] == [f"grpc=probe-one.{k8s_namespace}.svc:50051"]
 
     _make_available(k8s_client, k8s_namespace, "probe-one", 1)
-    ready = wait_for("Ready=True", lambda: condition(get(kubectl, "pr", "one"), "Ready").get("status") == "True" and get(kubectl, "pr", "one"))
+    ready = wait_for(
+        "Ready=True",
+        lambda: (
+            condition(get(kubectl, "pr", "one"), "Ready").get("status") == "True"
+            and get(kubectl, "pr", "one")
+        ),
+    )
     assert condition(ready, "Ready")["reason"] == "Available"
     assert condition(ready, "Progressing")["status"] == "False"
     assert "True" in kubectl("get", "pr", "one").stdout  # the Ready printer column
@@ -323,7 +352,9 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
     job_id = get(kubectl, "sj", "probe-one-rollup")["status"]["jobId"]  # type: ignore[index]
     kubectl("delete", "pr", "one", "--wait=true", "--timeout=30s")
     for kind, name in OWNED:
-        wait_for(f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None)
+        wait_for(
+            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
+        )
     assert job_id not in {job.job_id for job in hourglass_api.jobs()}
 
 
