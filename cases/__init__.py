@@ -22,7 +22,10 @@ cannot reach PostgreSQL, etcd or the scheduler's API (docs/architecture.md, "Thr
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,11 @@ class Settings:
     metrics_listen: str | None = None
     # The resource's spec as the operator saw it (a ConfigMap in a cluster), or {} locally.
     spec: Mapping[str, Any] = field(default_factory=dict)
+    # The resource's namespace ("" locally), and the PostgreSQL schema of this resource
+    # (`schema_name`): `database_url` already sets search_path to it, and the migrations in
+    # `Case.migrations` were applied into it before `serve` was called.
+    namespace: str = ""
+    schema: str = "public"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +85,18 @@ class Case:
     kind: str  # the custom resource's kind: "Leaderboard"
     plural: str  # "leaderboards"
     short_names: tuple[str, ...]  # ("lb",)
-    # Runs the server until `stop` is set.
+    # Runs the server until `stop` (an asyncio.Event) is set. The process already serves
+    # Prometheus metrics on `Settings.metrics_listen` (the CLI starts that, as for every
+    # command): a case registers its collectors on prometheus_client's default registry.
     serve: Callable[[Settings, Any], Awaitable[None]]
     # Pure: the resource -> the manifests the operator applies (Deployments, Services,
     # ConfigMaps, ScheduledJobs), without ownerReferences (the operator adds them).
     objects: Callable[[Resource, Platform], list[dict[str, Any]]]
     # The folder with the case's schema.sql and numbered migrations.
     migrations: Path
+    # Whether the server has an HTTP face: `hourglass dev` then gives it Settings.http_listen
+    # and prints that address.
+    http: bool = False
 
 
 def get(name: str) -> Case:
@@ -97,3 +110,95 @@ def get(name: str) -> Case:
 
 def every() -> list[Case]:
     return [get(name) for name in NAMES]
+
+
+# Where the operator's pods find the resource's spec (a ConfigMap mounted as a file), and the
+# environment that `hourglass serve` reads; `server_args` and `server_env` spell them so that
+# every case's Deployment starts its server the same way.
+SPEC_FILE = "/etc/hourglass/spec/spec.json"
+GRPC_PORT = 50051
+METRICS_PORT = 9090
+_IDENTIFIER = re.compile(r"[a-z0-9_]+")
+_MAX_SCHEMA = 63
+
+
+def schema_name(case: str, name: str, namespace: str = "") -> str:
+    """The PostgreSQL schema of one resource: `<case>_<namespace>_<name>` (or `<case>_<name>`
+    without a namespace), lower case, with every other character as `_`.
+
+    Two resources never share a schema: when that spelling loses information (a `.` or `-`
+    became `_`, or it is longer than PostgreSQL's 63 bytes) it is cut short and ends in a hash
+    of the exact (case, namespace, name)."""
+    parts = [case, namespace, name] if namespace else [case, name]
+    plain = "_".join(parts)
+    spelled = re.sub(r"[^a-z0-9_]", "_", plain.lower())
+    if spelled[0].isdigit():
+        spelled = f"c{spelled}"
+    lossy = spelled != plain or any("_" in part for part in parts[1:])
+    if not lossy and len(spelled) <= _MAX_SCHEMA and _IDENTIFIER.fullmatch(spelled):
+        return spelled
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+    return f"{spelled[: _MAX_SCHEMA - 11]}_{digest}"
+
+
+def server_args(
+    case: str,
+    resource: Resource,
+    *,
+    grpc_port: int = GRPC_PORT,
+    http_port: int | None = None,
+    metrics_port: int = METRICS_PORT,
+) -> list[str]:
+    """The container args of a case's server for `resource`: `hourglass serve ...` on all
+    interfaces of the pod, reading the spec from SPEC_FILE (mount the resource's spec
+    ConfigMap, key `spec.json`, at its folder)."""
+    args = [
+        "serve", case,
+        "--name", resource.name,
+        "--namespace", resource.namespace,
+        "--spec", SPEC_FILE,
+        "--listen", f"0.0.0.0:{grpc_port}",
+        "--metrics-listen", f"0.0.0.0:{metrics_port}",
+    ]  # fmt: skip
+    if http_port is not None:
+        args += ["--http-listen", f"0.0.0.0:{http_port}"]
+    return args
+
+
+def server_env(platform: Platform) -> list[dict[str, Any]]:
+    """The environment of a case's server container: the database and Redis URLs from the
+    platform's Secret, and the etcd endpoints."""
+
+    def secret(variable: str, key: str) -> dict[str, Any]:
+        ref = {"secretKeyRef": {"name": platform.secret, "key": key}}
+        return {"name": variable, "valueFrom": ref}
+
+    return [
+        secret("HOURGLASS_DATABASE_URL", "database-url"),
+        secret("HOURGLASS_REDIS_URL", "redis-url"),
+        {"name": "HOURGLASS_ETCD_ENDPOINTS", "value": platform.etcd_endpoints},
+    ]
+
+
+def spec_configmap(case: str, resource: Resource) -> dict[str, Any]:
+    """The ConfigMap `<case>-<name>-spec` that carries the resource's spec to its server as
+    SPEC_FILE. A changed spec changes this object, and the `spec-hash` in its labels lets a
+    Deployment's pod template roll when it changes."""
+    text = json.dumps(dict(resource.spec), sort_keys=True, separators=(",", ":"))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{case}-{resource.name}-spec",
+            "namespace": resource.namespace,
+            "labels": {"hourglass.io/spec-hash": spec_hash(resource)},
+        },
+        "data": {"spec.json": text},
+    }
+
+
+def spec_hash(resource: Resource) -> str:
+    """A short digest of the spec: put it in a pod template's annotations so that a changed
+    spec rolls the case's pods (a mounted ConfigMap alone would change under them)."""
+    text = json.dumps(dict(resource.spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

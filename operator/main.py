@@ -19,6 +19,8 @@ import grpc
 import kopf
 from kubernetes import client
 
+from hourglass import cases
+from hourglass.operator import cases as case_handlers
 from hourglass.operator import handlers, kube, leader, resources
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ async def _main(
     token: str | None,
     tls_ca: bytes | None,
     cfg: handlers.Config,
+    platform: cases.Platform | None,
     lease_duration: float,
     stop_event: threading.Event | None,
     ready: threading.Event | None,
@@ -134,9 +137,19 @@ async def _main(
         channel = grpc.aio.secure_channel(server, credentials)
     reconciler = handlers.Reconciler(handlers.Api(channel, cfg.rpc_timeout, token), cfg)
     registry = handlers.build_registry(reconciler, cfg)
+    plurals = [resources.PLURAL]
+    cases_client: client.ApiClient | None = None
+    if platform is not None:
+        cases_client = kube.api_client()
+        plurals += case_handlers.register(
+            registry,
+            case_handlers.Kube(cases_client),
+            platform,
+            refresh_interval=cfg.refresh_interval,
+        )
     log.info(
         "operator for %s in %s, API %s",
-        resources.PLURAL,
+        ", ".join(plurals),
         ", ".join(namespaces) if namespaces else "all namespaces",
         server,
     )
@@ -178,8 +191,9 @@ async def _main(
             watcher.cancel()
         if elector is not None:
             await asyncio.to_thread(elector.release)
-        if api_client is not None:
-            api_client.close()  # type: ignore[no-untyped-call]
+        for opened in (api_client, cases_client):
+            if opened is not None:
+                opened.close()  # type: ignore[no-untyped-call]
         await channel.close()
 
 
@@ -214,6 +228,7 @@ def run(
     identity: str | None = None,
     refresh_interval: float = 5.0,
     lease_duration: float = 15.0,
+    platform: cases.Platform | None = None,
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
 ) -> None:
@@ -233,6 +248,8 @@ def run(
     refresh_interval: seconds between status refreshes of each resource.
     lease_duration: seconds a leader's Lease lasts without renewal (renewed every 2/15 of it,
         given up after 2/3 of it without a renewal).
+    platform: what the cases' objects refer to (image, Secret, etcd): reconcile the custom
+        resource of every case in `hourglass.cases` too; None: ScheduledJobs only.
     stop, ready: for running it in a thread: set `stop` to stop it; `ready` is set once kopf
         is serving.
     """
@@ -248,6 +265,7 @@ def run(
             token=token,
             tls_ca=Path(tls_ca).read_bytes() if tls_ca else None,
             cfg=cfg,
+            platform=platform,
             lease_duration=lease_duration,
             stop_event=stop,
             ready=ready,

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import sys
 
-from hourglass.cli import sandbox_options, services
+from hourglass.cli import dev_cases, sandbox_options, services
 from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres
 from hourglass.store import migrate
 from hourglass.workers.claimer import ClaimerConfig
@@ -28,11 +28,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        chosen = dev_cases.choose(args.cases)
+    except ValueError as error:
+        print(f"hourglass dev: --case: {error}", file=sys.stderr)
+        return 2
     data_dir = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"hourglass dev: starting PostgreSQL and etcd in {data_dir}", flush=True)
     postgres = EmbeddedPostgres(data_dir / "postgres").start()
     etcd = EmbeddedEtcd(data_dir / "etcd").start()
+    redis = dev_cases.start_redis(data_dir) if chosen else None
     try:
         dsn = postgres.dsn()
         migrate.apply(dsn)
@@ -51,6 +57,18 @@ def run(args: argparse.Namespace) -> int:
             binary_cache=data_dir / "cache" / "binaries",
         )
 
+        planned = (
+            dev_cases.plan(
+                chosen,
+                listen=args.listen,
+                database_url=dsn,
+                redis_url=redis.url,
+                etcd_endpoints=etcd.endpoint,
+            )
+            if redis is not None
+            else []
+        )
+
         def ready(port: int | None) -> None:
             host = args.listen.rsplit(":", 1)[0]
             address = f"{host}:{port}"
@@ -58,13 +76,19 @@ def run(args: argparse.Namespace) -> int:
                 f"hourglass dev: serving hourglass.v1.JobScheduler on {address}\n"
                 f"  database: {dsn}\n"
                 f"  etcd:     {etcd.endpoint}\n"
-                f"  try:      hourglass schedule --every 2s -- echo hello\n"
+                + (dev_cases.describe(planned, redis) + "\n" if redis is not None else "")
+                + "  try:      hourglass schedule --every 2s -- echo hello\n"
                 "  stop:     Ctrl-C",
                 flush=True,
             )
 
         try:
-            asyncio.run(services.run(components, on_ready=ready))
+            if planned:
+                asyncio.run(
+                    dev_cases.run_beside(components, planned, database_url=dsn, on_ready=ready)
+                )
+            else:
+                asyncio.run(services.run(components, on_ready=ready))
         except SandboxError as exc:
             print(
                 f"hourglass dev: cannot sandbox jobs: {exc}.\nOn your own machine, for jobs you"
@@ -73,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
     finally:
+        if redis is not None:
+            redis.stop()
         etcd.stop()
         postgres.stop()
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import artifact_quota, durations, logs
-from hourglass.cli import admin, client, sandbox_options
+from hourglass.cli import admin, client, dev_cases, sandbox_options, serve
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     _add_metrics_option(dev)
     sandbox_options.add(dev, escape_hatch=True)
+    dev_cases.add_options(dev)
 
     api = commands.add_parser("api", help="serve the gRPC API")
     _add_store_options(api, etcd=False)
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     admin.add_parsers(commands, add_store_options=_add_store_options)
+    serve.add_parser(commands, add_metrics_option=_add_metrics_option)
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -325,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--tls-ca", default=_env("HOURGLASS_TLS_CA"), help="CA of the API's TLS certificate"
     )
+    serve.add_platform_options(operator)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _add_store_options(migrate, etcd=False)
@@ -428,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cli import dev
 
         return dev.run(args)
+    if args.command == "serve":
+        return serve.run(parser, args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":
@@ -439,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.lease or None,
             token=args.token or None,
             tls_ca=args.tls_ca or None,
+            platform=serve.platform(parser, args),
         )
         return 0
     if args.command in admin.COMMANDS:

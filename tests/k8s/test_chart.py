@@ -68,6 +68,8 @@ EXTERNAL_VALUES = [
     "--set", "database.url=postgresql://hourglass:secret@db.example.com:5432/hourglass",
     "--set", "etcd.enabled=false",
     "--set", r"etcd.endpoints=etcd-0.example.com:2379\,etcd-1.example.com:2379",
+    "--set", "redis.enabled=false",
+    "--set", "redis.url=redis://:secret@redis.example.com:6379/0",
     "--set", "artifacts.url=s3://hourglass/binaries?endpoint=http://minio.example.com:9000",
     "--set", "worker.jobNamespaces={jobs-a,jobs-b}",
     "--set", "operator.watchNamespaces={team-a,team-b}",
@@ -924,7 +926,7 @@ def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace
 
     documents = _documents(template(release=name, namespace=namespace).stdout)
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert len(workloads) == 8
+    assert len(workloads) == 9  # with the bundled Redis
     for document in workloads:
         pod = _pod_of(document, f"{document['metadata']['name']}-0")
         core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused

@@ -97,6 +97,27 @@ url
 {{- if and (not .Values.etcd.enabled) (not .Values.etcd.endpoints) }}
 {{- fail "etcd.enabled is false: set etcd.endpoints (HOST:PORT[,HOST:PORT])" }}
 {{- end }}
+{{- if and .Values.cases.enabled (not .Values.cases.existingSecret) (not .Values.redis.enabled) (not .Values.redis.url) }}
+{{- fail "redis.enabled is false: set redis.url (redis://HOST:PORT/DB) or cases.existingSecret" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator serves the cases: cases.enabled, and a database URL the chart
+can put in the cases' Secret (the bundled PostgreSQL or database.url) or a Secret of the
+user's (cases.existingSecret). With only database.existingSecret the chart cannot read the
+URL, so the cases stay off (NOTES.txt says so). */}}
+{{- define "hourglass.casesOn" -}}
+{{- if and .Values.cases.enabled (or .Values.cases.existingSecret .Values.postgresql.enabled .Values.database.url) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret with database-url and redis-url for the cases' servers. */}}
+{{- define "hourglass.casesSecretName" -}}
+{{- default (include "hourglass.componentName" (dict "root" . "component" "cases")) .Values.cases.existingSecret }}
+{{- end }}
+
+{{/* The case kinds the chart installs (crds/), as plurals: the operator's RBAC names them. */}}
+{{- define "hourglass.casePlurals" -}}
+{{- list "leaderboards" | toJson }}
 {{- end }}
 
 {{- define "hourglass.etcdEndpoints" -}}
@@ -213,6 +234,30 @@ annotations:
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if include "hourglass.casesOn" . }}
+{{- $plurals := include "hourglass.casePlurals" . | fromJsonArray }}
+# The cases' resources, and what they own (server-side apply creates through patch; pruning
+# and a resource's deletion delete).
+- apiGroups: ["hourglass.io"]
+  resources: {{ $plurals | toJson }}
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["hourglass.io"]
+  resources:
+    {{- range $plurals }}
+    - {{ printf "%s/status" . }}
+    - {{ printf "%s/finalizers" . }}
+    {{- end }}
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["hourglass.io"]
+  resources: ["scheduledjobs"]
+  verbs: ["create", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+{{- end }}
 {{- end }}
 
 {{- define "hourglass.operatorTokenSecret" -}}
@@ -244,6 +289,17 @@ executor labels each job pod hourglass.io/run; a tenant cannot choose a pod's la
       - key: app.kubernetes.io/component
         operator: In
         values: {{ .components | toJson }}
+      - key: hourglass.io/run
+        operator: DoesNotExist
+{{- end }}
+
+{{/* A peer: the cases' server pods in the release's namespace (the operator labels their pod
+templates hourglass.io/case-server), never a job pod. */}}
+{{- define "hourglass.caseServerPods" -}}
+- podSelector:
+    matchExpressions:
+      - key: hourglass.io/case-server
+        operator: Exists
       - key: hourglass.io/run
         operator: DoesNotExist
 {{- end }}
