@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from hourglass import schedules
+from hourglass import policies, schedules
 from hourglass.domain import (
     CatchUp,
     CatchUpPolicy,
@@ -25,12 +25,10 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
+from hourglass.store import quotas
 from hourglass.store.db import JOBS_CHANNEL, RUNS_CHANNEL, Connection, notify
 from hourglass.store.runs import request_cancel
 
-# How many fires of one job a single producer cycle records at most; a job that missed more
-# (a long outage with the "all" catch-up) gets the rest in the next cycles.
-MAX_FIRES_PER_JOB_PER_CYCLE = 1000
 # Backfill refuses ranges with more fires than this.
 MAX_BACKFILL = 10_000
 
@@ -543,6 +541,7 @@ async def delete(conn: Connection, job_id: JobId, *, now: datetime) -> bool:
 class _Fire:
     run_id: uuid.UUID
     job_id: uuid.UUID
+    namespace: str
     scheduled_at: datetime
     available_at: datetime
     state: str = "queued"
@@ -555,19 +554,21 @@ async def _insert_runs(conn: Connection, fires: list[_Fire], now: datetime) -> i
         return 0
     cursor = await conn.execute(
         """
-        INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at, created_at,
-                          finished_at, reason, trigger)
-        SELECT r.id, r.job_id, r.scheduled_at, r.state, 1, r.available_at, %(now)s,
-               CASE WHEN r.state = 'queued' THEN NULL ELSE %(now)s END, r.reason, r.trigger
-        FROM unnest(%(ids)s::uuid[], %(jobs)s::uuid[], %(times)s::timestamptz[],
-                    %(available)s::timestamptz[], %(states)s::text[], %(reasons)s::text[],
-                    %(triggers)s::text[])
-             AS r(id, job_id, scheduled_at, available_at, state, reason, trigger)
+        INSERT INTO runs (id, job_id, namespace, scheduled_at, state, attempt, available_at,
+                          created_at, finished_at, reason, trigger)
+        SELECT r.id, r.job_id, r.namespace, r.scheduled_at, r.state, 1, r.available_at,
+               %(now)s, CASE WHEN r.state = 'queued' THEN NULL ELSE %(now)s END, r.reason,
+               r.trigger
+        FROM unnest(%(ids)s::uuid[], %(jobs)s::uuid[], %(namespaces)s::text[],
+                    %(times)s::timestamptz[], %(available)s::timestamptz[], %(states)s::text[],
+                    %(reasons)s::text[], %(triggers)s::text[])
+             AS r(id, job_id, namespace, scheduled_at, available_at, state, reason, trigger)
         ON CONFLICT (job_id, scheduled_at) DO NOTHING
         """,
         {
             "ids": [f.run_id for f in fires],
             "jobs": [f.job_id for f in fires],
+            "namespaces": [f.namespace for f in fires],
             "times": [f.scheduled_at for f in fires],
             "available": [f.available_at for f in fires],
             "states": [f.state for f in fires],
@@ -579,38 +580,6 @@ async def _insert_runs(conn: Connection, fires: list[_Fire], now: datetime) -> i
     return cursor.rowcount
 
 
-def _due_fires(
-    spec: JobSpec, first: datetime, now: datetime
-) -> tuple[list[datetime], int, datetime | None]:
-    """Which of the fires from `first` up to now run under the job's catch-up policy.
-
-    Returns (fire times to record, fires missed, the job's next fire time).
-    """
-    schedule, bounds, catch_up = spec.schedule, spec.bounds, spec.catch_up
-    if catch_up.policy == CatchUpPolicy.LATEST:
-        latest, count = schedules.latest_at_or_before(schedule, now, since=first, bounds=bounds)
-        return [latest], count - 1, schedules.next_fire(schedule, latest, bounds=bounds)
-    tolerance = catch_up.tolerance()
-    missed = 0
-    fire: datetime | None = first
-    if tolerance is not None and now - first > tolerance:
-        # Jump over the fires that are too late without listing them one by one.
-        cutoff = now - tolerance
-        latest_missed, missed = schedules.latest_at_or_before(
-            schedule, cutoff, since=first, bounds=bounds
-        )
-        if latest_missed >= cutoff:  # it is on time after all
-            missed -= 1
-            fire = latest_missed
-        else:
-            fire = schedules.next_fire(schedule, latest_missed, bounds=bounds)
-    fires: list[datetime] = []
-    while fire is not None and fire <= now and len(fires) < MAX_FIRES_PER_JOB_PER_CYCLE:
-        fires.append(fire)
-        fire = schedules.next_fire(schedule, fire, bounds=bounds)
-    return fires, missed, fire
-
-
 @dataclass(frozen=True, slots=True)
 class Fired:
     """What one fire_due call did."""
@@ -620,6 +589,10 @@ class Fired:
     skipped: int = 0
     # Fires dropped by each catch-up policy.
     missed: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Fires the queued-runs quota held back (recorded as skipped, with the reason).
+    held_back: int = 0
+    # Fires whose start the fires-per-second quota delayed.
+    paced: int = 0
 
 
 async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
@@ -628,8 +601,10 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
 
     The catch-up policy decides which late fires run (the rest are counted in missed_fires);
     the overlap policy decides whether each fire is queued, skipped, or replaces the job's
-    active run. Rows are locked with SKIP LOCKED, so several producers can share the work; the
-    unique (job_id, scheduled_at) key makes a fire recorded twice a no-op.
+    active run; the namespace's quotas pace the queued ones or hold them back
+    (hourglass.policies decides all three). Rows are locked with SKIP LOCKED, so several
+    producers can share the work; the unique (job_id, scheduled_at) key makes a fire recorded
+    twice a no-op.
     """
     # The ordered index scan stops after `limit` rows. With many jobs due at once (after an
     # outage, before ANALYZE has seen them) the planner preferred a bitmap scan that reads and
@@ -650,32 +625,43 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
         return Fired()
     active = await _active_runs(conn, [job.id for job in due if job.spec.overlap != Overlap.ALLOW])
     fires: list[_Fire] = []
-    replaced: list[RunId] = []
+    replaces: list[tuple[RunId, ...]] = []
     job_ids, next_times, missed_counts = [], [], []
     missed_by_policy: dict[str, int] = {}
     for job in due:
         assert job.next_fire_at is not None
-        times, missed, next_fire = _due_fires(job.spec, job.next_fire_at, now)
-        queued, running = active.get(job.id, ([], []))
-        for scheduled_at in times:
-            fire = _Fire(uuid.uuid4(), job.id, scheduled_at, scheduled_at + _delay(job.spec))
-            overlap = job.spec.overlap
-            if overlap == Overlap.SKIP and (queued or running):
-                fire = _skipped(fire, "overlap policy skip: an earlier run is still active")
-            elif overlap == Overlap.BUFFER_ONE and queued:
-                fire = _skipped(fire, "overlap policy buffer_one: a run is already waiting")
-            elif overlap == Overlap.REPLACE:
-                replaced += [*queued, *running]
-                queued, running = [], []
-            if fire.state == "queued":
-                queued = [*queued, RunId(fire.run_id)]
-            fires.append(fire)
+        plan = policies.due_fires(job.spec, first=job.next_fire_at, now=now, created=job.created_at)
+        state = active.get(job.id, policies.Active())
+        for scheduled_at in plan.times:
+            run_id = RunId(uuid.uuid4())
+            verdict = policies.on_fire(job.spec.overlap, state, run_id)
+            state = verdict.active
+            fires.append(
+                _Fire(
+                    run_id,
+                    job.id,
+                    job.namespace,
+                    scheduled_at,
+                    scheduled_at + _delay(job.spec),
+                    "skipped" if verdict.skip_reason else "queued",
+                    verdict.skip_reason,
+                )
+            )
+            replaces.append(verdict.replaces)
         job_ids.append(job.id)
-        next_times.append(next_fire)
-        missed_counts.append(missed)
-        if missed:
+        next_times.append(plan.next_fire)
+        missed_counts.append(plan.missed)
+        if plan.missed:
             policy = job.spec.catch_up.policy.value
-            missed_by_policy[policy] = missed_by_policy.get(policy, 0) + missed
+            missed_by_policy[policy] = missed_by_policy.get(policy, 0) + plan.missed
+    held_back, paced = await _apply_quotas(conn, fires, now)
+    # A fire the quota held back replaces nothing: a job is not left without a run.
+    replaced = [
+        run
+        for fire, replacing in zip(fires, replaces, strict=True)
+        if fire.state == "queued"
+        for run in replacing
+    ]
     await request_cancel(conn, replaced, reason="replaced by a later fire", now=now)
     await _insert_runs(conn, fires, now)
     await conn.execute(
@@ -693,21 +679,49 @@ async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
     await notify(conn, RUNS_CHANNEL)
     skipped = sum(1 for fire in fires if fire.state == "skipped")
     return Fired(
-        jobs=len(due), queued=len(fires) - skipped, skipped=skipped, missed=missed_by_policy
+        jobs=len(due),
+        queued=len(fires) - skipped,
+        skipped=skipped - held_back,
+        missed=missed_by_policy,
+        held_back=held_back,
+        paced=paced,
     )
+
+
+async def _apply_quotas(conn: Connection, fires: list[_Fire], now: datetime) -> tuple[int, int]:
+    """Paces the queued fires of each namespace, or holds them back, in place; returns how
+    many were held back and how many paced."""
+    by_namespace: dict[str, list[int]] = {}
+    for index, fire in enumerate(fires):
+        if fire.state == "queued":
+            by_namespace.setdefault(fire.namespace, []).append(index)
+    if not by_namespace:
+        return 0, 0
+    admitted = await quotas.admit_fires(
+        conn,
+        {ns: [fires[i].available_at for i in indexes] for ns, indexes in by_namespace.items()},
+        now=now,
+    )
+    held_back = paced = 0
+    for namespace, indexes in by_namespace.items():
+        verdict = admitted[namespace]
+        held_back += verdict.held_back
+        paced += verdict.paced
+        for index, available in zip(indexes, verdict.available, strict=True):
+            fire = fires[index]
+            fires[index] = (
+                dataclasses.replace(fire, available_at=available)
+                if available is not None
+                else dataclasses.replace(fire, state="skipped", reason=verdict.reason)
+            )
+    return held_back, paced
 
 
 def _delay(spec: JobSpec) -> timedelta:
     return spec.schedule.delay() if isinstance(spec.schedule, Every) else timedelta(0)
 
 
-def _skipped(fire: _Fire, reason: str) -> _Fire:
-    return _Fire(fire.run_id, fire.job_id, fire.scheduled_at, fire.available_at, "skipped", reason)
-
-
-async def _active_runs(
-    conn: Connection, job_ids: list[JobId]
-) -> dict[JobId, tuple[list[RunId], list[RunId]]]:
+async def _active_runs(conn: Connection, job_ids: list[JobId]) -> dict[JobId, policies.Active]:
     """For each job, its queued and its running runs."""
     if not job_ids:
         return {}
@@ -720,7 +734,10 @@ async def _active_runs(
     for row in await cursor.fetchall():
         queued, running = found.setdefault(JobId(row["job_id"]), ([], []))
         (queued if row["state"] == "queued" else running).append(RunId(row["id"]))
-    return found
+    return {
+        job_id: policies.Active(tuple(queued), tuple(running))
+        for job_id, (queued, running) in found.items()
+    }
 
 
 async def trigger(conn: Connection, job_id: JobId, *, now: datetime) -> RunId | None:
@@ -730,7 +747,7 @@ async def trigger(conn: Connection, job_id: JobId, *, now: datetime) -> RunId | 
         return None
     if job.state == JobState.CANCELLED:
         raise NotAllowed(f"job {job_id} is cancelled")
-    fire = _Fire(uuid.uuid4(), job_id, now, now, trigger="manual")
+    fire = _Fire(uuid.uuid4(), job_id, job.namespace, now, now, trigger="manual")
     # A fire of the job at this very microsecond already exists: the next one is free.
     while not await _insert_runs(conn, [fire], now):
         fire = dataclasses.replace(fire, scheduled_at=fire.scheduled_at + timedelta(microseconds=1))
@@ -769,7 +786,7 @@ async def backfill(
                 raise ValueError(f"the range holds more than {MAX_BACKFILL} fires; split it")
             times.append(fire)
             fire = spec.schedule.next_after(fire)
-    fires = [_Fire(uuid.uuid4(), job_id, t, now, trigger="backfill") for t in times]
+    fires = [_Fire(uuid.uuid4(), job_id, job.namespace, t, now, trigger="backfill") for t in times]
     queued = await _insert_runs(conn, fires, now)
     await notify(conn, RUNS_CHANNEL)
     return queued
