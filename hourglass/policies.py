@@ -149,6 +149,39 @@ def claimable(
     return chosen
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A namespace with runs available now: how many it runs, and its oldest waiting run."""
+
+    namespace: str
+    running: int
+    oldest: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A namespace a claim takes runs from, and how many it may lock at most."""
+
+    namespace: str
+    running: int
+    share: int
+
+
+def claim_shares(waiting: Sequence[Waiting], *, limit: int) -> list[Share]:
+    """Which namespaces a claim of `limit` runs draws from, and how many runs each may offer.
+
+    Every namespace with runs available gets an equal share of the limit (rounded up), so
+    that a claim locks about `limit` rows. When more namespaces wait than the claim has room
+    for, the ones running the fewest runs come first, then the ones waiting longest; the
+    rest wait for the next claim, which sees the counts this one changed.
+    """
+    if limit <= 0 or not waiting:
+        return []
+    chosen = sorted(waiting, key=lambda w: (w.running, w.oldest, w.namespace))[:limit]
+    share = math.ceil(limit / len(chosen))
+    return [Share(w.namespace, w.running, share) for w in chosen]
+
+
 # --- requeue -------------------------------------------------------------------------------
 
 

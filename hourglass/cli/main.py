@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import durations, logs
-from hourglass.cli import client
+from hourglass.cli import admin, client
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(token_revoke, etcd=False)
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
 
+    admin.add_parser(commands, add_store_options=_add_store_options)
+
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
     _add_metrics_option(producer)
@@ -426,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "token":
         return _token(parser, args)
+    if args.command == "quota":
+        return admin.run(parser, args)
     if args.command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate

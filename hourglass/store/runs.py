@@ -60,14 +60,17 @@ class HeldRun:
     retry: RetryPolicy
 
 
-# Claiming walks the namespaces that have queued runs (a skip scan of runs_queued, which is
-# on (namespace, available_at) of queued runs) and takes each namespace's oldest available
-# runs, round-robin: the first of every namespace, then the second, ... One namespace's
-# backlog therefore never delays another's runs by more than one turn. Each namespace locks
-# at most its share of the limit, so a claim locks about `limit` rows however many
-# namespaces wait. Within a namespace, buffer_one and replace runs whose job already runs are
-# passed over (a prefilter; exclusivity itself is decided under a per-job lock, below).
-_CLAIM = """
+# Claiming is fair across namespaces, in two statements. The first finds the namespaces with
+# runs available now: a skip scan of runs_queued (on (namespace, available_at) of queued runs),
+# with each namespace's running runs counted from runs_running (on (namespace, id)). Then
+# policies.claim_shares picks the namespaces and how many runs each may offer. The second
+# statement takes each chosen namespace's oldest available runs (an index scan per namespace,
+# under a constant LIMIT the planner can see) and ranks them so that the namespace running the
+# fewest runs gets the next slot (its k-th offer ranks as running + k). One namespace's backlog
+# therefore cannot delay another's runs, and a claim locks about `limit` rows however many
+# namespaces wait. buffer_one and replace runs whose job already runs are passed over here (a
+# prefilter; exclusivity itself is decided under a per-job lock, in lock_queued).
+_WAITING = """
 WITH RECURSIVE spaces AS (
     (SELECT namespace FROM runs WHERE state = 'queued' ORDER BY namespace LIMIT 1)
   UNION ALL
@@ -75,28 +78,38 @@ WITH RECURSIVE spaces AS (
             WHERE r.state = 'queued' AND r.namespace > s.namespace
             ORDER BY r.namespace LIMIT 1)
     FROM spaces s WHERE s.namespace IS NOT NULL
-), share AS (
-    SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS n
-    FROM spaces WHERE namespace IS NOT NULL
-), taken AS (
+)
+SELECT s.namespace, head.available_at AS oldest,
+       (SELECT count(*) FROM runs r
+        WHERE r.state = 'running' AND r.namespace = s.namespace) AS running
+FROM spaces s CROSS JOIN LATERAL (
+    SELECT r.available_at FROM runs r
+    WHERE r.state = 'queued' AND r.namespace = s.namespace AND r.available_at <= %(now)s
+    ORDER BY r.available_at LIMIT 1) AS head
+WHERE s.namespace IS NOT NULL
+"""
+
+_CLAIM = """
+WITH offers AS (
     SELECT c.*,
-           row_number() OVER (PARTITION BY c.namespace ORDER BY c.available_at) AS turn
-    FROM spaces s CROSS JOIN LATERAL (
+           l.running + row_number() OVER (PARTITION BY c.namespace ORDER BY c.available_at)
+               AS turn
+    FROM unnest(%(namespaces)s::text[], %(running)s::bigint[]) AS l(namespace, running)
+    CROSS JOIN LATERAL (
         SELECT r.id, r.job_id, r.namespace, r.scheduled_at, r.available_at, r.attempt,
                j.command, j.args, j.env, j.image, j.working_dir, j.binary_digest, j.resources,
                j.secret_env, j.timeout, j.max_attempts, j.retry_backoff, j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
-        WHERE r.state = 'queued' AND r.namespace = s.namespace AND r.available_at <= %(now)s
+        WHERE r.state = 'queued' AND r.namespace = l.namespace AND r.available_at <= %(now)s
           AND (j.overlap IN ('allow', 'skip')
                OR NOT EXISTS (SELECT 1 FROM runs other
                               WHERE other.job_id = r.job_id AND other.state = 'running'))
         ORDER BY r.available_at
-        LIMIT (SELECT n FROM share)
+        LIMIT %(share)s
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
-    WHERE s.namespace IS NOT NULL
 )
-SELECT * FROM taken ORDER BY turn, available_at LIMIT %(limit)s
+SELECT * FROM offers ORDER BY turn, available_at LIMIT %(limit)s
 """
 
 # The class id of the per-job advisory locks of exclusive claims.
@@ -105,7 +118,8 @@ _JOB_LOCK = 0x4A42
 
 async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[QueuedRun]:
     """Locks up to `limit` runs that are queued and available, fairly across namespaces
-    (round-robin, each namespace's oldest first), skipping rows other workers hold locked.
+    (the namespace running the fewest runs first, each namespace's oldest run first),
+    skipping rows other workers hold locked.
     Must run in a transaction that `mark_running` then completes.
 
     buffer_one and replace allow one running run per job. Two workers claiming two queued
@@ -114,7 +128,24 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     cannot get it leaves the run for later) and only then looks for a running run of the job,
     in a new statement whose snapshot sees every claim committed before the lock was free.
     """
-    cursor = await conn.execute(_CLAIM, {"now": now, "limit": limit})
+    cursor = await conn.execute(_WAITING, {"now": now})
+    waiting = [
+        policies.Waiting(row["namespace"], row["running"], row["oldest"])
+        for row in await cursor.fetchall()
+    ]
+    shares = policies.claim_shares(waiting, limit=limit)
+    if not shares:
+        return []
+    cursor = await conn.execute(
+        _CLAIM,
+        {
+            "namespaces": [share.namespace for share in shares],
+            "running": [share.running for share in shares],
+            "share": shares[0].share,
+            "now": now,
+            "limit": limit,
+        },
+    )
     rows = {row["id"]: row for row in await cursor.fetchall()}
     candidates = [
         policies.Candidate(

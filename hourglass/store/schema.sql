@@ -101,8 +101,8 @@ CREATE TABLE runs (
 -- Workers claim queued runs fairly: a skip scan finds the namespaces with queued runs, and
 -- each namespace's oldest available runs come first (hourglass.store.runs.lock_queued).
 CREATE INDEX runs_queued ON runs (namespace, available_at) WHERE state = 'queued';
--- The claimer sweeps the runs held right now.
-CREATE INDEX runs_running ON runs (id) WHERE state = 'running';
+-- The claimer sweeps the runs held right now; a claim counts each namespace's running runs.
+CREATE INDEX runs_running ON runs (namespace, id) WHERE state = 'running';
 -- Active runs of a job, for the overlap policies.
 CREATE INDEX runs_active ON runs (job_id) WHERE state IN ('queued', 'running');
 -- Retention pruning walks finished runs oldest first.

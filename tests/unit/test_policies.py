@@ -305,3 +305,30 @@ def test_late_fires_keep_their_own_availability_when_not_paced() -> None:
     past = [T0 - timedelta(seconds=s) for s in (30, 20, 10)]
     admitted = policies.admit_fires(past, quota=Quota(), queued=0, tat=None, now=T0)
     assert admitted.available == past and admitted.paced == 0
+
+
+# --- fair claims ---------------------------------------------------------------------------
+
+
+def waiting(namespace: str, running: int, age: int) -> policies.Waiting:
+    return policies.Waiting(namespace, running, T0 - timedelta(seconds=age))
+
+
+def test_every_waiting_namespace_gets_an_equal_share_of_a_claim() -> None:
+    shares = policies.claim_shares([waiting("a", 0, 500), waiting("b", 0, 1)], limit=8)
+    assert [(s.namespace, s.share) for s in shares] == [("a", 4), ("b", 4)]
+    assert policies.claim_shares([waiting("a", 3, 1)], limit=5)[0].share == 5
+    assert policies.claim_shares([], limit=5) == []
+    assert policies.claim_shares([waiting("a", 0, 1)], limit=0) == []
+
+
+def test_a_small_claim_goes_to_the_namespaces_running_the_fewest_runs() -> None:
+    """A busy worker claims one slot at a time: the namespace with the long backlog (and the
+    runs running) does not win every slot just because its runs are older."""
+    flood = waiting("a", 32, 5000)
+    quiet = waiting("b", 0, 1)
+    (share,) = policies.claim_shares([flood, quiet], limit=1)
+    assert (share.namespace, share.share) == ("b", 1)
+    # Equal load: the one waiting longest.
+    (share,) = policies.claim_shares([waiting("a", 1, 5), waiting("b", 1, 9)], limit=1)
+    assert share.namespace == "b"

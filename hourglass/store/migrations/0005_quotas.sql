@@ -1,7 +1,8 @@
 -- 0005: fair use. Each namespace may have its own quotas (jobs, queued runs, fires per
 -- second; without a row it gets the defaults in hourglass.policies); the producer paces each
--- namespace's fires; runs carry their job's namespace so that workers claim round-robin over
--- namespaces, each namespace's oldest first, from one index.
+-- namespace's fires; runs carry their job's namespace so that workers claim fairly across
+-- namespaces (the one running the fewest runs first, each one's oldest run first), from
+-- indexes on (namespace, ...) of queued and of running runs.
 CREATE TABLE namespace_quotas (
     namespace            text PRIMARY KEY,
     max_jobs             bigint NOT NULL CHECK (max_jobs >= 0),
@@ -21,3 +22,5 @@ ALTER TABLE runs ALTER COLUMN namespace SET NOT NULL;
 
 DROP INDEX runs_queued;
 CREATE INDEX runs_queued ON runs (namespace, available_at) WHERE state = 'queued';
+DROP INDEX runs_running;
+CREATE INDEX runs_running ON runs (namespace, id) WHERE state = 'running';
