@@ -20,7 +20,7 @@ from hourglass.api.events import Hub
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
 from hourglass.store import artifacts as artifact_rows
-from hourglass.store import db, jobs, quotas, runs
+from hourglass.store import db, fires, jobs, quotas, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -311,7 +311,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
             await quotas.lock(conn, namespace)
-            run_id = await jobs.trigger(conn, job_id, now=self.clock.now())
+            run_id = await fires.trigger(conn, job_id, now=self.clock.now())
             if run_id is None:
                 await _not_found(context, job_id)
             await quotas.enforce_queued(conn, namespace)
@@ -362,7 +362,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         try:
             async with db.transaction(self.pool) as conn:
                 await quotas.lock(conn, namespace)
-                queued = await jobs.backfill(
+                queued = await fires.backfill(
                     conn, job_id, start=start, end=end, now=self.clock.now()
                 )
                 await quotas.enforce_queued(conn, namespace)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
-from hourglass.store import db, jobs
+from hourglass.store import db, fires, jobs
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Producer:
         total = 0
         while True:
             async with db.transaction(self.pool) as conn:
-                fired = await jobs.fire_due(
+                fired = await fires.fire_due(
                     conn, now=self.clock.now(), limit=self.config.batch_size
                 )
             metrics.fires.labels("queued").inc(fired.queued)

@@ -194,8 +194,6 @@ def test_a_flood_in_one_namespace_does_not_delay_another(
         fired, earliest = conn.execute(
             "SELECT count(*), min(scheduled_at) FROM runs WHERE job_id = %s", (flood,)
         ).fetchone()  # type: ignore[misc]
-        (missed,) = conn.execute(
-            "SELECT missed_fires FROM jobs WHERE id = %s", (flood,)
-        ).fetchone()  # type: ignore[misc]
+        (missed,) = conn.execute("SELECT missed_fires FROM jobs WHERE id = %s", (flood,)).fetchone()  # type: ignore[misc]
     assert earliest >= flood_at - timedelta(seconds=1)
     assert 0 < fired <= elapsed * 10 + 1 and missed == 0

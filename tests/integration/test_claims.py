@@ -11,7 +11,7 @@ from pathlib import Path
 from hourglass.domain import FencingToken, JobId, JobSpec, Overlap, Task
 from hourglass.locks import Etcd
 from hourglass.schedules import Every
-from hourglass.store import db, jobs, runs
+from hourglass.store import db, fires, jobs, runs
 from hourglass.workers.executors.local import LocalExecutor
 from hourglass.workers.worker import Worker, WorkerConfig
 from tests.integration.helpers import eventually
@@ -48,13 +48,13 @@ async def test_one_namespaces_backlog_does_not_delay_another(pool: db.Pool) -> N
     backlog = await create(pool, "a", ("true",))
     now = datetime.now(UTC)
     async with db.transaction(pool) as conn:
-        queued = await jobs.backfill(
+        queued = await fires.backfill(
             conn, backlog, start=now - timedelta(hours=5000), end=now, now=now
         )
     assert queued == 5000
     other = await create(pool, "b", ("true",))
     async with db.transaction(pool) as conn:
-        late = await jobs.trigger(conn, other, now=datetime.now(UTC))
+        late = await fires.trigger(conn, other, now=datetime.now(UTC))
 
     # A worker with room for 8: b's one run is in its first claim.
     async with pool.connection() as conn, conn.transaction(force_rollback=True):
@@ -73,7 +73,7 @@ async def test_the_claim_reads_indexes_not_the_backlog(pool: db.Pool) -> None:
     backlog = await create(pool, "a", ("true",))
     now = datetime.now(UTC)
     async with db.transaction(pool) as conn:
-        await jobs.backfill(conn, backlog, start=now - timedelta(hours=5000), end=now, now=now)
+        await fires.backfill(conn, backlog, start=now - timedelta(hours=5000), end=now, now=now)
         await conn.execute("ANALYZE runs")
     async with db.transaction(pool) as conn:
         params = {"now": datetime.now(UTC)}
@@ -141,7 +141,7 @@ async def test_two_workers_never_run_two_runs_of_a_buffer_one_job(
         for _ in range(triggers // 4):
             async with db.transaction(pool) as conn:
                 for _ in range(4):
-                    await jobs.trigger(conn, job_id, now=datetime.now(UTC))
+                    await fires.trigger(conn, job_id, now=datetime.now(UTC))
             await asyncio.sleep(0.05)
 
         async def all_finished() -> bool:

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hourglass.domain import JobId, JobSpec, Task
 from hourglass.policies import Quota
 from hourglass.schedules import At, Every
-from hourglass.store import db, jobs, quotas
+from hourglass.store import db, fires, jobs, quotas
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 from hourglass.workers.producer import Producer
@@ -153,7 +153,7 @@ async def test_the_queued_runs_quota_refuses_triggers_and_backfills(
             now=now,
             namespace="b",
         )
-        await jobs.trigger(conn, other, now=now)
+        await fires.trigger(conn, other, now=now)
         await quotas.enforce_queued(conn, "b")
 
 
