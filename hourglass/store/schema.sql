@@ -94,7 +94,7 @@ CREATE TABLE runs (
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- A fire happens once: a second producer, or a retried transaction, cannot double it.
     UNIQUE (job_id, scheduled_at),
-    -- The job's namespace, copied: workers claim round-robin over namespaces from one index.
+    -- The job's namespace, copied: workers claim fairly across namespaces from an index.
     namespace        text NOT NULL
 );
 
