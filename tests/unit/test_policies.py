@@ -332,3 +332,12 @@ def test_a_small_claim_goes_to_the_namespaces_running_the_fewest_runs() -> None:
     # Equal load: the one waiting longest.
     (share,) = policies.claim_shares([waiting("a", 1, 5), waiting("b", 1, 9)], limit=1)
     assert share.namespace == "b"
+
+
+def test_a_cron_jobs_fires_before_creation_are_not_caught_up() -> None:
+    job = spec(Cron("*/10 * * * * *"))
+    plan = policies.due_fires(
+        job, first=SEVENTIES, now=T0 + timedelta(seconds=25), created=T0 + timedelta(seconds=5)
+    )
+    assert plan.times == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)]
+    assert plan.missed == 0 and plan.next_fire == T0 + timedelta(seconds=30)
