@@ -13,14 +13,15 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from hourglass import artifact_quota, artifacts
+from hourglass import artifact_quota, artifacts, policies
 from hourglass.api import convert, validation
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
-from hourglass.store import db, jobs, runs
+from hourglass.store import artifacts as artifact_rows
+from hourglass.store import db, fires, jobs, quotas, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -39,9 +40,12 @@ STREAM_POLL = 2.0
 
 async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
     """Maps domain errors to statuses: validation to INVALID_ARGUMENT naming the field and the
-    reason, a state that forbids the change to FAILED_PRECONDITION."""
+    reason, a namespace quota to RESOURCE_EXHAUSTED naming the quota and its value, a state
+    that forbids the change to FAILED_PRECONDITION."""
     if isinstance(exc, validation.Invalid):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, policies.QuotaExceeded):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, jobs.UnknownArtifact):
         # NOT_FOUND whether another namespace uploaded it or nobody did: no difference shows.
         await context.abort(grpc.StatusCode.NOT_FOUND, f"spec.task.binary: {exc}")
@@ -49,7 +53,12 @@ async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]
     raise AssertionError("abort raises")
 
 
-_DOMAIN_ERRORS = (validation.Invalid, jobs.UnknownArtifact, jobs.NotAllowed)
+_DOMAIN_ERRORS = (
+    validation.Invalid,
+    jobs.UnknownArtifact,
+    jobs.NotAllowed,
+    policies.QuotaExceeded,
+)
 
 
 def _answers_invalid(method: Handler[Response]) -> Handler[Response]:
@@ -165,6 +174,8 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         spec = validation.job_spec(request.spec, now=now)
         try:
             async with db.transaction(self.pool) as conn:
+                await quotas.lock(conn, namespace)
+                await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
                 job_id, created = await jobs.create(
                     conn,
                     spec=spec,
@@ -173,6 +184,8 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     request_id=request.request_id,
                     request_digest=request_digest(request) if request.request_id else b"",
                 )
+                if created:
+                    await quotas.enforce_jobs(conn, namespace)
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         if created:
@@ -208,7 +221,12 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             new.append(jobs.NewJob(spec=spec, request_id=item.request_id, request_digest=digest))
         try:
             async with db.transaction(self.pool) as conn:
+                await quotas.lock(conn, namespace)
+                await quotas.admit_schedules(
+                    conn, namespace, (job.spec.schedule for job in new), now=now
+                )
                 ids = await jobs.create_many(conn, new, namespace=namespace, now=now)
+                await quotas.enforce_jobs(conn, namespace)
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         log.info("%d jobs scheduled in namespace %s", len(ids), namespace)
@@ -257,6 +275,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         spec = validation.job_spec(request.spec, now=now)
         await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
+            await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
             job = await jobs.update(conn, job_id, spec=spec, now=now)
         if job is None:
             await _not_found(context, job_id)
@@ -296,9 +315,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         job_id = validation.job_id(request.job_id)
         await self._own_job(context, job_id, namespace)
         async with db.transaction(self.pool) as conn:
-            run_id = await jobs.trigger(conn, job_id, now=self.clock.now())
+            await quotas.lock(conn, namespace)
+            run_id = await fires.trigger(conn, job_id, now=self.clock.now())
             if run_id is None:
                 await _not_found(context, job_id)
+            await quotas.enforce_queued(conn, namespace)
             run = await runs.get(conn, run_id)
         assert run is not None
         return pb.TriggerJobResponse(run=convert.run_to_pb(run))
@@ -345,9 +366,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         await self._own_job(context, job_id, namespace)
         try:
             async with db.transaction(self.pool) as conn:
-                queued = await jobs.backfill(
+                await quotas.lock(conn, namespace)
+                queued = await fires.backfill(
                     conn, job_id, start=start, end=end, now=self.clock.now()
                 )
+                await quotas.enforce_queued(conn, namespace)
         except ValueError as exc:
             raise validation.Invalid("to", str(exc)) from None
         if queued is None:

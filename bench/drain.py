@@ -58,10 +58,10 @@ def insert_due(dsn: str, n: int, *, queued: bool) -> float:
         if queued:
             conn.execute(
                 """
-                INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at,
-                                  created_at)
-                SELECT gen_random_uuid(), id, created_at - interval '1 minute', 'queued', 1,
-                       created_at - interval '1 minute', now()
+                INSERT INTO runs (id, job_id, namespace, scheduled_at, state, attempt,
+                                  available_at, created_at)
+                SELECT gen_random_uuid(), id, namespace, created_at - interval '1 minute',
+                       'queued', 1, created_at - interval '1 minute', now()
                 FROM jobs WHERE name = 'drain'
                 """
             )

@@ -5,7 +5,7 @@ the next 30 days, first 10,000 of them, then 1,000,000. At each size, after VACU
 cycles of: make 500 random jobs due (fire times a few seconds ago), then
   - EXPLAIN (ANALYZE, BUFFERS) of the producer's due-job query (SELECT * FROM jobs WHERE
     next_fire_at <= now ORDER BY next_fire_at LIMIT 500 FOR UPDATE SKIP LOCKED), rolled back;
-  - one producer cycle: one transaction of hourglass.store.jobs.fire_due(limit=500), timed
+  - one producer cycle: one transaction of hourglass.store.fires.fire_due(limit=500), timed
     from the pool borrow to the commit.
 The figures are medians of cycles that each start after a VACUUM; then cycles without one
 show the effect of the dead index entries each fire leaves at the head of jobs_next_fire_at
@@ -152,7 +152,7 @@ def explain(conn: Any, *, no_bitmap: bool = False) -> dict[str, Any]:
 
 
 async def fire_once(dsn: str) -> tuple[float, int]:
-    from hourglass.store import db, jobs
+    from hourglass.store import db, fires
 
     pool = await db.open_pool(dsn, min_size=1, max_size=1)
     try:
@@ -160,7 +160,7 @@ async def fire_once(dsn: str) -> tuple[float, int]:
             await conn.execute("SELECT 1")
         start = time.perf_counter()
         async with db.transaction(pool) as conn:
-            fired = await jobs.fire_due(conn, now=datetime.now(UTC), limit=DUE)
+            fired = await fires.fire_due(conn, now=datetime.now(UTC), limit=DUE)
         count = fired if isinstance(fired, int) else fired.jobs  # an int before Fired existed
         return (time.perf_counter() - start) * 1000, count
     finally:

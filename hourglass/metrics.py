@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 fires = Counter(
     "hourglass_fires_total",
-    "Fires recorded by the producer, by what became of them (queued, skipped by overlap).",
+    "Fires recorded by the producer, by what became of them (queued, skipped by overlap,"
+    " held_back by a queued-runs quota).",
     ["outcome"],
 )
 missed_fires = Counter(

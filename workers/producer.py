@@ -4,6 +4,10 @@ It sleeps until the earliest next_fire_at (re-planning when the API notifies tha
 changed, and at least every `max_idle` seconds), then records the due fires and advances each
 job's next_fire_at in one transaction. Several producers may run at once: due jobs are locked
 with SKIP LOCKED and a fire is unique per (job, scheduled time).
+
+Each namespace's quotas apply to the fires it queues: the fires-per-second quota delays their
+start (available_at), and fires beyond the queued-runs quota are recorded as skipped runs
+whose reason names the quota, and counted (hourglass_fires_total{outcome="held_back"}).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
-from hourglass.store import db, jobs
+from hourglass.store import db, fires, jobs
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +55,17 @@ class Producer:
         total = 0
         while True:
             async with db.transaction(self.pool) as conn:
-                fired = await jobs.fire_due(
+                fired = await fires.fire_due(
                     conn, now=self.clock.now(), limit=self.config.batch_size
                 )
             metrics.fires.labels("queued").inc(fired.queued)
             metrics.fires.labels("skipped").inc(fired.skipped)
+            if fired.held_back:
+                # Recorded as skipped runs whose reason names the quota: counted, not silent.
+                metrics.fires.labels("held_back").inc(fired.held_back)
+                log.warning("%d fires held back by a queued-runs quota", fired.held_back)
+            if fired.paced:
+                log.info("%d fires delayed by a fires-per-second quota", fired.paced)
             for policy, count in fired.missed.items():
                 metrics.missed_fires.labels(policy).inc(count)
                 log.warning("%d fires missed under catch-up policy %s", count, policy)

@@ -53,6 +53,10 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# How soon a worker whose claim found nothing it may start looks again.
+BLOCKED_POLL = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     # Attempts executed at once.
@@ -134,7 +138,13 @@ class Worker:
                         continue
                 if claimed and claimed == free:
                     continue  # there may be more waiting
-                await self.wakeups.wait(await self._idle_seconds(free))
+                wait = await self._idle_seconds(free)
+                if not claimed and free > 0:
+                    # Runs may be available yet not ours to start (another worker holds them
+                    # locked, or their exclusive job is running): look again soon, not at once,
+                    # or this loop spins. New runs still wake us at once (NOTIFY).
+                    wait = max(wait, BLOCKED_POLL)
+                await self.wakeups.wait(wait)
             await self._drain()
             await self.finisher.flush()
         except FinisherCrashed:

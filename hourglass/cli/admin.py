@@ -1,6 +1,6 @@
-"""Admin commands that speak to the database directly (they need --database-url): API tokens
-and namespaces' artifact quotas. Whoever can run them holds the database's credentials, so
-they need no API token."""
+"""`hourglass token`: an admin command that speaks to the database directly (it needs
+--database-url). Whoever can run it holds the database's credentials, so it needs no API
+token. `hourglass quota` lives beside it in quota.py; both share the argument types here."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hourglass import artifact_quota, durations, sizes
+from hourglass import durations, sizes
 
-COMMANDS = ("token", "quota")
+COMMANDS = ("token",)
 
 
 def positive_duration(text: str) -> timedelta:
@@ -40,18 +40,8 @@ def byte_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _quota_size(text: str) -> int | None:
-    """A quota in bytes, or "default" to return to the API's default."""
-    if text.strip() == "default":
-        return None
-    try:
-        return sizes.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc}, or 'default'") from None
-
-
 def add_parsers(commands: Any, *, add_store_options: Callable[..., None]) -> None:
-    """Adds `token` and `quota` to the top-level subparsers."""
+    """Adds `token` to the top-level subparsers."""
     token = commands.add_parser("token", help="manage API tokens (needs --database-url)")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     token_create = token_commands.add_parser("create", help="make a token; prints it once")
@@ -69,31 +59,13 @@ def add_parsers(commands: Any, *, add_store_options: Callable[..., None]) -> Non
     add_store_options(token_revoke, etcd=False)
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
 
-    quota = commands.add_parser("quota", help="namespaces' quotas (needs --database-url)")
-    quota_commands = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
-    quota_set = quota_commands.add_parser("set", help="set a namespace's quotas")
-    add_store_options(quota_set, etcd=False)
-    quota_set.add_argument("--namespace", required=True, help="the tenant")
-    quota_set.add_argument(
-        "--max-artifact-bytes",
-        type=_quota_size,
-        required=True,
-        metavar="SIZE",
-        help="bytes of uploaded binaries it may own (10GiB, 500MB), or 'default' (the API's"
-        f" --artifact-quota, {sizes.format(artifact_quota.DEFAULT_MAX_ARTIFACT_BYTES)} unless"
-        " set)",
-    )
-    quota_list = quota_commands.add_parser("list", help="namespaces with their own quotas")
-    add_store_options(quota_list, etcd=False)
-
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not args.database_url:
         parser.error("--database-url is required (or set HOURGLASS_DATABASE_URL)")
     if getattr(args, "namespace", None) is not None and not args.namespace.strip():
         parser.error("--namespace must not be empty")
-    act = _token if args.command == "token" else _quota
-    return asyncio.run(act(parser, args))
+    return asyncio.run(_token(parser, args))
 
 
 async def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -161,31 +133,3 @@ def _standing(token: Any, now: datetime) -> str:
     if token.expires_at is not None and token.expires_at <= now:
         return "expired"
     return "active"
-
-
-async def _quota(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from hourglass.cli import tables
-    from hourglass.store import artifacts as artifact_rows
-    from hourglass.store import db
-
-    pool = await db.open_pool(args.database_url)
-    try:
-        async with db.transaction(pool) as conn:
-            if args.quota_command == "set":
-                await artifact_rows.set_quota(conn, args.namespace, args.max_artifact_bytes)
-                value = args.max_artifact_bytes
-                shown = "the API's default" if value is None else f"{sizes.format(value)}"
-                print(f"namespace {args.namespace!r}: max artifact bytes {shown}")
-            else:
-                rows = [
-                    [namespace, sizes.format(size), size]
-                    for namespace, size in await artifact_rows.list_quotas(conn)
-                ]
-                print(
-                    tables.render(["NAMESPACE", "MAX ARTIFACTS", "BYTES"], rows)
-                    if rows
-                    else "(every namespace has the API's default quotas)"
-                )
-    finally:
-        await pool.close()
-    return 0

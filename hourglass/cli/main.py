@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import artifact_quota, durations, logs
-from hourglass.cli import admin, client, dev_cases, sandbox_options, serve
+from hourglass.cli import admin, client, dev_cases, quota, sandbox_options, serve
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin.add_parsers(commands, add_store_options=_add_store_options)
     serve.add_parser(commands, add_metrics_option=_add_metrics_option)
+
+    quota.add_parser(commands, add_store_options=_add_store_options)
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -449,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in admin.COMMANDS:
         return admin.run(parser, args)
+    if args.command == "quota":
+        return quota.run(parser, args)
     if args.command == "migrate":
         _require(parser, args, "database-url")
         from hourglass.store import migrate

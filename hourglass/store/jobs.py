@@ -25,14 +25,8 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
-from hourglass.store.db import JOBS_CHANNEL, RUNS_CHANNEL, Connection, notify
+from hourglass.store.db import JOBS_CHANNEL, Connection, notify
 from hourglass.store.runs import request_cancel
-
-# How many fires of one job a single producer cycle records at most; a job that missed more
-# (a long outage with the "all" catch-up) gets the rest in the next cycles.
-MAX_FIRES_PER_JOB_PER_CYCLE = 1000
-# Backfill refuses ranges with more fires than this.
-MAX_BACKFILL = 10_000
 
 
 class RequestConflict(Exception):
@@ -130,7 +124,8 @@ def _spec(row: dict[str, Any]) -> JobSpec:
     )
 
 
-def _job(row: dict[str, Any]) -> Job:
+def from_row(row: dict[str, Any]) -> Job:
+    """A job from its row of the jobs table."""
     return Job(
         id=JobId(row["id"]),
         spec=_spec(row),
@@ -405,7 +400,7 @@ async def get(
         query + (" FOR UPDATE" if for_update else ""), (job_id, namespace, namespace)
     )
     row = await cursor.fetchone()
-    return _job(row) if row else None
+    return from_row(row) if row else None
 
 
 async def list_page(
@@ -428,7 +423,7 @@ async def list_page(
             " ORDER BY created_at DESC, id DESC LIMIT %s",
             (namespace, *after, limit),
         )
-    return [_job(row) for row in await cursor.fetchall()]
+    return [from_row(row) for row in await cursor.fetchall()]
 
 
 async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetime) -> Job | None:
@@ -466,7 +461,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         (job_id, row["revision"], _spec_json(spec), now),
     )
     await notify(conn, JOBS_CHANNEL)
-    return _job(row)
+    return from_row(row)
 
 
 async def pause(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
@@ -509,7 +504,7 @@ async def _set_state(
     row = await cursor.fetchone()
     assert row is not None
     await notify(conn, JOBS_CHANNEL)
-    return _job(row)
+    return from_row(row)
 
 
 async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
@@ -531,7 +526,7 @@ async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | Non
         " WHERE job_id = %(id)s AND state = 'queued'",
         {"id": job_id, "now": now},
     )
-    return _job(row)
+    return from_row(row)
 
 
 async def delete(conn: Connection, job_id: JobId, *, now: datetime) -> bool:
@@ -544,242 +539,6 @@ async def delete(conn: Connection, job_id: JobId, *, now: datetime) -> bool:
     await request_cancel(conn, active, reason="job deleted", now=now)
     cursor = await conn.execute("DELETE FROM jobs WHERE id = %s RETURNING id", (job_id,))
     return await cursor.fetchone() is not None
-
-
-@dataclass(frozen=True, slots=True)
-class _Fire:
-    run_id: uuid.UUID
-    job_id: uuid.UUID
-    scheduled_at: datetime
-    available_at: datetime
-    state: str = "queued"
-    reason: str = ""
-    trigger: str = "schedule"
-
-
-async def _insert_runs(conn: Connection, fires: list[_Fire], now: datetime) -> int:
-    if not fires:
-        return 0
-    cursor = await conn.execute(
-        """
-        INSERT INTO runs (id, job_id, scheduled_at, state, attempt, available_at, created_at,
-                          finished_at, reason, trigger)
-        SELECT r.id, r.job_id, r.scheduled_at, r.state, 1, r.available_at, %(now)s,
-               CASE WHEN r.state = 'queued' THEN NULL ELSE %(now)s END, r.reason, r.trigger
-        FROM unnest(%(ids)s::uuid[], %(jobs)s::uuid[], %(times)s::timestamptz[],
-                    %(available)s::timestamptz[], %(states)s::text[], %(reasons)s::text[],
-                    %(triggers)s::text[])
-             AS r(id, job_id, scheduled_at, available_at, state, reason, trigger)
-        ON CONFLICT (job_id, scheduled_at) DO NOTHING
-        """,
-        {
-            "ids": [f.run_id for f in fires],
-            "jobs": [f.job_id for f in fires],
-            "times": [f.scheduled_at for f in fires],
-            "available": [f.available_at for f in fires],
-            "states": [f.state for f in fires],
-            "reasons": [f.reason for f in fires],
-            "triggers": [f.trigger for f in fires],
-            "now": now,
-        },
-    )
-    return cursor.rowcount
-
-
-def _due_fires(
-    spec: JobSpec, first: datetime, now: datetime
-) -> tuple[list[datetime], int, datetime | None]:
-    """Which of the fires from `first` up to now run under the job's catch-up policy.
-
-    Returns (fire times to record, fires missed, the job's next fire time).
-    """
-    schedule, bounds, catch_up = spec.schedule, spec.bounds, spec.catch_up
-    if catch_up.policy == CatchUpPolicy.LATEST:
-        latest, count = schedules.latest_at_or_before(schedule, now, since=first, bounds=bounds)
-        return [latest], count - 1, schedules.next_fire(schedule, latest, bounds=bounds)
-    tolerance = catch_up.tolerance()
-    missed = 0
-    fire: datetime | None = first
-    if tolerance is not None and now - first > tolerance:
-        # Jump over the fires that are too late without listing them one by one.
-        cutoff = now - tolerance
-        latest_missed, missed = schedules.latest_at_or_before(
-            schedule, cutoff, since=first, bounds=bounds
-        )
-        if latest_missed >= cutoff:  # it is on time after all
-            missed -= 1
-            fire = latest_missed
-        else:
-            fire = schedules.next_fire(schedule, latest_missed, bounds=bounds)
-    fires: list[datetime] = []
-    while fire is not None and fire <= now and len(fires) < MAX_FIRES_PER_JOB_PER_CYCLE:
-        fires.append(fire)
-        fire = schedules.next_fire(schedule, fire, bounds=bounds)
-    return fires, missed, fire
-
-
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """What one fire_due call did."""
-
-    jobs: int = 0
-    queued: int = 0
-    skipped: int = 0
-    # Fires dropped by each catch-up policy.
-    missed: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-async def fire_due(conn: Connection, *, now: datetime, limit: int) -> Fired:
-    """Records the due fires of up to `limit` due jobs and advances each job's next_fire_at
-    past them, all in the caller's transaction.
-
-    The catch-up policy decides which late fires run (the rest are counted in missed_fires);
-    the overlap policy decides whether each fire is queued, skipped, or replaces the job's
-    active run. Rows are locked with SKIP LOCKED, so several producers can share the work; the
-    unique (job_id, scheduled_at) key makes a fire recorded twice a no-op.
-    """
-    # The ordered index scan stops after `limit` rows. With many jobs due at once (after an
-    # outage, before ANALYZE has seen them) the planner preferred a bitmap scan that reads and
-    # sorts every due row first: 104 ms instead of 0.6 ms per cycle (docs/benchmarks.md).
-    await conn.execute("SET LOCAL enable_bitmapscan = off")
-    cursor = await conn.execute(
-        """
-        SELECT * FROM jobs
-        WHERE next_fire_at <= %(now)s
-        ORDER BY next_fire_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-        """,
-        {"now": now, "limit": limit},
-    )
-    due = [_job(row) for row in await cursor.fetchall()]
-    if not due:
-        return Fired()
-    active = await _active_runs(conn, [job.id for job in due if job.spec.overlap != Overlap.ALLOW])
-    fires: list[_Fire] = []
-    replaced: list[RunId] = []
-    job_ids, next_times, missed_counts = [], [], []
-    missed_by_policy: dict[str, int] = {}
-    for job in due:
-        assert job.next_fire_at is not None
-        times, missed, next_fire = _due_fires(job.spec, job.next_fire_at, now)
-        queued, running = active.get(job.id, ([], []))
-        for scheduled_at in times:
-            fire = _Fire(uuid.uuid4(), job.id, scheduled_at, scheduled_at + _delay(job.spec))
-            overlap = job.spec.overlap
-            if overlap == Overlap.SKIP and (queued or running):
-                fire = _skipped(fire, "overlap policy skip: an earlier run is still active")
-            elif overlap == Overlap.BUFFER_ONE and queued:
-                fire = _skipped(fire, "overlap policy buffer_one: a run is already waiting")
-            elif overlap == Overlap.REPLACE:
-                replaced += [*queued, *running]
-                queued, running = [], []
-            if fire.state == "queued":
-                queued = [*queued, RunId(fire.run_id)]
-            fires.append(fire)
-        job_ids.append(job.id)
-        next_times.append(next_fire)
-        missed_counts.append(missed)
-        if missed:
-            policy = job.spec.catch_up.policy.value
-            missed_by_policy[policy] = missed_by_policy.get(policy, 0) + missed
-    await request_cancel(conn, replaced, reason="replaced by a later fire", now=now)
-    await _insert_runs(conn, fires, now)
-    await conn.execute(
-        """
-        UPDATE jobs SET next_fire_at = v.next_fire_at,
-                        state = CASE WHEN v.next_fire_at IS NULL THEN 'completed' ELSE state END,
-                        missed_fires = missed_fires + v.missed,
-                        updated_at = %(now)s
-        FROM unnest(%(ids)s::uuid[], %(next)s::timestamptz[], %(missed)s::bigint[])
-             AS v(id, next_fire_at, missed)
-        WHERE jobs.id = v.id
-        """,
-        {"ids": job_ids, "next": next_times, "missed": missed_counts, "now": now},
-    )
-    await notify(conn, RUNS_CHANNEL)
-    skipped = sum(1 for fire in fires if fire.state == "skipped")
-    return Fired(
-        jobs=len(due), queued=len(fires) - skipped, skipped=skipped, missed=missed_by_policy
-    )
-
-
-def _delay(spec: JobSpec) -> timedelta:
-    return spec.schedule.delay() if isinstance(spec.schedule, Every) else timedelta(0)
-
-
-def _skipped(fire: _Fire, reason: str) -> _Fire:
-    return _Fire(fire.run_id, fire.job_id, fire.scheduled_at, fire.available_at, "skipped", reason)
-
-
-async def _active_runs(
-    conn: Connection, job_ids: list[JobId]
-) -> dict[JobId, tuple[list[RunId], list[RunId]]]:
-    """For each job, its queued and its running runs."""
-    if not job_ids:
-        return {}
-    cursor = await conn.execute(
-        "SELECT id, job_id, state FROM runs"
-        " WHERE job_id = ANY(%s) AND state IN ('queued', 'running')",
-        (job_ids,),
-    )
-    found: dict[JobId, tuple[list[RunId], list[RunId]]] = {}
-    for row in await cursor.fetchall():
-        queued, running = found.setdefault(JobId(row["job_id"]), ([], []))
-        (queued if row["state"] == "queued" else running).append(RunId(row["id"]))
-    return found
-
-
-async def trigger(conn: Connection, job_id: JobId, *, now: datetime) -> RunId | None:
-    """Queues a run of the job now, outside its schedule."""
-    job = await get(conn, job_id)
-    if job is None:
-        return None
-    if job.state == JobState.CANCELLED:
-        raise NotAllowed(f"job {job_id} is cancelled")
-    fire = _Fire(uuid.uuid4(), job_id, now, now, trigger="manual")
-    # A fire of the job at this very microsecond already exists: the next one is free.
-    while not await _insert_runs(conn, [fire], now):
-        fire = dataclasses.replace(fire, scheduled_at=fire.scheduled_at + timedelta(microseconds=1))
-    await notify(conn, RUNS_CHANNEL)
-    return RunId(fire.run_id)
-
-
-async def backfill(
-    conn: Connection, job_id: JobId, *, start: datetime, end: datetime, now: datetime
-) -> int | None:
-    """Queues a run for every fire of the job's schedule in [start, end]; fires recorded
-    before are left as they are. Returns the runs queued (None: no such job)."""
-    job = await get(conn, job_id)
-    if job is None:
-        return None
-    spec = job.spec
-    times: list[datetime] = []
-    if isinstance(spec.schedule, At | After):
-        only = spec.schedule.first(job.created_at)
-        times = [only] if only is not None and start <= only <= end else []
-    else:
-        fire = spec.schedule.next_after(start - timedelta(microseconds=1))
-        if isinstance(spec.schedule, Every):
-            # The interval's own grid, anchored at the job's first fire.
-            # Without the end bound: a job its end has completed still has its grid.
-            anchor = schedules.first_fire(
-                spec.schedule,
-                created=job.created_at,
-                bounds=dataclasses.replace(spec.bounds, end=None),
-            )
-            assert anchor is not None
-            interval = spec.schedule.interval
-            fire = anchor + -((anchor - start) // interval) * interval
-        while fire is not None and fire <= end:
-            if len(times) >= MAX_BACKFILL:
-                raise ValueError(f"the range holds more than {MAX_BACKFILL} fires; split it")
-            times.append(fire)
-            fire = spec.schedule.next_after(fire)
-    fires = [_Fire(uuid.uuid4(), job_id, t, now, trigger="backfill") for t in times]
-    queued = await _insert_runs(conn, fires, now)
-    await notify(conn, RUNS_CHANNEL)
-    return queued
 
 
 async def next_due_at(conn: Connection) -> datetime | None:

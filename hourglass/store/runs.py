@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from hourglass import policies
 from hourglass.domain import (
     Attempt,
     FencingToken,
     JobId,
     Outcome,
+    Overlap,
     Resources,
     RetryPolicy,
     Run,
@@ -25,6 +27,7 @@ from hourglass.domain import (
     RunState,
     Task,
 )
+from hourglass.policies import Requeue as Requeue
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 from hourglass.text import storable
 
@@ -59,71 +62,141 @@ class HeldRun:
     retry: RetryPolicy
 
 
-@dataclass(frozen=True, slots=True)
-class Requeue:
-    """The verdict on an attempt that did not succeed: try again at `at`, or stop."""
+# Claiming is fair across namespaces, in two statements. The first finds the namespaces with
+# runs available now: a skip scan of runs_queued (on (namespace, available_at) of queued runs),
+# with each namespace's running runs counted from runs_running (on (namespace, id)). Then
+# policies.claim_shares picks the namespaces and how many runs each may offer. The second
+# statement takes each chosen namespace's oldest available runs (an index scan per namespace,
+# under a constant LIMIT the planner can see) and ranks them so that the namespace running the
+# fewest runs gets the next slot (its k-th offer ranks as running + k). One namespace's backlog
+# therefore cannot delay another's runs, and a claim locks about `limit` rows however many
+# namespaces wait. buffer_one and replace runs whose job already runs are passed over here (a
+# prefilter; exclusivity itself is decided under a per-job lock, in lock_queued).
+_WAITING = """
+WITH RECURSIVE spaces AS (
+    (SELECT namespace FROM runs WHERE state = 'queued' ORDER BY namespace LIMIT 1)
+  UNION ALL
+    SELECT (SELECT r.namespace FROM runs r
+            WHERE r.state = 'queued' AND r.namespace > s.namespace
+            ORDER BY r.namespace LIMIT 1)
+    FROM spaces s WHERE s.namespace IS NOT NULL
+)
+SELECT s.namespace, head.available_at AS oldest,
+       (SELECT count(*) FROM runs r
+        WHERE r.state = 'running' AND r.namespace = s.namespace) AS running
+FROM spaces s CROSS JOIN LATERAL (
+    SELECT r.available_at FROM runs r
+    WHERE r.state = 'queued' AND r.namespace = s.namespace AND r.available_at <= %(now)s
+    ORDER BY r.available_at LIMIT 1) AS head
+WHERE s.namespace IS NOT NULL
+"""
 
-    at: datetime | None
-
-    @staticmethod
-    def decide(retry: RetryPolicy, *, attempt: int, now: datetime) -> Requeue:
-        if attempt >= retry.max_attempts:
-            return Requeue(at=None)
-        return Requeue(at=now + retry.delay_before(attempt + 1))
-
-
-async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[QueuedRun]:
-    """Locks up to `limit` runs that are queued and available, oldest first, skipping rows other
-    workers hold locked. Must run in a transaction that `mark_running` then completes."""
-    cursor = await conn.execute(
-        """
-        SELECT r.id, r.job_id, r.scheduled_at, r.available_at, r.attempt,
+_CLAIM = """
+WITH offers AS (
+    SELECT c.*,
+           l.running + row_number() OVER (PARTITION BY c.namespace ORDER BY c.available_at)
+               AS turn
+    FROM unnest(%(namespaces)s::text[], %(running)s::bigint[]) AS l(namespace, running)
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.job_id, r.namespace, r.scheduled_at, r.available_at, r.attempt,
                j.command, j.args, j.env, j.image, j.working_dir, j.binary_digest, j.resources,
                j.secret_env, j.timeout, j.max_attempts, j.retry_backoff, j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
-        WHERE r.state = 'queued' AND r.available_at <= %(now)s
-          -- buffer_one and replace: a run starts only once no other run of its job runs.
+        WHERE r.state = 'queued' AND r.namespace = l.namespace AND r.available_at <= %(now)s
           AND (j.overlap IN ('allow', 'skip')
                OR NOT EXISTS (SELECT 1 FROM runs other
                               WHERE other.job_id = r.job_id AND other.state = 'running'))
         ORDER BY r.available_at
-        LIMIT %(limit)s
+        LIMIT %(share)s
         FOR UPDATE OF r SKIP LOCKED
-        """,
-        {"now": now, "limit": limit},
-    )
-    rows = await cursor.fetchall()
-    # Two queued runs of such a job (a manual trigger beside a fire) must not start together.
-    seen: set[uuid.UUID] = set()
-    exclusive = []
-    for row in rows:
-        if row["overlap"] in ("buffer_one", "replace"):
-            if row["job_id"] in seen:
-                continue
-            seen.add(row["job_id"])
-        exclusive.append(row)
-    return [
-        QueuedRun(
-            id=RunId(row["id"]),
-            job_id=JobId(row["job_id"]),
-            scheduled_at=row["scheduled_at"],
-            available_at=row["available_at"],
-            attempt=row["attempt"],
-            task=Task(
-                command=tuple(row["command"]),
-                args=tuple(row["args"]),
-                env=dict(row["env"]),
-                image=row["image"],
-                working_dir=row["working_dir"],
-                binary=row["binary_digest"] or "",
-                resources=Resources(**row["resources"]),
-                secret_env=dict(row["secret_env"]),
-            ),
-            timeout=row["timeout"],
-            retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
-        )
-        for row in exclusive
+    ) AS c
+)
+SELECT * FROM offers ORDER BY turn, available_at LIMIT %(limit)s
+"""
+
+# The class id of the per-job advisory locks of exclusive claims.
+_JOB_LOCK = 0x4A42
+
+
+async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[QueuedRun]:
+    """Locks up to `limit` runs that are queued and available, fairly across namespaces
+    (the namespace running the fewest runs first, each namespace's oldest run first),
+    skipping rows other workers hold locked.
+    Must run in a transaction that `mark_running` then completes.
+
+    buffer_one and replace allow one running run per job. Two workers claiming two queued
+    runs of one such job at once cannot see each other's uncommitted claim, so each takes a
+    transaction-scoped advisory lock on the job (pg_try_advisory_xact_lock: a worker that
+    cannot get it leaves the run for later) and only then looks for a running run of the job,
+    in a new statement whose snapshot sees every claim committed before the lock was free.
+    """
+    cursor = await conn.execute(_WAITING, {"now": now})
+    waiting = [
+        policies.Waiting(row["namespace"], row["running"], row["oldest"])
+        for row in await cursor.fetchall()
     ]
+    shares = policies.claim_shares(waiting, limit=limit)
+    if not shares:
+        return []
+    cursor = await conn.execute(
+        _CLAIM,
+        {
+            "namespaces": [share.namespace for share in shares],
+            "running": [share.running for share in shares],
+            "share": shares[0].share,
+            "now": now,
+            "limit": limit,
+        },
+    )
+    rows = {row["id"]: row for row in await cursor.fetchall()}
+    candidates = [
+        policies.Candidate(
+            RunId(row["id"]), JobId(row["job_id"]), policies.exclusive(Overlap(row["overlap"]))
+        )
+        for row in rows.values()
+    ]
+    locked: set[JobId] = set()
+    running: set[JobId] = set()
+    contested = policies.jobs_to_lock(candidates)
+    if contested:
+        cursor = await conn.execute(
+            "SELECT id FROM unnest(%s::uuid[]) AS id"
+            " WHERE pg_try_advisory_xact_lock(%s, hashtext(id::text))",
+            (contested, _JOB_LOCK),
+        )
+        locked = {JobId(row["id"]) for row in await cursor.fetchall()}
+        if locked:
+            cursor = await conn.execute(
+                "SELECT DISTINCT job_id FROM runs WHERE job_id = ANY(%s) AND state = 'running'",
+                (list(locked),),
+            )
+            running = {JobId(row["job_id"]) for row in await cursor.fetchall()}
+    return [
+        _queued_run(rows[run_id])
+        for run_id in policies.claimable(candidates, locked=locked, running=running)
+    ]
+
+
+def _queued_run(row: dict[str, Any]) -> QueuedRun:
+    return QueuedRun(
+        id=RunId(row["id"]),
+        job_id=JobId(row["job_id"]),
+        scheduled_at=row["scheduled_at"],
+        available_at=row["available_at"],
+        attempt=row["attempt"],
+        task=Task(
+            command=tuple(row["command"]),
+            args=tuple(row["args"]),
+            env=dict(row["env"]),
+            image=row["image"],
+            working_dir=row["working_dir"],
+            binary=row["binary_digest"] or "",
+            resources=Resources(**row["resources"]),
+            secret_env=dict(row["secret_env"]),
+        ),
+        timeout=row["timeout"],
+        retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+    )
 
 
 async def mark_running(
@@ -362,8 +435,23 @@ async def mark_lost(conn: Connection, *, run: HeldRun, now: datetime, reason: st
 
 async def next_available_at(conn: Connection) -> datetime | None:
     """When the earliest queued run becomes claimable (a retry waiting out its backoff)."""
+    # runs_queued is ordered by namespace first: the earliest of each namespace's earliest.
     cursor = await conn.execute(
-        "SELECT available_at FROM runs WHERE state = 'queued' ORDER BY available_at LIMIT 1"
+        """
+        WITH RECURSIVE spaces AS (
+            (SELECT namespace FROM runs WHERE state = 'queued' ORDER BY namespace LIMIT 1)
+          UNION ALL
+            SELECT (SELECT r.namespace FROM runs r
+                    WHERE r.state = 'queued' AND r.namespace > s.namespace
+                    ORDER BY r.namespace LIMIT 1)
+            FROM spaces s WHERE s.namespace IS NOT NULL
+        )
+        SELECT min(first.available_at) AS available_at
+        FROM spaces s CROSS JOIN LATERAL (
+            SELECT r.available_at FROM runs r
+            WHERE r.state = 'queued' AND r.namespace = s.namespace
+            ORDER BY r.available_at LIMIT 1) AS first
+        """
     )
     row = await cursor.fetchone()
     return row["available_at"] if row else None

@@ -93,13 +93,16 @@ CREATE TABLE runs (
     -- Maintained by a trigger from the database's clock, for WatchJob's "changed since".
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- A fire happens once: a second producer, or a retried transaction, cannot double it.
-    UNIQUE (job_id, scheduled_at)
+    UNIQUE (job_id, scheduled_at),
+    -- The job's namespace, copied: workers claim fairly across namespaces from an index.
+    namespace        text NOT NULL
 );
 
--- Workers claim queued runs in the order they became available.
-CREATE INDEX runs_queued ON runs (available_at) WHERE state = 'queued';
--- The claimer sweeps the runs held right now.
-CREATE INDEX runs_running ON runs (id) WHERE state = 'running';
+-- Workers claim queued runs fairly: a skip scan finds the namespaces with queued runs, and
+-- each namespace's oldest available runs come first (hourglass.store.runs.lock_queued).
+CREATE INDEX runs_queued ON runs (namespace, available_at) WHERE state = 'queued';
+-- The claimer sweeps the runs held right now; a claim counts each namespace's running runs.
+CREATE INDEX runs_running ON runs (namespace, id) WHERE state = 'running';
 -- Active runs of a job, for the overlap policies.
 CREATE INDEX runs_active ON runs (job_id) WHERE state IN ('queued', 'running');
 -- Retention pruning walks finished runs oldest first.
@@ -222,3 +225,20 @@ CREATE TRIGGER runs_updated AFTER UPDATE ON runs REFERENCING NEW TABLE AS change
     FOR EACH STATEMENT EXECUTE FUNCTION hourglass_notify_changes();
 CREATE TRIGGER jobs_updated AFTER UPDATE ON jobs REFERENCING NEW TABLE AS changed
     FOR EACH STATEMENT EXECUTE FUNCTION hourglass_notify_job_changes();
+
+-- Each namespace's limits; a namespace without a row gets the defaults in hourglass.policies.
+-- Changed with `hourglass quota set`.
+CREATE TABLE namespace_quotas (
+    namespace            text PRIMARY KEY,
+    max_jobs             bigint NOT NULL CHECK (max_jobs >= 0),
+    max_queued_runs      bigint NOT NULL CHECK (max_queued_runs >= 0),
+    max_fires_per_second double precision NOT NULL CHECK (max_fires_per_second > 0),
+    updated_at           timestamptz NOT NULL
+);
+
+-- How the producer paces each namespace's fires: the theoretical arrival time of its rate
+-- limiter (hourglass.policies.admit_fires).
+CREATE TABLE namespace_pacing (
+    namespace text PRIMARY KEY,
+    tat       timestamptz NOT NULL
+);

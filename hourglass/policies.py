@@ -1,0 +1,366 @@
+"""The scheduling decisions, as plain functions: which late fires run (catch-up), what a fire
+does beside a job's active runs (overlap), whether a failed attempt is tried again (requeue),
+which locked runs a worker may start (exclusivity), and what a namespace's quotas allow.
+
+Nothing here does I/O or reads a clock: the store reads the rows, asks these functions, and
+writes the answers, so every rule can be tested without a server (tests/unit/).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from hourglass import schedules
+from hourglass.domain import CatchUpPolicy, JobId, JobSpec, Overlap, RetryPolicy, RunId
+from hourglass.schedules import After, At, Cron, Every, Schedule
+
+# How many fires of one job a single producer cycle records at most; a job that missed more
+# (a long outage with the "all" catch-up) gets the rest in the next cycles.
+MAX_FIRES_PER_JOB_PER_CYCLE = 1000
+
+
+# --- catch-up ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueFires:
+    """What a due job does now: the fire times to record, how many fires the catch-up policy
+    dropped, and the job's next fire time (None: it never fires again)."""
+
+    times: list[datetime]
+    missed: int
+    next_fire: datetime | None
+
+
+def due_fires(spec: JobSpec, *, first: datetime, now: datetime, created: datetime) -> DueFires:
+    """Which of the fires from `first` (the job's next_fire_at) up to now run under the job's
+    catch-up policy.
+
+    Catch-up begins at creation: fires of a recurring job from before `created` did not
+    happen and are neither run nor counted as missed. New jobs never have such a first fire
+    (schedules.first_fire); this also holds for rows written before that rule existed.
+    """
+    schedule, bounds, catch_up = spec.schedule, spec.bounds, spec.catch_up
+    if isinstance(schedule, Cron | Every) and first < created:
+        moved = schedules.first_at_or_after(schedule, created, anchor=first, bounds=bounds)
+        if moved is None:
+            return DueFires([], 0, None)
+        first = moved
+    if first > now:
+        return DueFires([], 0, first)
+    if catch_up.policy == CatchUpPolicy.LATEST:
+        latest, count = schedules.latest_at_or_before(schedule, now, since=first, bounds=bounds)
+        return DueFires([latest], count - 1, schedules.next_fire(schedule, latest, bounds=bounds))
+    tolerance = catch_up.tolerance()
+    missed = 0
+    fire: datetime | None = first
+    if tolerance is not None and now - first > tolerance:
+        # Jump over the fires that are too late without listing them one by one.
+        cutoff = now - tolerance
+        latest_missed, missed = schedules.latest_at_or_before(
+            schedule, cutoff, since=first, bounds=bounds
+        )
+        if latest_missed >= cutoff:  # it is on time after all
+            missed -= 1
+            fire = latest_missed
+        else:
+            fire = schedules.next_fire(schedule, latest_missed, bounds=bounds)
+    times: list[datetime] = []
+    while fire is not None and fire <= now and len(times) < MAX_FIRES_PER_JOB_PER_CYCLE:
+        times.append(fire)
+        fire = schedules.next_fire(schedule, fire, bounds=bounds)
+    return DueFires(times, missed, fire)
+
+
+# --- overlap -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """A job's runs that are not finished yet."""
+
+    queued: tuple[RunId, ...] = ()
+    running: tuple[RunId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OnFire:
+    """What one fire does: queue a run (skip_reason empty) or record a skipped one; cancel
+    the runs it replaces; and the job's active runs after it."""
+
+    skip_reason: str
+    replaces: tuple[RunId, ...]
+    active: Active
+
+
+def on_fire(overlap: Overlap, active: Active, run_id: RunId) -> OnFire:
+    """The overlap policy for a fire whose run would be `run_id`, given the job's active
+    runs (including those queued by earlier fires of the same cycle)."""
+    if overlap == Overlap.SKIP and (active.queued or active.running):
+        return OnFire("overlap policy skip: an earlier run is still active", (), active)
+    if overlap == Overlap.BUFFER_ONE and active.queued:
+        return OnFire("overlap policy buffer_one: a run is already waiting", (), active)
+    replaces: tuple[RunId, ...] = ()
+    if overlap == Overlap.REPLACE:
+        replaces = (*active.queued, *active.running)
+        active = Active()
+    return OnFire("", replaces, Active((*active.queued, run_id), active.running))
+
+
+def exclusive(overlap: Overlap) -> bool:
+    """Whether at most one run of a job with this policy may run at a time."""
+    return overlap in (Overlap.BUFFER_ONE, Overlap.REPLACE)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A queued run a worker has locked, in claim order."""
+
+    run_id: RunId
+    job_id: JobId
+    exclusive: bool
+
+
+def jobs_to_lock(candidates: Iterable[Candidate]) -> list[JobId]:
+    """The exclusive jobs among the candidates, each once: the worker takes a per-job lock on
+    each before it looks again for their running runs."""
+    return list(dict.fromkeys(c.job_id for c in candidates if c.exclusive))
+
+
+def claimable(
+    candidates: Sequence[Candidate], *, locked: set[JobId], running: set[JobId]
+) -> list[RunId]:
+    """Of the candidates, the runs the worker may start: every run of a job without
+    exclusivity; for an exclusive job, only its first candidate, and only if this worker
+    holds the job's lock and the job has no running run (looked up after taking the lock)."""
+    chosen: list[RunId] = []
+    seen: set[JobId] = set()
+    for candidate in candidates:
+        if candidate.exclusive:
+            if candidate.job_id in seen or candidate.job_id not in locked:
+                continue
+            if candidate.job_id in running:
+                continue
+            seen.add(candidate.job_id)
+        chosen.append(candidate.run_id)
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A namespace with runs available now: how many it runs, and its oldest waiting run."""
+
+    namespace: str
+    running: int
+    oldest: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A namespace a claim takes runs from, and how many it may lock at most."""
+
+    namespace: str
+    running: int
+    share: int
+
+
+def claim_shares(waiting: Sequence[Waiting], *, limit: int) -> list[Share]:
+    """Which namespaces a claim of `limit` runs draws from, and how many runs each may offer.
+
+    Every namespace with runs available gets an equal share of the limit (rounded up), so
+    that a claim locks about `limit` rows. When more namespaces wait than the claim has room
+    for, the ones running the fewest runs come first, then the ones waiting longest; the
+    rest wait for the next claim, which sees the counts this one changed.
+    """
+    if limit <= 0 or not waiting:
+        return []
+    chosen = sorted(waiting, key=lambda w: (w.running, w.oldest, w.namespace))[:limit]
+    share = math.ceil(limit / len(chosen))
+    return [Share(w.namespace, w.running, share) for w in chosen]
+
+
+# --- requeue -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    """The verdict on an attempt that did not succeed: try again at `at`, or stop."""
+
+    at: datetime | None
+
+    @staticmethod
+    def decide(retry: RetryPolicy, *, attempt: int, now: datetime) -> Requeue:
+        if attempt >= retry.max_attempts:
+            return Requeue(at=None)
+        return Requeue(at=now + retry.delay_before(attempt + 1))
+
+
+# --- quotas --------------------------------------------------------------------------------
+
+# Defaults for a namespace without its own row in namespace_quotas. Generous: they stop a
+# runaway tenant, not normal use; `hourglass quota set` changes them per namespace.
+DEFAULT_MAX_JOBS = 100_000
+DEFAULT_MAX_QUEUED_RUNS = 100_000
+DEFAULT_MAX_FIRES_PER_SECOND = 1000.0
+# The producer lets a namespace's fires start at once up to one second's worth of its rate;
+# later ones wait their turn (their available_at moves on), they are not dropped.
+BURST = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    max_jobs: int = DEFAULT_MAX_JOBS
+    max_queued_runs: int = DEFAULT_MAX_QUEUED_RUNS
+    max_fires_per_second: float = DEFAULT_MAX_FIRES_PER_SECOND
+
+    def __post_init__(self) -> None:
+        if self.max_jobs < 0:
+            raise ValueError("max_jobs: must not be negative")
+        if self.max_queued_runs < 0:
+            raise ValueError("max_queued_runs: must not be negative")
+        if not (self.max_fires_per_second > 0 and math.isfinite(self.max_fires_per_second)):
+            raise ValueError("max_fires_per_second: must be a positive number")
+
+
+class QuotaExceeded(Exception):
+    """A request would take a namespace over one of its quotas; nothing was stored."""
+
+    def __init__(self, *, namespace: str, quota: str, limit: float, detail: str) -> None:
+        shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
+        super().__init__(
+            f"namespace {namespace!r} is limited to {quota}={shown}: {detail}"
+            " (an administrator can change it with `hourglass quota set`)"
+        )
+        self.quota = quota
+        self.limit = limit
+
+
+def check_jobs(quota: Quota, *, namespace: str, count: int) -> None:
+    """`count` is the namespace's jobs with the new ones included."""
+    if count > quota.max_jobs:
+        raise QuotaExceeded(
+            namespace=namespace,
+            quota="max_jobs",
+            limit=quota.max_jobs,
+            detail=f"this request would make {count} jobs; delete jobs it no longer needs",
+        )
+
+
+def check_queued(quota: Quota, *, namespace: str, count: int) -> None:
+    """`count` is the namespace's queued runs with the new ones included."""
+    if count > quota.max_queued_runs:
+        raise QuotaExceeded(
+            namespace=namespace,
+            quota="max_queued_runs",
+            limit=quota.max_queued_runs,
+            detail=f"this request would make {count} runs queued; wait for them to start",
+        )
+
+
+# A cron rate is estimated from this many upcoming fires (only when its ceiling, one fire a
+# minute or, with a seconds field, a second, is above the quota).
+_CRON_SAMPLE = 8
+
+
+def max_rate(schedule: Schedule, *, now: datetime) -> float:
+    """The most fires per second a schedule makes: one over an interval, one over a cron's
+    shortest gap between upcoming fires, zero for a one-shot job."""
+    match schedule:
+        case At() | After():
+            return 0.0
+        case Every(interval=interval):
+            return 1 / interval.total_seconds()
+        case Cron():
+            gaps = []
+            fire = schedule.next_after(now)
+            for _ in range(_CRON_SAMPLE):
+                if fire is None:
+                    break
+                following = schedule.next_after(fire)
+                if following is None:
+                    break
+                gaps.append((following - fire).total_seconds())
+                fire = following
+            return 1 / min(gaps) if gaps else 0.0
+
+
+def cron_ceiling(schedule: Cron) -> float:
+    """The most fires per second any cron expression of this shape can make."""
+    text = schedules.CRON_ALIASES.get(schedule.expression.strip(), schedule.expression)
+    return 1.0 if len(text.split()) == 6 else 1 / 60
+
+
+def check_rate(quota: Quota, *, namespace: str, schedule: Schedule, now: datetime) -> None:
+    """Admission control: one job alone may not fire faster than its namespace may."""
+    if isinstance(schedule, Cron) and cron_ceiling(schedule) <= quota.max_fires_per_second:
+        return
+    rate = max_rate(schedule, now=now)
+    if rate > quota.max_fires_per_second:
+        raise QuotaExceeded(
+            namespace=namespace,
+            quota="max_fires_per_second",
+            limit=quota.max_fires_per_second,
+            detail=f"the schedule fires up to {rate:g} times a second",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The producer's verdict on a namespace's queued fires of one cycle, in order: when each
+    may start (None: held back by the queued-runs quota), and the pacing state after them."""
+
+    available: list[datetime | None]
+    paced: int
+    held_back: int
+    tat: datetime
+    reason: str = ""
+
+
+def admit_fires(
+    available: Sequence[datetime],
+    *,
+    quota: Quota,
+    queued: int,
+    tat: datetime | None,
+    now: datetime,
+) -> Admitted:
+    """Applies a namespace's quotas to the fires one producer cycle would queue for it.
+
+    Queued runs: fires beyond max_queued_runs (counting the `queued` runs already waiting)
+    are held back: the caller records them as skipped with the reason, and counts them.
+    Fires per second: a generic cell rate algorithm (GCRA) paces the rest. Up to one
+    second's worth start when they are due; each later one becomes available one interval
+    (1 / rate) after the one before. `tat` is the theoretical arrival time the last cycle
+    left. A paced fire is late, never lost: at-least-once holds.
+    """
+    interval = timedelta(seconds=1 / quota.max_fires_per_second)
+    burst = max(1.0, quota.max_fires_per_second * BURST.total_seconds())
+    tolerance = interval * (burst - 1)
+    room = max(quota.max_queued_runs - queued, 0)
+    state = tat if tat is not None else now
+    out: list[datetime | None] = []
+    paced = held = 0
+    for at in available:
+        if room <= 0:
+            out.append(None)
+            held += 1
+            continue
+        room -= 1
+        arrival = max(at, now)
+        state = max(state, arrival)
+        start = max(arrival, state - tolerance)
+        state += interval
+        if start > arrival:
+            paced += 1
+            out.append(start)
+        else:  # on time: it keeps its own availability, and with it its place in the queue
+            out.append(at)
+    reason = (
+        f"namespace quota max_queued_runs={quota.max_queued_runs} reached: fire held back"
+        if held
+        else ""
+    )
+    return Admitted(out, paced, held, state, reason)
