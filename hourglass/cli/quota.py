@@ -105,7 +105,7 @@ def _row(
         quota.max_jobs,
         quota.max_queued_runs,
         f"{quota.max_fires_per_second:g}",
-        "API default" if artifact_bytes is None else sizes.format(artifact_bytes),
+        "default" if artifact_bytes is None else sizes.format(artifact_bytes),
         source,
     ]
 
@@ -115,7 +115,12 @@ def _given(value: T | None, current: T) -> T:
 
 
 HEADERS = [
-    "NAMESPACE", "MAX JOBS", "MAX QUEUED RUNS", "MAX FIRES/S", "MAX ARTIFACTS", "SOURCE",
+    "NAMESPACE",
+    "MAX JOBS",
+    "MAX QUEUED RUNS",
+    "MAX FIRES/S",
+    "MAX ARTIFACTS",
+    "SOURCE",
 ]
 
 
@@ -140,8 +145,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                     rows = [_row("(default)", policies.Quota(), None, "default")]
                     custom = {q.namespace: q.quota for q in await quotas.list_custom(conn)}
                     for namespace in sorted({*custom, *artifact_quotas}):
-                        own = custom.get(namespace, policies.Quota())
-                        rows.append(_row(namespace, own, artifact_quotas.get(namespace), "own"))
+                        limits = custom.get(namespace, policies.Quota())
+                        rows.append(_row(namespace, limits, artifact_quotas.get(namespace), "own"))
                     print(tables.render(HEADERS, rows))
                     return 0
                 current = await quotas.get(conn, args.namespace)
@@ -167,8 +172,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                             None if args.max_artifact_bytes == DEFAULT else args.max_artifact_bytes
                         )
                         await artifact_rows.set_quota(conn, args.namespace, artifact_bytes)
-                custom = current.custom or artifact_bytes is not None
-                source = "own" if custom or args.quota_command == "set" else "default"
+                own = current.custom or artifact_bytes is not None
+                source = "own" if own or args.quota_command == "set" else "default"
                 print(tables.render(HEADERS, [_row(args.namespace, quota, artifact_bytes, source)]))
         finally:
             await pool.close()

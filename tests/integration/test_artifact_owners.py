@@ -291,7 +291,9 @@ async def test_migration_0006_gives_scheduled_binaries_to_their_jobs_namespaces(
         admin.execute(f'CREATE DATABASE "{name}"')
     dsn = postgres_server.dsn(name)
     everything = migrate.migrations()
-    monkeypatch.setattr(migrate, "migrations", lambda: [m for m in everything if m[0] < 6])
+    monkeypatch.setattr(
+        migrate, "migrations", lambda folder=None: [m for m in everything if m[0] < 6]
+    )
     migrate.apply(dsn)
     used, unused = digest_of(b"used"), digest_of(b"unused")
     now = datetime.now(UTC)
@@ -306,7 +308,7 @@ async def test_migration_0006_gives_scheduled_binaries_to_their_jobs_namespaces(
                 " binary_digest, namespace) VALUES (%s, 'j', '{}', '{}', %s, %s, %s, %s)",
                 (uuid.uuid4(), now, now, used, namespace),
             )
-    monkeypatch.setattr(migrate, "migrations", lambda: everything)
+    monkeypatch.setattr(migrate, "migrations", lambda folder=None: everything)
     assert migrate.apply(dsn) == [m[1] for m in everything if m[0] >= 6]
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = conn.execute("SELECT namespace, digest FROM artifact_owners ORDER BY 1").fetchall()

@@ -9,6 +9,7 @@ import pytest
 
 from hourglass import artifact_quota, sizes
 from hourglass.api.auth import refusal
+from hourglass.cli import quota
 from hourglass.cli.main import build_parser
 from hourglass.store.tokens import Found
 
@@ -99,7 +100,8 @@ def test_quota_set_refuses_a_bad_size_with_exit_code_2(
 def test_quota_set_takes_a_size_or_default() -> None:
     base = ["quota", "set", "--namespace", "ops", "--max-artifact-bytes"]
     assert build_parser().parse_args([*base, "10GiB"]).max_artifact_bytes == 10 * 1024**3
-    assert build_parser().parse_args([*base, "default"]).max_artifact_bytes is None
+    # "default" is told apart from "not given" (None): the namespace goes back to the API's.
+    assert build_parser().parse_args([*base, "default"]).max_artifact_bytes == quota.DEFAULT
 
 
 @pytest.mark.parametrize("value", ["0s", "-1s", "soon"])
