@@ -131,6 +131,7 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
                 max_binary=components.api_max_binary,
                 upload_idle_timeout=components.api_upload_idle_timeout,
                 artifact_quota=components.api_artifact_quota,
+                etcd=etcd,
             )
             port = server.port
         if components.producer:
