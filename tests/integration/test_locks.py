@@ -88,7 +88,7 @@ async def test_a_held_lock_is_busy_without_waiting(locks: LockApi) -> None:
 
 
 async def test_names_do_not_nest(locks: LockApi) -> None:
-    """"a" and "a/b" are two locks: one lock's keys never fall in the other's range."""
+    """ "a" and "a/b" are two locks: one lock's keys never fall in the other's range."""
     first = await locks.stub.Acquire(acquire("a"))
     second = await locks.stub.Acquire(acquire("a/b"))
     third = await locks.stub.Acquire(acquire("a.b"))
