@@ -5,7 +5,6 @@ late write refused by a resource that checks the token (examples/fenced-write/).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -128,7 +127,10 @@ def _lock_with_a_command_that_records_sigterm(
     api: Processes, tmp_path: Path, name: str
 ) -> tuple[subprocess.Popen[bytes], Path]:
     marks = tmp_path / "marks"
-    script = f"trap 'echo terminated >> {marks}; exit 143' TERM; echo started >> {marks}; while true; do sleep 0.1; done"
+    script = (
+        f"trap 'echo terminated >> {marks}; exit 143' TERM; echo started >> {marks};"
+        " while true; do sleep 0.1; done"
+    )
     process = api.start(
         name, "lock", name, "--ttl", "3s", "--grace", "5s", "--", "sh", "-c", script
     )
