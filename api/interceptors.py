@@ -11,9 +11,16 @@ from google.protobuf.message import DecodeError
 
 from hourglass import metrics
 from hourglass.api import validation
+from hourglass.v1 import locks_pb2
 from hourglass.v1 import scheduler_pb2 as pb
 
-_SERVICE = pb.DESCRIPTOR.services_by_name["JobScheduler"]
+_SERVICES = {
+    service.full_name: service
+    for service in (
+        pb.DESCRIPTOR.services_by_name["JobScheduler"],
+        locks_pb2.DESCRIPTOR.services_by_name["Locks"],
+    )
+}
 
 
 class Metrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -60,10 +67,11 @@ class UndecodableIsInvalid(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        service, _, name = details.method.lstrip("/").partition("/")
-        if handler is None or service != _SERVICE.full_name or name not in _SERVICE.methods_by_name:
+        service_name, _, name = details.method.lstrip("/").partition("/")
+        service = _SERVICES.get(service_name)
+        if handler is None or service is None or name not in service.methods_by_name:
             return handler
-        request_type = _SERVICE.methods_by_name[name].input_type
+        request_type = service.methods_by_name[name].input_type
         parse = handler.request_deserializer
 
         def deserialize(data: bytes) -> Any:

@@ -63,6 +63,17 @@ api_latency = Histogram(
     ["method", "code"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+lock_acquisitions = Counter(
+    "hourglass_lock_acquisitions_total",
+    "Acquire calls of the Locks API, by outcome (acquired, busy).",
+    ["outcome"],
+)
+lock_releases = Counter("hourglass_lock_releases_total", "Locks released by their holder.")
+lock_wakeups = Counter(
+    "hourglass_lock_wakeups_total",
+    "Waiters woken because the key before theirs in a lock's queue went away: one per "
+    "release while someone waits (no thundering herd).",
+)
 
 
 def serve(listen: str) -> int:

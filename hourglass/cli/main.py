@@ -19,6 +19,7 @@ import platformdirs
 
 from hourglass import artifact_quota, durations, logs
 from hourglass.cli import admin, client, dev_cases, quota, sandbox_options, serve
+from hourglass.cli import locks as lock_commands
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -189,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_options.add(dev, escape_hatch=True)
     dev_cases.add_options(dev)
 
-    api = commands.add_parser("api", help="serve the gRPC API")
-    _add_store_options(api, etcd=False)
+    api = commands.add_parser(
+        "api", help="serve the gRPC API (and the Locks service, given --etcd)"
+    )
+    _add_store_options(api)
     _add_metrics_option(api)
     api.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     _add_artifacts_option(api)
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands, add_metrics_option=_add_metrics_option)
 
     quota.add_parser(commands, add_store_options=_add_store_options)
+    lock_commands.add_parsers(commands, add_client_options=_add_client_options)
 
     producer = commands.add_parser("producer", help="queue runs for due fires")
     _add_store_options(producer, etcd=False)
@@ -420,9 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(words)
     if command:
         if not hasattr(args, "argv"):
-            parser.error("only schedule and update take a command after --")
+            parser.error("only schedule, update and lock take a command after --")
         args.argv = command
     logs.configure(args.log_level, args.log_format)
+    if args.command in lock_commands.COMMANDS:
+        return lock_commands.run(parser, args)
     if args.command in client.COMMANDS:
         return client.run(parser, args)
     if getattr(args, "metrics_listen", ""):

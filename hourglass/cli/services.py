@@ -154,6 +154,7 @@ async def _run(
                 max_binary=components.api_max_binary,
                 upload_idle_timeout=components.api_upload_idle_timeout,
                 artifact_quota=components.api_artifact_quota,
+                etcd=etcd,
             )
             port = server.port
         if components.producer:
