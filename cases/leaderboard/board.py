@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MARKS_TTL = 5.0
 # Redis sets outlive their bucket's retention by this much, then expire on their own.
 EXPIRE_SLACK = 86400
+# How far ahead of the server's clock an event may be (clients' clocks drift): nothing is ever
+# counted later than that, so a window's end is lowered to it.
+MAX_AHEAD = 3600
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -130,7 +133,7 @@ class Board:
                 ids += [bucket_id] * len(added)
                 keys += added.keys()
                 counts += added.values()
-                changes.append((bucket_id, version, self._expire_at(size, start), added))
+                changes.append((bucket_id, version, self._expire_in(size, start), added))
             await store.add_counts(conn, bucket_ids=ids, keys=keys, counts=counts)
         metrics.events.labels("recorded").inc(len(batch.events))
         metrics.rows.inc(len(ids))
@@ -145,8 +148,11 @@ class Board:
             log.warning("redis missed a batch (%s); its buckets reload when read", exc)
         return Recorded(len(batch.events), duplicate=False)
 
-    def _expire_at(self, size: int, start: int) -> int:
-        return start + size + self.spec.retention + self.spec.sizes[-1] + EXPIRE_SLACK
+    def _expire_in(self, size: int, start: int) -> int:
+        """Seconds a Redis copy of the bucket lives: until it is past the retention, and a
+        day more. Relative (EXPIRE, not EXPIREAT), so that it follows this server's clock."""
+        until = start + size + self.spec.retention + self.spec.sizes[-1] + EXPIRE_SLACK
+        return max(until - self.now(), EXPIRE_SLACK)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -159,8 +165,11 @@ class Board:
         return marks
 
     async def fetch(self, event_type: str, *, k: int, start: int, end: int) -> Answer:
-        """The exact top k of [start, end); start is raised to the retention horizon."""
+        """The exact top k of [start, end); start is raised to the retention horizon, end
+        lowered to the latest instant an event may have (an hour ahead)."""
         start = max(start, self.horizon())
+        smallest = self.spec.smallest
+        end = min(end, -(-(self.now() + MAX_AHEAD) // smallest) * smallest)
         if start >= end:
             return Answer([], 0, start, end, "empty")
         pieces = buckets.decompose(start, end, sizes=self.spec.sizes, rolled_until=await self.marks())
@@ -215,7 +224,7 @@ class Board:
                 await self.cache.load(
                     bucket_id,
                     version=version,
-                    expire_at=self._expire_at(size, start),
+                    expire_in=self._expire_in(size, start),
                     counts=counts,
                 )
             metrics.loaded.inc(len(contents))

@@ -49,7 +49,7 @@ for i = 1, #KEYS do
       redis.call('ZINCRBY', KEYS[i], ARGV[j + 1], ARGV[j])
     end
     redis.call('ZADD', KEYS[i], -version, '\\0v')
-    redis.call('EXPIREAT', KEYS[i], expire)
+    redis.call('EXPIRE', KEYS[i], expire)
   else
     redis.call('DEL', KEYS[i])
     stale = stale + 1
@@ -75,7 +75,7 @@ for j = 3, #ARGV, 2 do
 end
 if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
 redis.call('ZADD', KEYS[1], -version, '\\0v')
-redis.call('EXPIREAT', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
@@ -84,10 +84,13 @@ local n = #KEYS
 local k = tonumber(ARGV[1])
 local depth = tonumber(ARGV[2])
 local stale = {}
+local left = 0
 for i = 1, n do
   local current = redis.call('ZSCORE', KEYS[i], '\\0v')
   if (not current) or (-tonumber(current) ~= tonumber(ARGV[i + 2])) then
     stale[#stale + 1] = i
+  else
+    left = left + redis.call('ZCARD', KEYS[i]) - 1
   end
 end
 if #stale > 0 then return {0, stale} end
@@ -109,6 +112,7 @@ while true do
       local p = partial[m]
       if p == nil then keys[#keys + 1] = m; partial[m] = score else partial[m] = p + score end
       low[i] = score
+      left = left - 1
     end
     read[i] = read[i] + depth
     if finished then low[i] = 0 else still[#still + 1] = i end
@@ -134,36 +138,51 @@ while true do
     return out
   end
   if bound < theta0 then
-    -- Only keys with partial + bound >= theta0 can be in the top k: their exact totals.
+    -- Only keys with partial + bound >= theta0 can be in the top k.
     local todo = {}
     for x = 1, #keys do
       local m = keys[x]
       if exact[m] == nil and partial[m] + bound >= theta0 then todo[#todo + 1] = m end
     end
-    for from = 1, #todo, 1000 do
-      local chunk = {}
-      for x = from, math.min(from + 999, #todo) do chunk[#chunk + 1] = todo[x] end
-      local totals = {}
-      for x = 1, #chunk do totals[x] = 0 end
-      for i = 1, n do
-        local scores = redis.call('ZMSCORE', KEYS[i], unpack(chunk))
-        for x = 1, #chunk do
-          if scores[x] then totals[x] = totals[x] + tonumber(scores[x]) end
+    -- Looking them up costs a call per open bucket each; when that is more than reading
+    -- what is left, read on instead.
+    if #todo * #open < left then
+      for from = 1, #todo, 1000 do
+        local chunk = {}
+        for x = from, math.min(from + 999, #todo) do chunk[#chunk + 1] = todo[x] end
+        local unread = {}
+        for x = 1, #chunk do unread[x] = 0 end
+        -- A finished bucket was read whole, so its share is in the partial sum already; in
+        -- an open one, a score above the last one read was read, one below it was not, and
+        -- one equal to it was read if its rank is within what was read.
+        for _, i in ipairs(open) do
+          local scores = redis.call('ZMSCORE', KEYS[i], unpack(chunk))
+          for x = 1, #chunk do
+            local s = scores[x]
+            if s then
+              s = tonumber(s)
+              if s < low[i] then
+                unread[x] = unread[x] + s
+              elseif s == low[i] and redis.call('ZREVRANK', KEYS[i], chunk[x]) >= read[i] then
+                unread[x] = unread[x] + s
+              end
+            end
+          end
         end
+        for x = 1, #chunk do exact[chunk[x]] = partial[chunk[x]] + unread[x] end
+        evaluated = evaluated + #chunk
       end
-      for x = 1, #chunk do exact[chunk[x]] = totals[x] end
-      evaluated = evaluated + #chunk
-    end
-    local best = {}
-    for m, total in pairs(exact) do best[#best + 1] = total end
-    table.sort(best)
-    local theta = best[#best - k + 1]
-    if theta > bound then
-      local out = {1, rounds, evaluated}
-      for m, total in pairs(exact) do
-        if total >= theta then out[#out + 1] = m; out[#out + 1] = total end
+      local best = {}
+      for _, total in pairs(exact) do best[#best + 1] = total end
+      table.sort(best)
+      local theta = best[#best - k + 1]
+      if theta > bound then
+        local out = {1, rounds, evaluated}
+        for m, total in pairs(exact) do
+          if total >= theta then out[#out + 1] = m; out[#out + 1] = total end
+        end
+        return out
       end
-      return out
     end
   end
   depth = depth * 2
@@ -195,21 +214,21 @@ class Cache:
     async def apply(
         self, changes: Sequence[tuple[int, int, int, dict[str, int]]]
     ) -> int:
-        """(bucket id, version it moved to, expire at, {key: added}) per bucket; returns how
+        """(bucket id, version it moved to, seconds to live, {key: added}) per bucket; returns how
         many buckets were stale (deleted, to be loaded when next read)."""
         keys: list[str] = []
         args: list[str | int] = []
-        for bucket_id, version, expire_at, counts in changes:
+        for bucket_id, version, expire_in, counts in changes:
             keys.append(self.key(bucket_id))
-            args += [len(counts), version, expire_at]
+            args += [len(counts), version, expire_in]
             for member, count in counts.items():
                 args += [member, count]
         return int(await self._apply(keys=keys, args=args))
 
     async def load(
-        self, bucket_id: int, *, version: int, expire_at: int, counts: Sequence[tuple[str, int]]
+        self, bucket_id: int, *, version: int, expire_in: int, counts: Sequence[tuple[str, int]]
     ) -> None:
-        args: list[str | int] = [version, expire_at]
+        args: list[str | int] = [version, expire_in]
         for member, count in counts:
             args += [member, count]
         await self._load(keys=[self.key(bucket_id)], args=args)

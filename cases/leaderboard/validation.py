@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hourglass.cases.leaderboard import buckets
-from hourglass.cases.leaderboard.board import Batch, digest
+from hourglass.cases.leaderboard.board import MAX_AHEAD, Batch, digest
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
 
 MAX_EVENTS = 10_000
@@ -22,8 +22,6 @@ MAX_KEY_BYTES = 256
 MAX_BATCH_ID = 128
 MAX_WEIGHT = 1_000_000_000
 MAX_K = 1000
-# How far ahead of the server's clock an event may be (clients' clocks drift).
-MAX_AHEAD = 3600
 # 0001-01-01 .. 9999-12-31, as google.protobuf.Timestamp allows.
 MIN_SECONDS, MAX_SECONDS = -62135596800, 253402300799
 
