@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -37,13 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 30.0
+# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses.
+_INTEGER = re.compile(r"-?[0-9]+")
 MAX_QUERY = 4096
 
 
 def instant(text: str, field: str) -> int:
     """RFC 3339 or Unix seconds -> Unix seconds; Invalid naming the field otherwise."""
     text = text.strip()
-    if text.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(text):
         value = int(text)
         if not validation.MIN_SECONDS <= value <= validation.MAX_SECONDS:
             raise validation.Invalid(field, "is out of range (years 1 to 9999)")
@@ -79,12 +82,17 @@ def parse_query(query: str, *, now: int, smallest: int) -> validation.Window:
     if "type" not in one:
         raise validation.Invalid("type", "is required")
     k_text = one.get("k", "10").strip()
-    if not k_text.isdigit() or len(k_text) > 9:
+    if not _INTEGER.fullmatch(k_text) or len(k_text) > 9:
         raise validation.Invalid("k", f"must be a whole number between 1 and {validation.MAX_K}")
     end = instant(one["end"], "end") if "end" in one else -(-now // smallest) * smallest
     start = instant(one["start"], "start") if "start" in one else end - 86400
     return validation.window(
-        event_type_=one["type"], k=int(k_text), start=start, end=end, smallest=smallest
+        event_type_=one["type"],
+        k=int(k_text),
+        start=start,
+        end=end,
+        smallest=smallest,
+        type_field="type",
     )
 
 

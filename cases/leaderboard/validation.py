@@ -125,9 +125,9 @@ def _explain(i: int, event: pb.Event, *, now: int, horizon: int) -> None:
 
 
 def window(
-    *, event_type_: str, k: int, start: int, end: int, smallest: int
+    *, event_type_: str, k: int, start: int, end: int, smallest: int, type_field: str = "event_type"
 ) -> Window:
-    kind = event_type(event_type_)
+    kind = event_type(event_type_, type_field)
     if not 1 <= k <= MAX_K:
         raise Invalid("k", f"must be between 1 and {MAX_K}")
     name = buckets.spell(smallest)
