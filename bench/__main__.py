@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale] [--profile]
+"""python -m bench [--quick] [--only drain,lateness,submit,scale,leaderboard] [--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale")
+SCENARIOS = ("drain", "lateness", "submit", "scale", "leaderboard")
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -27,6 +27,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "scale_small": 10_000,
             "scale_large": 100_000,
             "profile": 2_000,
+            "leaderboard": 200_000,
         }
     return {
         "drain": 20_000,
@@ -35,6 +36,7 @@ def sizes(quick: bool) -> dict[str, int]:
         "scale_small": 10_000,
         "scale_large": 1_000_000,
         "profile": 10_000,
+        "leaderboard": 1_000_000,
     }
 
 
@@ -72,7 +74,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, scale, submit
+    from bench import drain, lateness, leaderboard, scale, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -93,6 +95,8 @@ def main() -> int:
                     rows += lateness.run(bench, n["lateness"], quick=args.quick)
                 elif scenario == "submit":
                     rows += submit.run(bench, n["submit"])
+                elif scenario == "leaderboard":
+                    rows += leaderboard.run(bench, n["leaderboard"])
                 elif scenario == "scale":
                     rows += scale.run(
                         bench,

@@ -172,7 +172,9 @@ class Board:
         end = min(end, -(-(self.now() + MAX_AHEAD) // smallest) * smallest)
         if start >= end:
             return Answer([], 0, start, end, "empty")
-        pieces = buckets.decompose(start, end, sizes=self.spec.sizes, rolled_until=await self.marks())
+        pieces = buckets.decompose(
+            start, end, sizes=self.spec.sizes, rolled_until=await self.marks()
+        )
         metrics.fetch_buckets.observe(len(pieces))
         type_id = await self._type(event_type, create=False)
         if type_id is None:
@@ -285,4 +287,3 @@ def to_unix(instant: datetime) -> int:
 
 def from_unix(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-

@@ -84,8 +84,10 @@ def decompose(
     at = start
     while at < end:
         for size in reversed(sizes):
-            if at % size == 0 and at + size <= end and usable(
-                size, at, sizes=sizes, rolled_until=rolled_until
+            if (
+                at % size == 0
+                and at + size <= end
+                and usable(size, at, sizes=sizes, rolled_until=rolled_until)
             ):
                 out.append((size, at))
                 at += size

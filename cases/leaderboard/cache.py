@@ -211,9 +211,7 @@ class Cache:
     def key(self, bucket_id: int) -> str:
         return f"{self.prefix}{bucket_id}"
 
-    async def apply(
-        self, changes: Sequence[tuple[int, int, int, dict[str, int]]]
-    ) -> int:
+    async def apply(self, changes: Sequence[tuple[int, int, int, dict[str, int]]]) -> int:
         """(bucket id, version it moved to, seconds to live, {key: added}) per bucket; returns how
         many buckets were stale (deleted, to be loaded when next read)."""
         keys: list[str] = []

@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(call(args.action, args.server, args.timeout))
     except grpc.RpcError as exc:
-        print(f"hourglass leaderboard {args.action}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(
+            f"hourglass leaderboard {args.action}: {exc.code().name}: {exc.details()}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

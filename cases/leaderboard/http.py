@@ -112,16 +112,16 @@ class HttpFace:
             server_version = "hourglass-leaderboard"
             sys_version = ""
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http %s " + format, self.client_address[0], *args)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 face.get(self)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 face.send(self, 405, {"error": "only GET is served"})
 
-            do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
+            do_PUT = do_DELETE = do_PATCH = do_POST
 
         self.server = ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", int(port)), Handler)
         self.server.daemon_threads = True
@@ -197,4 +197,3 @@ class HttpFace:
     async def _healthy(self) -> None:
         async with self.board.pool.connection(timeout=3) as conn:
             await conn.execute("SELECT 1")
-

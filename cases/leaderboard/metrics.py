@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-events = Counter(
-    "hourglass_leaderboard_events_total", "Events recorded, by outcome.", ["outcome"]
-)
+events = Counter("hourglass_leaderboard_events_total", "Events recorded, by outcome.", ["outcome"])
 rows = Counter(
     "hourglass_leaderboard_rows_total",
     "(bucket, key) counts written by ingests: events after per-batch aggregation.",

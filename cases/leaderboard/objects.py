@@ -90,7 +90,12 @@ def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
             "spec": {
                 "selector": selector,
                 "ports": [
-                    {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "grpc"},
+                    {
+                        "name": "grpc",
+                        "port": GRPC_PORT,
+                        "targetPort": "grpc",
+                        "appProtocol": "grpc",
+                    },
                     {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
                     {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
                 ],

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psycopg
 import redis.asyncio as redis
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from psycopg_pool import PoolTimeout
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -37,24 +35,22 @@ log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Leaderboard"]
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # PostgreSQL going away: the caller may retry (a batch with the same batch_id counts once).
-UNAVAILABLE_ERRORS = (psycopg.OperationalError, PoolTimeout)
+UNAVAILABLE_ERRORS = store.UNAVAILABLE_ERRORS
 
 
 def _stamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
-class Service(pb_grpc.LeaderboardServicer):  # type: ignore[misc]
+class Service(pb_grpc.LeaderboardServicer):
     def __init__(self, board: boards.Board) -> None:
         self.board = board
 
-    async def RecordEvents(  # noqa: N802
+    async def RecordEvents(
         self, request: pb.RecordEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordEventsResponse:
         try:
-            batch = validation.record(
-                request, now=self.board.now(), horizon=self.board.horizon()
-            )
+            batch = validation.record(request, now=self.board.now(), horizon=self.board.horizon())
         except validation.Invalid as exc:
             metrics.events.labels("refused").inc(len(request.events))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -66,7 +62,7 @@ class Service(pb_grpc.LeaderboardServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         return pb.RecordEventsResponse(recorded=result.recorded, duplicate=result.duplicate)
 
-    async def FetchLeaderboard(  # noqa: N802
+    async def FetchLeaderboard(
         self, request: pb.FetchLeaderboardRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FetchLeaderboardResponse:
         try:
@@ -86,7 +82,7 @@ class Service(pb_grpc.LeaderboardServicer):  # type: ignore[misc]
             end=_stamp(answer.end),
         )
 
-    async def Rollup(  # noqa: N802
+    async def Rollup(
         self, request: pb.RollupRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RollupResponse:
         try:
@@ -98,7 +94,7 @@ class Service(pb_grpc.LeaderboardServicer):  # type: ignore[misc]
             rolled_until={buckets.spell(size): _stamp(until) for size, until in marks.items()},
         )
 
-    async def EnforceRetention(  # noqa: N802
+    async def EnforceRetention(
         self, request: pb.EnforceRetentionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EnforceRetentionResponse:
         try:

@@ -49,7 +49,8 @@ def parse(spec: Mapping[str, Any]) -> Spec:
         raise ValueError(f"spec.retention: {exc}") from None
     if retention < sizes[-1]:
         raise ValueError(
-            f"spec.retention: {text} is shorter than the largest bucket ({buckets.spell(sizes[-1])})"
+            f"spec.retention: {text} is shorter than the largest bucket"
+            f" ({buckets.spell(sizes[-1])})"
         )
     if retention > 10 * 366 * 86400:
         raise ValueError("spec.retention: at most 3660d")

@@ -14,12 +14,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import PoolTimeout
 
 from hourglass.store import db
 
 log = logging.getLogger(__name__)
 
 FOLDER = Path(__file__).parent
+# PostgreSQL going away or the pool waiting too long: the caller may retry.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
 _MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 # First half of the advisory lock keys of this case ("lb"); the second is the schema's hash.
 _LOCK_CLASS = 0x6C62
@@ -94,7 +97,9 @@ async def type_id(conn: db.Connection, name: str, *, create: bool) -> int | None
         await conn.execute(
             "INSERT INTO event_types (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,)
         )
-    row = await (await conn.execute("SELECT id FROM event_types WHERE name = %s", (name,))).fetchone()
+    row = await (
+        await conn.execute("SELECT id FROM event_types WHERE name = %s", (name,))
+    ).fetchone()
     return None if row is None else int(row["id"])
 
 
@@ -237,7 +242,9 @@ async def top(conn: db.Connection, *, bucket_ids: Sequence[int], k: int) -> list
 # -- rollup and retention ----------------------------------------------------------------------
 
 
-async def roll_up(conn: db.Connection, *, size: int, finer: int, since: int, until: int) -> list[int]:
+async def roll_up(
+    conn: db.Connection, *, size: int, finer: int, since: int, until: int
+) -> list[int]:
     """Builds every bucket of `size` starting in [since, until) by summing the `finer` buckets
     in it; returns the new buckets' ids. The caller holds the exclusive lock."""
     created = await (
@@ -267,7 +274,9 @@ async def roll_up(conn: db.Connection, *, size: int, finer: int, since: int, unt
     return [int(r["id"]) for r in created]
 
 
-async def delete_before(conn: db.Connection, *, horizon: int, batches_before: datetime) -> list[int]:
+async def delete_before(
+    conn: db.Connection, *, horizon: int, batches_before: datetime
+) -> list[int]:
     """Deletes every bucket starting before the horizon, its counts, and the batch ids
     recorded before `batches_before`; returns the deleted buckets' ids."""
     gone = await (

@@ -148,10 +148,14 @@ def fetch(request: pb.FetchLeaderboardRequest, *, smallest: int) -> Window:
     start = seconds(request.start, "start")
     end = seconds(request.end, "end")
     if request.start.nanos:
-        raise Invalid("start", f"must be aligned to the smallest bucket ({buckets.spell(smallest)})")
+        raise Invalid(
+            "start", f"must be aligned to the smallest bucket ({buckets.spell(smallest)})"
+        )
     if request.end.nanos:
         raise Invalid("end", f"must be aligned to the smallest bucket ({buckets.spell(smallest)})")
-    return window(event_type_=request.event_type, k=request.k, start=start, end=end, smallest=smallest)
+    return window(
+        event_type_=request.event_type, k=request.k, start=start, end=end, smallest=smallest
+    )
 
 
 def _iso(instant: int) -> str:

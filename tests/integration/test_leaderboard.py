@@ -103,9 +103,7 @@ class Live:
 
 
 @pytest.fixture
-async def live(
-    database_url: str, redis_server: EmbeddedRedis
-) -> AsyncIterator[Live]:
+async def live(database_url: str, redis_server: EmbeddedRedis) -> AsyncIterator[Live]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     server = await Live.start(
         settings(database_url, redis_server.url, name, {"retention": "60d"}), Clock()
@@ -132,7 +130,9 @@ def generate(count: int, *, seed: int, now: int) -> list[tuple[int, str, int]]:
     return list(zip(times, chosen, weights, strict=True))
 
 
-def brute(events: list[tuple[int, str, int]], times: list[int], *, k: int, start: int, end: int) -> list[tuple[str, int]]:
+def brute(
+    events: list[tuple[int, str, int]], times: list[int], *, k: int, start: int, end: int
+) -> list[tuple[str, int]]:
     counts: Counter[str] = Counter()
     for _, key, weight in events[bisect.bisect_left(times, start) : bisect.bisect_left(times, end)]:
         counts[key] += weight
@@ -184,7 +184,9 @@ def windows(rng: random.Random, now: int, count: int) -> list[tuple[int, int, in
     return out
 
 
-async def fetch(stub: pb_grpc.LeaderboardStub, event_type: str, k: int, start: int, end: int) -> tuple[list[tuple[str, int]], int]:
+async def fetch(
+    stub: pb_grpc.LeaderboardStub, event_type: str, k: int, start: int, end: int
+) -> tuple[list[tuple[str, int]], int]:
     answer = await stub.FetchLeaderboard(
         pb.FetchLeaderboardRequest(event_type=event_type, k=k, start=stamp(start), end=stamp(end)),
         timeout=60,
@@ -247,9 +249,10 @@ async def test_exact_top_k_for_random_windows_survives_redis_and_server_restarts
     redis.Redis.from_url(redis_server.url).flushall()
     assert await answers(live, queries) == expected
     phases.append(time.monotonic())
-    print("after a Redis kill, a server restart, a Redis flush: " + ", ".join(
-        f"{b - a:.1f}s" for a, b in itertools.pairwise(phases)
-    ))
+    print(
+        "after a Redis kill, a server restart, a Redis flush: "
+        + ", ".join(f"{b - a:.1f}s" for a, b in itertools.pairwise(phases))
+    )
 
     # A retried batch counts once; the same batch id with other events is refused.
     again = await live.stub.RecordEvents(requests[7], timeout=60)
@@ -289,6 +292,25 @@ async def test_late_events_after_a_rollup_count_in_every_size(live: Live) -> Non
     )
     assert (await fetch(live.stub, "score", 1, start, end))[0] == [("late-comer", 3_000)]
     assert before != (await fetch(live.stub, "score", k, start, end))[0]
+
+
+async def test_the_batch_jobs_cli_calls_the_admin_rpcs(live: Live) -> None:
+    from hourglass.cases.leaderboard import cli
+
+    now = int(NOW.timestamp())
+    await record_all(live.stub, batches(generate(500, seed=8, now=now), "score"))
+    address = f"127.0.0.1:{live.running.port}"
+    said = await asyncio.to_thread(cli.call, "rollup", address, 60)
+    assert said.startswith("rolled up ") and "1d until" in said
+    said = await asyncio.to_thread(cli.call, "retention", address, 60)
+    assert said.startswith("deleted 0 buckets older than ")
+    assert (
+        await asyncio.to_thread(cli.main, ["rollup", "--server", "127.0.0.1:1", "--timeout", "1"])
+        == 1
+    )
+    with pytest.raises(SystemExit) as bad:
+        cli.main(["compact", "--server", address])
+    assert bad.value.code == 2
 
 
 async def test_answers_from_postgresql_while_redis_is_down(

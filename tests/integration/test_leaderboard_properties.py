@@ -55,7 +55,9 @@ for name, examples in (("dev", 100), ("ci", 1000)):
         print_blob=True,
         suppress_health_check=list(HealthCheck),
     )
-PROFILE = os.environ.get("HOURGLASS_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+PROFILE = os.environ.get("HOURGLASS_HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI") else "dev"
+)
 PROPERTY = settings(settings.get_profile(f"lb-{PROFILE}"))
 
 NOW = datetime(2025, 3, 3, 13, 37, tzinfo=UTC)
@@ -100,7 +102,8 @@ class LiveServer:
 
     def fingerprint(self) -> tuple[Any, ...]:
         row = self.db.execute(
-            "SELECT " + ", ".join(
+            "SELECT "
+            + ", ".join(
                 f"(SELECT (count(*), coalesce(max(xmin::text::bigint), 0))::text FROM {table})"
                 for table in ("event_types", "buckets", "counts", "batches", "rollups")
             )
@@ -132,7 +135,9 @@ def stamps() -> st.SearchStrategy[Timestamp | None]:
         INT64,
     )
     nanos = st.one_of(st.just(0), st.integers(-(2**31), 2**31 - 1))
-    return st.one_of(st.none(), st.builds(lambda s, n: Timestamp(seconds=s, nanos=n), seconds, nanos))
+    return st.one_of(
+        st.none(), st.builds(lambda s, n: Timestamp(seconds=s, nanos=n), seconds, nanos)
+    )
 
 
 texts = st.one_of(
@@ -163,7 +168,8 @@ def record_requests(draw: st.DrawFn) -> pb.RecordEventsRequest:
 @st.composite
 def fetch_requests(draw: st.DrawFn) -> pb.FetchLeaderboardRequest:
     request = pb.FetchLeaderboardRequest(
-        event_type=draw(texts), k=draw(st.one_of(st.integers(-2, 1002), st.integers(-(2**31), 2**31 - 1)))
+        event_type=draw(texts),
+        k=draw(st.one_of(st.integers(-2, 1002), st.integers(-(2**31), 2**31 - 1))),
     )
     for field in ("start", "end"):
         stamp = draw(stamps())
@@ -186,7 +192,11 @@ def test_record_events_answers_cleanly_and_names_the_field(live: LiveServer) -> 
     def check(request: pb.RecordEventsRequest) -> None:
         before = live.fingerprint()
         code, details = answer(live.stub.RecordEvents, request)
-        assert code in {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS}, details
+        assert code in {
+            grpc.StatusCode.OK,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.ALREADY_EXISTS,
+        }, details
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             assert RECORD_FIELD.match(details), details
         if code != grpc.StatusCode.OK:
@@ -213,7 +223,9 @@ http_values = st.one_of(
     texts,
     st.integers(-(2**70), 2**70).map(str),
     st.integers(NOW_S - 31 * 86400, NOW_S).map(lambda s: str(s - s % 60)),
-    st.sampled_from(["2025-03-01T00:00:00Z", "2025-03-01T00:00:00", "2025-03-01T00:00:30+01:00", "1e9", "%ff"]),
+    st.sampled_from(
+        ["2025-03-01T00:00:00Z", "2025-03-01T00:00:00", "2025-03-01T00:00:30+01:00", "1e9", "%ff"]
+    ),
 )
 
 
@@ -229,11 +241,7 @@ def test_http_top_answers_200_or_400_naming_the_field(live: LiveServer) -> None:
         raw=st.booleans(),
     )
     def check(params: list[tuple[str, str]], raw: bool) -> None:
-        query = (
-            "&".join(f"{k}={v}" for k, v in params)
-            if raw
-            else urllib.parse.urlencode(params)
-        )
+        query = "&".join(f"{k}={v}" for k, v in params) if raw else urllib.parse.urlencode(params)
         url = f"http://127.0.0.1:{port}/top?{urllib.parse.quote(query, safe='=&%')}"
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
@@ -287,4 +295,7 @@ def test_too_many_events_in_one_batch_are_refused(live: LiveServer) -> None:
     event = pb.Event(key="k", weight=1, timestamp=Timestamp(seconds=NOW_S - 60))
     request = pb.RecordEventsRequest(batch_id="big", event_type="score", events=[event] * 10_001)
     code, details = answer(live.stub.RecordEvents, request)
-    assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "events: at most 10000 events per batch")
+    assert (code, details) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "events: at most 10000 events per batch",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections import Counter
 
 import pytest
@@ -45,11 +46,9 @@ def test_decompose_tiles_the_window_with_the_fewest_usable_buckets(
     unit = sizes[0]
     start = data.draw(st.integers(0, 200)) * unit
     end = start + data.draw(st.integers(0, 150)) * unit
-    marks = {
-        size: data.draw(st.integers(0, 400 // size)) * size for size in sizes[1:]
-    }
+    marks = {size: data.draw(st.integers(0, 400 // size)) * size for size in sizes[1:]}
     # Rollup marks never run ahead of the finer size's.
-    for finer, size in zip(sizes[1:], sizes[2:], strict=False):
+    for finer, size in itertools.pairwise(sizes[1:]):
         marks[size] = min(marks[size], marks[finer] // size * size)
     pieces = buckets.decompose(start, end, sizes=sizes, rolled_until=marks)
     # A tiling: contiguous, aligned, usable, covering exactly [start, end).
@@ -98,7 +97,10 @@ def test_aggregate_counts_every_event_once_per_size_it_reaches(
     events: list[tuple[str, int, int]], rolled_hours: int, rolled_days: int
 ) -> None:
     sizes = (60, 3600, 86400)
-    marks = {3600: rolled_hours * 3600, 86400: min(rolled_days * 86400, rolled_hours * 3600 // 86400 * 86400)}
+    marks = {
+        3600: rolled_hours * 3600,
+        86400: min(rolled_days * 86400, rolled_hours * 3600 // 86400 * 86400),
+    }
     grouped = buckets.aggregate(events, sizes=sizes, rolled_until=marks)
     for size in sizes:
         expected: Counter[tuple[int, str]] = Counter()

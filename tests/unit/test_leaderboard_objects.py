@@ -13,7 +13,9 @@ from hourglass.cases import Platform, Resource
 from hourglass.cases.leaderboard import CASE, spec
 from hourglass.cases.leaderboard.objects import objects
 
-PLATFORM = Platform(image="ghcr.io/hourglass/hourglass:1.2.3", secret="hourglass-db", etcd_endpoints="etcd:2379")
+PLATFORM = Platform(
+    image="ghcr.io/hourglass/hourglass:1.2.3", secret="hourglass-db", etcd_endpoints="etcd:2379"
+)
 
 
 def resource(**spec_fields: Any) -> Resource:
@@ -29,7 +31,10 @@ def by_kind(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def test_the_case_record() -> None:
     assert (CASE.name, CASE.kind, CASE.plural, CASE.short_names) == (
-        "leaderboard", "Leaderboard", "leaderboards", ("lb",)
+        "leaderboard",
+        "Leaderboard",
+        "leaderboards",
+        ("lb",),
     )
     assert (CASE.migrations / "0001_initial.sql").exists()
 
@@ -49,7 +54,8 @@ def test_objects_are_a_deployment_service_configmap_and_two_scheduled_jobs() -> 
     assert container["args"][:4] == ["serve", "leaderboard", "--name", "games"]
     env = {e["name"]: e for e in container["env"]}
     assert env["HOURGLASS_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "hourglass-db", "key": "database-url"
+        "name": "hourglass-db",
+        "key": "database-url",
     }
     assert env["HOURGLASS_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "redis-url"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -63,7 +69,9 @@ def test_objects_are_a_deployment_service_configmap_and_two_scheduled_jobs() -> 
 
     (service,) = kinds["Service"]
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
-        "grpc": 50051, "http": 8080, "metrics": 9090
+        "grpc": 50051,
+        "http": 8080,
+        "metrics": 9090,
     }
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
@@ -78,7 +86,10 @@ def test_scheduled_jobs_call_the_servers_admin_rpcs_without_credentials() -> Non
     assert [j["apiVersion"] for j in jobs] == ["hourglass.io/v1"] * 2
     tasks = {j["metadata"]["name"]: j["spec"]["task"] for j in jobs}
     assert tasks["lb-games-rollup"]["args"] == [
-        "leaderboard", "rollup", "--server", "lb-games.arcade.svc:50051"
+        "leaderboard",
+        "rollup",
+        "--server",
+        "lb-games.arcade.svc:50051",
     ]
     assert tasks["lb-games-retention"]["args"][:2] == ["leaderboard", "retention"]
     for job in jobs:
@@ -89,7 +100,9 @@ def test_scheduled_jobs_call_the_servers_admin_rpcs_without_credentials() -> Non
 
 
 def test_the_scheduled_jobs_fit_the_crd(repo_root: Path) -> None:
-    crd = yaml.safe_load((repo_root / "charts/hourglass/crds/scheduledjobs.hourglass.io.yaml").read_text())
+    crd = yaml.safe_load(
+        (repo_root / "charts/hourglass/crds/scheduledjobs.hourglass.io.yaml").read_text()
+    )
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     for job in by_kind(objects(resource(), PLATFORM))["ScheduledJob"]:
         assert crd["spec"]["group"] == job["apiVersion"].split("/")[0]
@@ -110,7 +123,9 @@ def test_the_scheduled_jobs_fit_the_crd(repo_root: Path) -> None:
         ({"colour": "red"}, "spec.colour: unknown field"),
     ],
 )
-def test_a_bad_spec_names_the_field_and_makes_no_objects(fields: dict[str, Any], message: str) -> None:
+def test_a_bad_spec_names_the_field_and_makes_no_objects(
+    fields: dict[str, Any], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         objects(resource(**fields), PLATFORM)
 
