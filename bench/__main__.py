@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks] [--profile]
+"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard] [--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale", "locks")
+SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard")
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -29,6 +29,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "profile": 2_000,
             "locks": 300,
             "locks_handoffs": 1,
+            "leaderboard": 200_000,
         }
     return {
         "drain": 20_000,
@@ -39,6 +40,7 @@ def sizes(quick: bool) -> dict[str, int]:
         "profile": 10_000,
         "locks": 2_000,
         "locks_handoffs": 3,
+        "leaderboard": 1_000_000,
     }
 
 
@@ -76,7 +78,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, locks, scale, submit
+    from bench import drain, lateness, leaderboard, locks, scale, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -99,6 +101,8 @@ def main() -> int:
                     rows += submit.run(bench, n["submit"])
                 elif scenario == "locks":
                     rows += locks.run(bench, n["locks"], handoffs=n["locks_handoffs"])
+                elif scenario == "leaderboard":
+                    rows += leaderboard.run(bench, n["leaderboard"])
                 elif scenario == "scale":
                     rows += scale.run(
                         bench,

@@ -1,0 +1,1 @@
+"""Generated from protos/hourglass/leaderboard/v1/leaderboard.proto (scripts/generate-protos)."""
