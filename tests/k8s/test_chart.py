@@ -873,7 +873,9 @@ def test_network_policies_keep_job_pods_away_from_the_stores_and_the_api(
         assert may(_component(component, "10.244.0.40"), POSTGRESQL, 5432), component
     assert may(MIGRATE, POSTGRESQL, 5432)
     assert may(WORKER, ETCD, 2379) and may(_component("claimer", "10.244.0.41"), ETCD, 2379)
-    assert not may(API, ETCD, 2379) and not may(OPERATOR, POSTGRESQL, 5432)
+    # The API serves hourglass.v1.Locks on etcd.
+    assert may(API, ETCD, 2379) and not may(OPERATOR, ETCD, 2379)
+    assert not may(OPERATOR, POSTGRESQL, 5432)
     assert may(OPERATOR, API, 50051)
     assert may(PROMETHEUS, API, 50051) and not may(PROMETHEUS, POSTGRESQL, 5432)
     assert may(OFFICE, API, 50051) and not may(INTERNET, API, 50051)
