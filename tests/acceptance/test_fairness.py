@@ -147,7 +147,7 @@ def test_a_flood_in_one_namespace_does_not_delay_another(
         "quota", "set", "--namespace", "y", "--max-queued-runs", str(Y_QUEUE),
         "--max-fires-per-second", "20",
     ).stdout  # fmt: skip
-    assert limits.splitlines()[-1].split() == ["y", "100000", str(Y_QUEUE), "20", "own"]
+    assert limits.splitlines()[-1].split() == ["y", "100000", str(Y_QUEUE), "20", "default", "own"]
 
     for _ in range(X_JOBS):
         p.cli("schedule", "--token", x, "--every", X_INTERVAL, "--", "true")
