@@ -134,9 +134,10 @@ class Kubelet:
             mounts[mount["mountPath"]] = local
         args = []
         for arg in container["args"]:
-            for path, local in mounts.items():
+            for path, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
                 if arg.startswith(path + "/"):
                     arg = str(local) + arg[len(path) :]
+                    break
             host, _, port = arg.rpartition(":")
             if host == "0.0.0.0" and int(port) in by_number:
                 arg = f"127.0.0.1:{by_number[int(port)]}"
@@ -218,7 +219,7 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
         get(kubectl, "sj", name)["status"]["jobId"]  # type: ignore[index]
         for name in ("lb-games-rollup", "lb-games-retention")
     }
-    assert job_ids <= {job.job_id for job in hourglass_api.jobs()}
+    assert job_ids <= {job.id for job in hourglass_api.jobs()}
 
     # Nothing runs the pods yet: not Ready.
     assert condition(resource, "Ready")["status"] == "False"
@@ -279,7 +280,7 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
             f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
         )
     assert get(kubectl, "lb", "games") is None
-    assert not job_ids & {job.job_id for job in hourglass_api.jobs()}
+    assert not job_ids & {job.id for job in hourglass_api.jobs()}
 
 
 def test_a_spec_the_leaderboard_refuses_is_degraded_and_the_crd_refuses_what_it_can(
