@@ -59,10 +59,14 @@ def generate(count: int, seed: int, now: int) -> list[tuple[int, str, int]]:
 
 
 async def serve(config: dict[str, Any]) -> None:
-    from hourglass.cases import Settings
-    from hourglass.cases.leaderboard import server
+    from hourglass.cases.leaderboard import CASE, server
+    from hourglass.cli import serve as cli_serve
 
-    running = await server.start(Settings(**config), clock=FixedClock())
+    # As `hourglass serve leaderboard --name bench` does: migrate the resource's schema, then
+    # serve with a database URL scoped to it (the fixed clock is why this is not that command).
+    chosen = cli_serve.settings(CASE, namespace="", http_listen=None, metrics_listen=None, **config)
+    await cli_serve.migrate_case(CASE, database_url=config["database_url"], schema=chosen.schema)
+    running = await server.start(chosen, clock=FixedClock())
     print(f"leaderboard serving on {running.port}", flush=True)
     await asyncio.Event().wait()
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 # Every case, by package name. A case is listed here once it works end to end.
-NAMES: tuple[str, ...] = ()
+NAMES: tuple[str, ...] = ("leaderboard",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,14 @@ class Case:
     # Whether the server has an HTTP face: `hourglass dev` then gives it Settings.http_listen
     # and prints that address.
     http: bool = False
+    # The OpenAPI schema of the resource's spec, kept beside the code that parses the spec
+    # (the case's spec.py), and the printer columns `kubectl get` shows before the common
+    # ones: operator/crds.py makes the case's CRD from them, so the defaults and bounds the
+    # API server applies are the ones the case's parser applies.
+    spec_schema: Mapping[str, Any] = field(default_factory=dict)
+    columns: tuple[Mapping[str, Any], ...] = ()
+    # One line for the CRD's description (`kubectl explain`).
+    description: str = ""
 
 
 def get(name: str) -> Case:

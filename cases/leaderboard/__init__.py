@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hourglass.cases import Case
+from hourglass.cases.leaderboard import spec
 from hourglass.cases.leaderboard.objects import objects
 from hourglass.cases.leaderboard.server import serve
 
@@ -22,5 +23,10 @@ CASE = Case(
     short_names=("lb",),
     serve=serve,
     objects=objects,
-    migrations=Path(__file__).parent / "migrations",
+    # schema.sql and migrations/: `hourglass serve` applies them into the resource's schema.
+    migrations=Path(__file__).parent,
+    http=True,
+    spec_schema=spec.SCHEMA,
+    columns=spec.COLUMNS,
+    description="A top-K leaderboard service: RecordEvents, FetchLeaderboard(k, start, end).",
 )

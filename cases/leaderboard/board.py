@@ -84,13 +84,13 @@ class Board:
         async with db.transaction(self.pool) as conn:
             await store.ensure_sizes(conn, self.spec.sizes[1:])
 
-    async def _type(self, name: str, *, create: bool) -> int | None:
-        """The event type's id. Created in a statement of its own (autocommit), so the id is
-        committed before any batch transaction uses it, and cached from then on."""
+    async def _type(self, name: str) -> int | None:
+        """The event type's id, None while no batch of it was recorded; cached once found
+        (record creates a new type inside its batch's transaction)."""
         found = self._types.get(name)
         if found is None:
             async with self.pool.connection() as conn:
-                found = await store.type_id(conn, name, create=create)
+                found = await store.type_id(conn, name, create=False)
             if found is not None:
                 self._types[name] = found
         return found
@@ -99,8 +99,7 @@ class Board:
 
     async def record(self, batch: Batch) -> Recorded:
         now = self.clock.now()
-        type_id = await self._type(batch.event_type, create=True)
-        assert type_id is not None
+        type_id = await self._type(batch.event_type)
         async with db.transaction(self.pool) as conn:
             await store.share_lock(conn)
             earlier = await store.claim_batch(
@@ -115,6 +114,11 @@ class Board:
                     raise Conflict("batch_id: already used for a different batch of events")
                 metrics.duplicates.inc()
                 return Recorded(0, duplicate=True)
+            if type_id is None:
+                # A new event type is created in the batch's transaction, so a refused batch
+                # leaves nothing behind; a concurrent first batch of it waits for this one.
+                type_id = await store.type_id(conn, batch.event_type, create=True)
+                assert type_id is not None
             marks = await store.rolled_until(conn)
             grouped = buckets.aggregate(batch.events, sizes=self.spec.sizes, rolled_until=marks)
             order = sorted(grouped)
@@ -135,6 +139,7 @@ class Board:
                 counts += added.values()
                 changes.append((bucket_id, version, self._expire_in(size, start), added))
             await store.add_counts(conn, bucket_ids=ids, keys=keys, counts=counts)
+        self._types[batch.event_type] = type_id  # committed: safe to remember
         metrics.events.labels("recorded").inc(len(batch.events))
         metrics.rows.inc(len(ids))
         # Committed: the batch is acknowledged whatever Redis does now. A set that misses
@@ -176,7 +181,7 @@ class Board:
             start, end, sizes=self.spec.sizes, rolled_until=await self.marks()
         )
         metrics.fetch_buckets.observe(len(pieces))
-        type_id = await self._type(event_type, create=False)
+        type_id = await self._type(event_type)
         if type_id is None:
             return Answer([], len(pieces), start, end, "empty")
         async with self.pool.connection() as conn:

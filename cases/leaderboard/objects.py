@@ -1,9 +1,11 @@
 """A Leaderboard resource -> the objects the operator applies for it (pure; unit-tested).
 
-- a ConfigMap with the spec, which the server reads (`HOURGLASS_CASE_SPEC`);
-- a Deployment of the hourglass image running `hourglass serve leaderboard --name <name>`,
-  with the platform Secret's `database-url` and `redis-url`, probes, and the same restricted
-  security context as the chart's components;
+- the ConfigMap with the spec (`hourglass.cases.spec_configmap`), mounted at the file the
+  server reads (`hourglass.cases.SPEC_FILE`);
+- a Deployment of the hourglass image running `hourglass serve leaderboard --name <name> ...`
+  as every case's server runs (`hourglass.cases.server_args` and `server_env`: the platform
+  Secret's `database-url` and `redis-url`, the etcd endpoints), with probes, and the same
+  restricted security context as the chart's components;
 - a Service with the gRPC, HTTP and metrics ports;
 - two ScheduledJobs whose pods call the server's admin RPCs (`hourglass leaderboard rollup`
   and `... retention`): job pods hold no database credentials, so the batch work goes through
@@ -14,15 +16,17 @@ ownerReferences are not set here: the operator adds them to everything it applie
 
 from __future__ import annotations
 
-import json
+import posixpath
 from typing import Any
 
-from hourglass.cases import Platform, Resource
+from hourglass import cases
+from hourglass.cases import GRPC_PORT, METRICS_PORT, Platform, Resource
 from hourglass.cases.leaderboard import buckets, spec
 
-GRPC_PORT = 50051
+CASE = "leaderboard"
 HTTP_PORT = 8080
-METRICS_PORT = 9090
+# The ScheduledJob CRD's group/version (charts/hourglass/crds/scheduledjobs.hourglass.io.yaml),
+# which is also what the operator lets a case own (operator/owned.py, KINDS).
 SCHEDULED_JOB_API = "hourglass.io/v1"
 
 SECURITY_CONTEXT: dict[str, Any] = {
@@ -45,7 +49,7 @@ def names(resource: Resource) -> dict[str, str]:
     base = f"lb-{resource.name}"
     return {
         "server": base,
-        "config": f"{base}-spec",
+        "config": f"{CASE}-{resource.name}-spec",  # cases.spec_configmap's name
         "rollup": f"{base}-rollup",
         "retention": f"{base}-retention",
     }
@@ -75,13 +79,10 @@ def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
         "app.kubernetes.io/name": "leaderboard",
         "app.kubernetes.io/instance": resource.name,
     }
+    config = cases.spec_configmap(CASE, resource)
+    config["metadata"]["labels"].update(labels(resource, "config"))
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {**meta, "name": n["config"], "labels": labels(resource, "config")},
-            "data": {"spec.json": json.dumps(dict(resource.spec), sort_keys=True)},
-        },
+        config,
         _deployment(resource, platform, parsed, n, meta, selector),
         {
             "apiVersion": "v1",
@@ -121,21 +122,15 @@ def _deployment(
     meta: dict[str, str],
     selector: dict[str, str],
 ) -> dict[str, Any]:
-    def secret(key: str) -> dict[str, Any]:
-        return {"secretKeyRef": {"name": platform.secret, "key": key}}
-
     container = {
         "name": "server",
         "image": platform.image,
-        "args": ["serve", "leaderboard", "--name", resource.name, "--log-format", "json"],
+        # `hourglass serve leaderboard --name <name> --namespace <ns> --spec SPEC_FILE ...`
+        "args": cases.server_args(CASE, resource, http_port=HTTP_PORT),
         "env": [
-            {"name": "HOURGLASS_DATABASE_URL", "valueFrom": secret("database-url")},
-            {"name": "HOURGLASS_REDIS_URL", "valueFrom": secret("redis-url")},
-            {"name": "HOURGLASS_ETCD_ENDPOINTS", "value": platform.etcd_endpoints},
-            {"name": "HOURGLASS_LISTEN", "value": f"0.0.0.0:{GRPC_PORT}"},
-            {"name": "HOURGLASS_HTTP_LISTEN", "value": f"0.0.0.0:{HTTP_PORT}"},
-            {"name": "HOURGLASS_METRICS_LISTEN", "value": f"0.0.0.0:{METRICS_PORT}"},
-            {"name": "HOURGLASS_CASE_SPEC", "value": "/etc/hourglass/spec/spec.json"},
+            *cases.server_env(platform),
+            # A global option of the CLI: set here, it needs no place in the args.
+            {"name": "HOURGLASS_LOG_FORMAT", "value": "json"},
         ],
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -159,7 +154,7 @@ def _deployment(
         },
         "securityContext": SECURITY_CONTEXT,
         "volumeMounts": [
-            {"name": "spec", "mountPath": "/etc/hourglass/spec", "readOnly": True},
+            {"name": "spec", "mountPath": posixpath.dirname(cases.SPEC_FILE), "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -175,7 +170,7 @@ def _deployment(
                 "metadata": {
                     "labels": labels(resource, "server"),
                     # A changed spec rolls the pods, so they read the new ConfigMap.
-                    "annotations": {"hourglass.io/generation": str(resource.generation)},
+                    "annotations": {"hourglass.io/spec-hash": cases.spec_hash(resource)},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,

@@ -1,6 +1,6 @@
 -- The Leaderboard case's whole schema, inside the resource's own PostgreSQL schema (the
 -- connection's search_path): table names are never qualified. migrations/ must produce
--- exactly this (tests/integration/test_leaderboard_store.py compares them).
+-- exactly this (tests/integration/test_serve.py compares them, as for every case).
 
 -- Event types by name; the other tables refer to them by a small id.
 CREATE TABLE event_types (

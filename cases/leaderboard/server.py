@@ -1,6 +1,7 @@
 """The Leaderboard server: `hourglass.leaderboard.v1.Leaderboard` over gRPC (with health and
 reflection, so grpcurl and friends need no .proto files), the HTTP/JSON face for browsers and
-curl (cases/leaderboard/http.py), and Prometheus metrics."""
+curl (cases/leaderboard/http.py), and Prometheus metrics (collectors in metrics.py; the
+`hourglass serve` process serves them)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from grpc_reflection.v1alpha import reflection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hourglass import metrics as core_metrics
 from hourglass.cases import Settings
 from hourglass.cases.leaderboard import board as boards
 from hourglass.cases.leaderboard import buckets, metrics, spec, store, validation
@@ -155,7 +155,6 @@ class Running:
     grpc_server: grpc.aio.Server
     port: int
     http: HttpFace | None
-    metrics_port: int | None
     redis_client: redis.Redis
 
     @property
@@ -182,15 +181,18 @@ def redis_client(url: str) -> redis.Redis:
 
 
 async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
-    """Prepares the resource's schema, connects, and starts serving; returns at once."""
+    """Connects and starts serving; returns at once.
+
+    `settings` are what `hourglass serve` (or `hourglass dev --case`) made: the migrations are
+    already applied into `settings.schema`, and `settings.database_url` sees only that schema.
+    The process serves /metrics (the CLI's --metrics-listen); this module only registers its
+    collectors (metrics.py) on the default registry."""
     parsed = spec.parse(settings.spec)
-    schema = store.schema_for(settings.name)
-    await asyncio.to_thread(store.prepare, settings.database_url, schema)
-    pool = await store.open_pool(settings.database_url, schema)
+    pool = await store.open_pool(settings.database_url)
     client = redis_client(settings.redis_url)
     board = boards.Board(
         pool=pool,
-        cache=Cache(client, prefix=f"hourglass:lb:{schema}:"),
+        cache=Cache(client, prefix=f"hourglass:lb:{settings.schema}:"),
         spec=parsed,
         clock=clock or SystemClock(),
     )
@@ -209,16 +211,15 @@ async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
     http = None
     if settings.http_listen:
         http = HttpFace(board, asyncio.get_running_loop(), settings.http_listen).start()
-    metrics_port = core_metrics.serve(settings.metrics_listen) if settings.metrics_listen else None
     log.info(
         "hourglass leaderboard %s serving gRPC on port %d%s (schema %s)",
         settings.name,
         port,
         f", HTTP on port {http.port}" if http else "",
-        schema,
-        extra={"resource": settings.name, "grpc_port": port, "schema": schema},
+        settings.schema,
+        extra={"resource": settings.name, "grpc_port": port, "schema": settings.schema},
     )
-    return Running(board, server, port, http, metrics_port, client)
+    return Running(board, server, port, http, client)
 
 
 async def serve(settings: Settings, stop: Any) -> None:

@@ -1,5 +1,7 @@
 """A Leaderboard resource's spec, checked once: by the operator's `objects` (so a bad spec
 never becomes a Deployment) and by the server at start-up (so a bad ConfigMap never serves).
+`SCHEMA` is the same spec for the API server (operator/crds.py makes the CRD from it), with
+the same defaults and bounds, so `kubectl apply` refuses early what `parse` would refuse.
 
     spec:
       retention: 30d                          # how long events count (default 30d)
@@ -18,6 +20,46 @@ from hourglass.cases.leaderboard import buckets
 
 DEFAULT_RETENTION = "30d"
 MAX_REPLICAS = 50
+MAX_RETENTION_DAYS = 3660
+# What durations.parse accepts, as the CRD's pattern.
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "How long events are kept, how they are bucketed, how many servers.",
+    "properties": {
+        "retention": {
+            "type": "string",
+            "description": "Keep buckets this long (a duration: 30d, 12h), at least the"
+            f" largest bucket, at most {MAX_RETENTION_DAYS}d.",
+            "pattern": DURATION,
+            "maxLength": 64,
+            "default": DEFAULT_RETENTION,
+        },
+        "buckets": {
+            "type": "array",
+            "description": "Bucket sizes, finest first, each a whole multiple of the one"
+            " before (the finest is the query grain); the coarser ones are rolled up by a"
+            " ScheduledJob.",
+            "items": {"type": "string", "pattern": DURATION, "maxLength": 64},
+            "minItems": 1,
+            "maxItems": buckets.MAX_LEVELS,
+            "x-kubernetes-list-type": "set",
+            "default": list(buckets.DEFAULT_BUCKETS),
+        },
+        "replicas": {
+            "type": "integer",
+            "description": "Server replicas.",
+            "minimum": 1,
+            "maximum": MAX_REPLICAS,
+            "default": 1,
+        },
+    },
+}
+COLUMNS: tuple[dict[str, Any], ...] = (
+    {"name": "Retention", "type": "string", "jsonPath": ".spec.retention"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +94,8 @@ def parse(spec: Mapping[str, Any]) -> Spec:
             f"spec.retention: {text} is shorter than the largest bucket"
             f" ({buckets.spell(sizes[-1])})"
         )
-    if retention > 10 * 366 * 86400:
-        raise ValueError("spec.retention: at most 3660d")
+    if retention > MAX_RETENTION_DAYS * 86400:
+        raise ValueError(f"spec.retention: at most {MAX_RETENTION_DAYS}d")
     replicas = spec.get("replicas", 1)
     if isinstance(replicas, bool) or not isinstance(replicas, int):
         raise ValueError("spec.replicas: must be a whole number")

@@ -1,92 +1,31 @@
 """The Leaderboard's SQL, and nothing else. Every function takes the connection, so the
 caller groups them into one transaction; the tables live in the resource's own schema (the
-connection's search_path), so no name here is qualified."""
+connection's search_path), so no name here is qualified. The schema itself is made by
+`hourglass serve` from schema.sql's numbered migrations (migrations/), as for every case."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import PoolTimeout
 
 from hourglass.store import db
 
 log = logging.getLogger(__name__)
 
-FOLDER = Path(__file__).parent
 # PostgreSQL going away or the pool waiting too long: the caller may retry.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
-_MIGRATION = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 # First half of the advisory lock keys of this case ("lb"); the second is the schema's hash.
 _LOCK_CLASS = 0x6C62
 
 
-def schema_for(name: str) -> str:
-    """The PostgreSQL schema of a resource: `lb_` and its name, made a plain identifier; a
-    name too long or changed by that gets a hash suffix so two names never share a schema."""
-    plain = re.sub(r"[^a-z0-9_]", "_", name.lower())
-    schema = f"lb_{plain}"
-    if plain != name or len(schema) > 63:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-        schema = f"{schema[:52]}_{digest}"
-    return schema
-
-
-def conninfo(dsn: str, schema: str) -> str:
-    """The DSN with the schema as its search_path (kept after any options already there)."""
-    options = conninfo_to_dict(dsn).get("options") or ""
-    return make_conninfo(dsn, options=f"{options} -c search_path={schema}".strip())
-
-
-def migrations() -> list[tuple[int, str, str]]:
-    found = []
-    for entry in (FOLDER / "migrations").iterdir():
-        match = _MIGRATION.fullmatch(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text()))
-    return sorted(found)
-
-
-def prepare(dsn: str, schema: str) -> list[str]:
-    """Creates the schema if needed and applies the migrations it has not seen; several
-    servers starting at once take turns on an advisory lock. Returns the names applied."""
-    applied = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
-        try:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS leaderboard_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM leaderboard_migrations")}
-            for version, name, text in migrations():
-                if version in done:
-                    continue
-                with conn.transaction():
-                    conn.execute(text.encode())
-                    conn.execute(
-                        "INSERT INTO leaderboard_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
-                    )
-                log.info("applied migration %s to schema %s", name, schema)
-                applied.append(name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
-    return applied
-
-
-async def open_pool(dsn: str, schema: str, *, max_size: int = 8) -> db.Pool:
-    return await db.open_pool(conninfo(dsn, schema), max_size=max_size)
+async def open_pool(dsn: str, *, max_size: int = 8) -> db.Pool:
+    """`dsn` is the one `hourglass serve` gives the server: its search_path is the resource's
+    schema alone, into which the migrations were already applied (hourglass.store.migrate)."""
+    return await db.open_pool(dsn, max_size=max_size)
 
 
 # -- event types -------------------------------------------------------------------------------

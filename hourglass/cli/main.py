@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin.add_parsers(commands, add_store_options=_add_store_options)
     serve.add_parser(commands, add_metrics_option=_add_metrics_option)
+    # The Leaderboard's admin client (what its ScheduledJobs run): its own parser reads the rest.
+    # (No option prefix of its own, so every word, --help and --server included, reaches it.)
+    leaderboard = commands.add_parser(
+        "leaderboard", add_help=False, prefix_chars="\0", help="a Leaderboard's admin calls"
+    )
+    leaderboard.add_argument("case_args", nargs="*", metavar="rollup|retention --server HOST:PORT")
 
     quota.add_parser(commands, add_store_options=_add_store_options)
     lock_commands.add_parsers(commands, add_client_options=_add_client_options)
@@ -441,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dev.run(args)
     if args.command == "serve":
         return serve.run(parser, args)
+    if args.command == "leaderboard":
+        from hourglass.cases.leaderboard import cli as leaderboard_cli
+
+        return leaderboard_cli.main(args.case_args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":

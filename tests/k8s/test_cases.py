@@ -355,7 +355,7 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
         wait_for(
             f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
         )
-    assert job_id not in {job.job_id for job in hourglass_api.jobs()}
+    assert job_id not in {job.id for job in hourglass_api.jobs()}
 
 
 def test_a_spec_the_case_refuses_is_degraded_and_applies_nothing(

@@ -156,16 +156,32 @@ def test_endpoints_name_each_service_port() -> None:
 
 def test_the_charts_case_crds_are_what_the_generator_makes() -> None:
     folder = REPO / "charts" / "hourglass" / "crds"
-    for filename, make in crds.CHART_CRDS.items():
-        assert (folder / filename).read_text() == crds.render(make()), (
+    made = crds.chart_crds()
+    assert set(made) == {f"{case.plural}.hourglass.io.yaml" for case in cases.every()}
+    for filename, document in made.items():
+        assert (folder / filename).read_text() == crds.render(document), (
             f"{filename} is stale: run python -m hourglass.operator.crds"
         )
-    leaderboard = crds.leaderboard()
+
+
+def test_the_leaderboard_crd_has_the_specs_fields_defaults_and_bounds() -> None:
+    from hourglass.cases.leaderboard import buckets, spec
+
+    leaderboard = crds.for_case(cases.get("leaderboard"))
     assert leaderboard["spec"]["names"]["shortNames"] == ["lb"]
     (version,) = leaderboard["spec"]["versions"]
     assert (version["name"], leaderboard["spec"]["group"]) == (owned.VERSION, owned.GROUP)
-    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert set(spec) == {"retention", "buckets", "replicas"}
+    fields = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert set(fields) == {"retention", "buckets", "replicas"}
+    # The defaults the API server fills in are the ones spec.parse assumes when a field is
+    # missing, so a resource means the same to both.
+    defaults = {name: field["default"] for name, field in fields.items()}
+    assert spec.parse(defaults) == spec.parse({})
+    assert defaults["buckets"] == list(buckets.DEFAULT_BUCKETS)
+    assert fields["replicas"]["maximum"] == spec.MAX_REPLICAS
+    assert fields["buckets"]["maxItems"] == buckets.MAX_LEVELS
+    with pytest.raises(ValueError, match=r"spec\.replicas"):
+        spec.parse({"replicas": fields["replicas"]["maximum"] + 1})
 
 
 def test_the_server_args_and_env_are_what_serve_reads() -> None:

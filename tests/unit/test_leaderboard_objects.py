@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hourglass import cases
 from hourglass.cases import Platform, Resource
 from hourglass.cases.leaderboard import CASE, spec
 from hourglass.cases.leaderboard.objects import objects
@@ -36,7 +37,10 @@ def test_the_case_record() -> None:
         "leaderboards",
         ("lb",),
     )
-    assert (CASE.migrations / "0001_initial.sql").exists()
+    assert (CASE.migrations / "migrations" / "0001_initial.sql").exists()
+    assert (CASE.migrations / "schema.sql").exists()
+    assert CASE.http and CASE.spec_schema is spec.SCHEMA
+    assert cases.get("leaderboard") is CASE
 
 
 def test_objects_are_a_deployment_service_configmap_and_two_scheduled_jobs() -> None:
@@ -51,8 +55,9 @@ def test_objects_are_a_deployment_service_configmap_and_two_scheduled_jobs() -> 
     (container,) = pod["containers"]
     assert deployment["spec"]["replicas"] == 2
     assert container["image"] == PLATFORM.image
-    assert container["args"][:4] == ["serve", "leaderboard", "--name", "games"]
+    assert container["args"] == cases.server_args("leaderboard", resource(), http_port=8080)
     env = {e["name"]: e for e in container["env"]}
+    assert env["HOURGLASS_LOG_FORMAT"]["value"] == "json"
     assert env["HOURGLASS_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "hourglass-db",
         "key": "database-url",
@@ -79,6 +84,49 @@ def test_objects_are_a_deployment_service_configmap_and_two_scheduled_jobs() -> 
     assert json.loads(config["data"]["spec.json"]) == {"retention": "14d", "replicas": 2}
     mounted = {v["name"]: v for v in pod["volumes"]}
     assert mounted["spec"]["configMap"]["name"] == config["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "spec"]
+    assert f"{mount['mountPath']}/spec.json" == cases.SPEC_FILE
+    # A changed spec rolls the pods (they read the spec once, at start).
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["hourglass.io/spec-hash"] == cases.spec_hash(
+        resource(retention="14d", replicas=2)
+    )
+
+
+def test_the_server_container_runs_hourglass_serve_as_the_cli_parses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The container's args and env, given to the real CLI parser, are `hourglass serve
+    leaderboard` for this resource, with the ports the Service and the probes name."""
+    from hourglass.cli import main
+
+    items = by_kind(objects(resource(), PLATFORM))
+    (container,) = items["Deployment"][0]["spec"]["template"]["spec"]["containers"]
+    for entry in container["env"]:
+        monkeypatch.setenv(entry["name"], entry.get("value", "from-the-secret"))
+    parsed = main.build_parser().parse_args(container["args"])
+    assert (parsed.command, parsed.case, parsed.name, parsed.namespace) == (
+        "serve", "leaderboard", "games", "arcade",
+    )  # fmt: skip
+    assert str(parsed.spec) == cases.SPEC_FILE
+    assert parsed.log_format == "json"
+    assert parsed.database_url == parsed.redis_url == "from-the-secret"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert parsed.listen == f"0.0.0.0:{ports['grpc']}"
+    assert parsed.http_listen == f"0.0.0.0:{ports['http']}"
+    assert parsed.metrics_listen == f"0.0.0.0:{ports['metrics']}"
+    (service,) = items["Service"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+
+
+def test_the_scheduled_jobs_are_a_kind_the_operator_may_own() -> None:
+    from hourglass.operator import owned
+
+    owner = owned.Owner("Leaderboard", "games", "arcade", "u-1", "leaderboard")
+    prepared = owned.prepare(objects(resource(), PLATFORM), owner)
+    assert {(p["kind"], p["metadata"]["name"]) for p in prepared} >= {
+        ("ScheduledJob", "lb-games-rollup"), ("ScheduledJob", "lb-games-retention"),
+    }  # fmt: skip
 
 
 def test_scheduled_jobs_call_the_servers_admin_rpcs_without_credentials() -> None:

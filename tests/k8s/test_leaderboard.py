@@ -1,0 +1,308 @@
+"""`kubectl apply -f examples/leaderboard.yaml`, as the README tells a user, against a real
+kube-apiserver with the chart's CRDs, the real kubectl, and the operator's generic reconcile
+with the real case registry (hourglass.cases.NAMES), not a test-defined case.
+
+No kubelet or kube-controller-manager runs here (tests/k8s/conftest.py), so the test plays
+them, with real parts: it runs the Deployment's container as the kubelet would, i.e. the
+container's own args and env (`hourglass serve leaderboard --name games ...`, the Secret's
+values, the ConfigMap's spec.json at the mounted path), on a real PostgreSQL and Redis, waits
+until the readiness probe's URL answers, and only then marks the Deployment available, as the
+Deployment controller would. The resource turns Ready from that. With no garbage collector,
+removal on delete is the operator's own (under its finalizer); the ownerReferences that the
+collector would follow in a cluster are checked too.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
+from kubernetes import client
+
+from hourglass import cases
+from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
+from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as pb_grpc
+from hourglass.embedded import EmbeddedRedis, free_port
+from hourglass.operator import main, owned
+from tests.acceptance.conftest import HOURGLASS
+from tests.k8s.conftest import KubeApiServer
+from tests.k8s.test_cases import Kubectl, _make_available, condition, get
+from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
+
+pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases"]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "leaderboard.yaml"
+SECRET = "hourglass-cases"
+PLATFORM = cases.Platform(image="hourglass:test", secret=SECRET, etcd_endpoints="etcd:2379")
+OWNED = [
+    ("deployment", "lb-games"),
+    ("service", "lb-games"),
+    ("configmap", "leaderboard-games-spec"),
+    ("scheduledjob", "lb-games-rollup"),
+    ("scheduledjob", "lb-games-retention"),
+]
+
+
+@pytest.fixture
+def leaderboard_operator(
+    kube_apiserver: KubeApiServer,
+    crds: list[str],
+    k8s_namespace: str,
+    hourglass_api: HourglassApi,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RunningOperator]:
+    """The operator as `hourglass operator --case-image ... --case-secret ...` runs it."""
+    assert "leaderboards.hourglass.io" in crds  # the chart's generated CRD file
+    assert "leaderboard" in cases.NAMES
+    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
+    stop, ready = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            main.run(
+                hourglass_api.address,
+                [k8s_namespace],
+                None,
+                token=hourglass_api.token,
+                refresh_interval=0.5,
+                platform=PLATFORM,
+                stop=stop,
+                ready=ready,
+            )
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name="leaderboard-operator", daemon=True)
+    running = RunningOperator(thread, stop, ready, errors)
+    thread.start()
+    assert ready.wait(30), f"the operator did not start: {errors!r}"
+    yield running
+    running.shutdown()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+class Kubelet:
+    """Runs one container of a Deployment the way a kubelet would, on this machine: its args,
+    its env with secretKeyRefs resolved from the Secret, its ConfigMap volume as files, and
+    each containerPort on a free local port (0.0.0.0:P in the args becomes 127.0.0.1:F)."""
+
+    def __init__(self, kubectl: Kubectl, deployment: dict[str, Any], folder: Path) -> None:
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        self.ports = {p["name"]: free_port() for p in container["ports"]}
+        by_number = {p["containerPort"]: self.ports[p["name"]] for p in container["ports"]}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HOURGLASS_")}
+        for entry in container["env"]:
+            if "value" in entry:
+                env[entry["name"]] = entry["value"]
+            else:
+                ref = entry["valueFrom"]["secretKeyRef"]
+                secret = get(kubectl, "secret", ref["name"])
+                assert secret is not None, f"no Secret {ref['name']}"
+                env[entry["name"]] = _b64(secret["data"][ref["key"]])
+        mounts: dict[str, Path] = {}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for mount in container["volumeMounts"]:
+            volume = volumes[mount["name"]]
+            local = folder / mount["name"]
+            local.mkdir(parents=True)
+            if "configMap" in volume:
+                config = get(kubectl, "configmap", volume["configMap"]["name"])
+                assert config is not None
+                for key, text in config["data"].items():
+                    (local / key).write_text(text)
+            mounts[mount["mountPath"]] = local
+        args = []
+        for arg in container["args"]:
+            for path, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
+                if arg.startswith(path + "/"):
+                    arg = str(local) + arg[len(path) :]
+                    break
+            host, _, port = arg.rpartition(":")
+            if host == "0.0.0.0" and int(port) in by_number:
+                arg = f"127.0.0.1:{by_number[int(port)]}"
+            args.append(arg)
+        self.args = args
+        self.probe = container["readinessProbe"]["httpGet"]
+        self.log = folder / "server.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [*HOURGLASS, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def ready(self) -> bool:
+        """The readiness probe: GET path on the named port answers 200."""
+        assert self.process.poll() is None, self.log.read_text(errors="replace")
+        url = f"http://127.0.0.1:{self.ports[self.probe['port']]}{self.probe['path']}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _b64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it(
+    leaderboard_operator: RunningOperator,
+    kubectl: Kubectl,
+    k8s_client: client.ApiClient,
+    k8s_namespace: str,
+    hourglass_api: HourglassApi,
+    database_url: str,
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+) -> None:
+    # The platform Secret the chart makes (charts/hourglass: the cases' Secret).
+    kubectl("create", "secret", "generic", SECRET, f"--from-literal=database-url={database_url}",
+            f"--from-literal=redis-url={redis_server.url}")  # fmt: skip
+
+    applied = kubectl("apply", "-f", str(EXAMPLE))
+    assert "leaderboard.hourglass.io/games created" in applied.stdout
+    resource = wait_for(
+        "the Leaderboard's status",
+        lambda: condition(get(kubectl, "lb", "games"), "Ready") and get(kubectl, "lb", "games"),
+    )
+    uid = resource["metadata"]["uid"]
+    # The CRD's defaults are the case's: replicas filled in by the API server.
+    assert resource["spec"]["replicas"] == 1
+
+    for kind, name in OWNED:
+        found = wait_for(f"{kind} {name}", lambda kind=kind, name=name: get(kubectl, kind, name))
+        (reference,) = found["metadata"]["ownerReferences"]
+        assert reference == {
+            "apiVersion": "hourglass.io/v1alpha1", "kind": "Leaderboard", "name": "games",
+            "uid": uid, "controller": True, "blockOwnerDeletion": True,
+        }  # fmt: skip
+        assert found["metadata"]["labels"][owned.OWNER_LABEL] == uid
+
+    # The rollup and retention ScheduledJobs, in `kubectl get sj`, scheduled in hourglass.
+    listed = kubectl("get", "sj").stdout
+    assert "lb-games-rollup" in listed and "lb-games-retention" in listed
+    for name in ("lb-games-rollup", "lb-games-retention"):
+        wait_for(
+            f"{name} scheduled",
+            lambda name=name: (get(kubectl, "sj", name) or {}).get("status", {}).get("jobId"),
+        )
+    job_ids = {
+        get(kubectl, "sj", name)["status"]["jobId"]  # type: ignore[index]
+        for name in ("lb-games-rollup", "lb-games-retention")
+    }
+    assert job_ids <= {job.id for job in hourglass_api.jobs()}
+
+    # Nothing runs the pods yet: not Ready.
+    assert condition(resource, "Ready")["status"] == "False"
+    assert condition(resource, "Progressing")["status"] == "True"
+    assert resource["status"]["endpoints"][0] == f"grpc=lb-games.{k8s_namespace}.svc:50051"
+
+    # Play the kubelet: run the Deployment's container; once its readiness probe answers,
+    # play the Deployment controller: the replica is available.
+    deployment = get(kubectl, "deployment", "lb-games")
+    assert deployment is not None
+    kubelet = Kubelet(kubectl, deployment, tmp_path / "pod")
+    try:
+        assert kubelet.args[:3] == ["serve", "leaderboard", "--name"]
+        wait_for("the server's readiness probe", kubelet.ready, timeout=60)
+        _make_available(k8s_client, k8s_namespace, "lb-games", 1)
+        ready = wait_for(
+            "Ready=True",
+            lambda: (
+                condition(get(kubectl, "lb", "games"), "Ready").get("status") == "True"
+                and get(kubectl, "lb", "games")
+            ),
+        )
+        assert condition(ready, "Ready")["reason"] == "Available"
+        assert "True" in kubectl("get", "lb", "games").stdout  # the Ready printer column
+
+        # The server answers, in the resource's own schema, with the spec's buckets, and
+        # the process serves the case's metrics on the metrics port.
+        at = int(time.time()) - 60  # inside the example's 30-day retention
+        minute = at // 60 * 60
+        with grpc.insecure_channel(f"127.0.0.1:{kubelet.ports['grpc']}") as channel:
+            stub = pb_grpc.LeaderboardStub(channel)
+            event = pb.Event(key="ada", weight=3, timestamp=Timestamp(seconds=at))
+            stub.RecordEvents(
+                pb.RecordEventsRequest(batch_id="k8s", event_type="score", events=[event]),
+                timeout=30,
+            )
+            answer = stub.FetchLeaderboard(
+                pb.FetchLeaderboardRequest(
+                    event_type="score", k=5, start=Timestamp(seconds=minute - 3600),
+                    end=Timestamp(seconds=minute + 60),
+                ),
+                timeout=30,
+            )  # fmt: skip
+        assert [(e.key, e.count) for e in answer.entries] == [("ada", 3)]
+        url = f"http://127.0.0.1:{kubelet.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as metrics:
+            text = metrics.read().decode()
+        assert 'hourglass_leaderboard_events_total{outcome="recorded"}' in text
+        schema = cases.schema_name("leaderboard", "games", k8s_namespace)
+        assert f"schema {schema}" in kubelet.log.read_text(errors="replace")
+    finally:
+        kubelet.stop()
+
+    # Deleting the resource removes everything it owns, the ScheduledJobs' jobs included.
+    kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
+    for kind, name in OWNED:
+        wait_for(
+            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
+        )
+    assert get(kubectl, "lb", "games") is None
+    assert not job_ids & {job.id for job in hourglass_api.jobs()}
+
+
+def test_a_spec_the_leaderboard_refuses_is_degraded_and_the_crd_refuses_what_it_can(
+    leaderboard_operator: RunningOperator, kubectl: Kubectl
+) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["metadata"]["name"] = "odd"
+    document["spec"]["buckets"] = ["10m", "15m"]  # the CRD cannot judge this; the case can
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document))
+
+    def degraded() -> dict[str, Any] | None:
+        found = condition(get(kubectl, "lb", "odd"), "Degraded")
+        return found if found.get("status") == "True" else None
+
+    found = wait_for("Degraded=True", degraded)
+    assert found["reason"] == "InvalidSpec"
+    assert "spec.buckets[1]: 15m must be a whole multiple of 10m" in found["message"]
+    assert get(kubectl, "deployment", "lb-odd") is None
+    # What the schema can judge, the API server refuses at apply time, naming the field.
+    for field, value in (("replicas", 0), ("retention", "forever")):
+        bad = yaml.safe_load(EXAMPLE.read_text())
+        bad["spec"][field] = value
+        refused = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+        assert refused.returncode != 0
+        assert f"spec.{field}" in refused.stderr
