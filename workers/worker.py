@@ -246,6 +246,7 @@ class Worker:
             task=run.task,
             timeout=run.timeout,
             worker_id=self.config.worker_id,
+            namespace=run.namespace,
             on_output=shipper.write,
         )
         fields = _log_fields(run, token)

@@ -43,6 +43,7 @@ class QueuedRun:
 
     id: RunId
     job_id: JobId
+    namespace: str
     scheduled_at: datetime
     # When it became claimable: its fire time, plus jitter or a retry's backoff.
     available_at: datetime
@@ -68,7 +69,8 @@ class HeldRun:
 # policies.claim_shares picks the namespaces and how many runs each may offer. The second
 # statement takes each chosen namespace's oldest available runs (an index scan per namespace,
 # under a constant LIMIT the planner can see) and ranks them so that the namespace running the
-# fewest runs gets the next slot (its k-th offer ranks as running + k). One namespace's backlog
+# fewest runs gets the next slot (its k-th offer ranks as running + k), and none offers more
+# than its share, which its quota max_running_runs bounds. One namespace's backlog
 # therefore cannot delay another's runs, and a claim locks about `limit` rows however many
 # namespaces wait. buffer_one and replace runs whose job already runs are passed over here (a
 # prefilter; exclusivity itself is decided under a per-job lock, in lock_queued).
@@ -83,20 +85,22 @@ WITH RECURSIVE spaces AS (
 )
 SELECT s.namespace, head.available_at AS oldest,
        (SELECT count(*) FROM runs r
-        WHERE r.state = 'running' AND r.namespace = s.namespace) AS running
+        WHERE r.state = 'running' AND r.namespace = s.namespace) AS running,
+       coalesce(q.max_running_runs, %(max_running)s) AS max_running
 FROM spaces s CROSS JOIN LATERAL (
     SELECT r.available_at FROM runs r
     WHERE r.state = 'queued' AND r.namespace = s.namespace AND r.available_at <= %(now)s
     ORDER BY r.available_at LIMIT 1) AS head
+LEFT JOIN namespace_quotas q ON q.namespace = s.namespace
 WHERE s.namespace IS NOT NULL
 """
 
 _CLAIM = """
 WITH offers AS (
-    SELECT c.*,
-           l.running + row_number() OVER (PARTITION BY c.namespace ORDER BY c.available_at)
-               AS turn
-    FROM unnest(%(namespaces)s::text[], %(running)s::bigint[]) AS l(namespace, running)
+    SELECT c.*, l.running, l.share,
+           row_number() OVER (PARTITION BY c.namespace ORDER BY c.available_at) AS nth
+    FROM unnest(%(namespaces)s::text[], %(running)s::bigint[], %(shares)s::bigint[])
+         AS l(namespace, running, share)
     CROSS JOIN LATERAL (
         SELECT r.id, r.job_id, r.namespace, r.scheduled_at, r.available_at, r.attempt,
                j.command, j.args, j.env, j.image, j.working_dir, j.binary_digest, j.resources,
@@ -111,7 +115,7 @@ WITH offers AS (
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
 )
-SELECT * FROM offers ORDER BY turn, available_at LIMIT %(limit)s
+SELECT * FROM offers WHERE nth <= share ORDER BY running + nth, available_at LIMIT %(limit)s
 """
 
 # The class id of the per-job advisory locks of exclusive claims.
@@ -130,9 +134,11 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     cannot get it leaves the run for later) and only then looks for a running run of the job,
     in a new statement whose snapshot sees every claim committed before the lock was free.
     """
-    cursor = await conn.execute(_WAITING, {"now": now})
+    cursor = await conn.execute(
+        _WAITING, {"now": now, "max_running": policies.DEFAULT_MAX_RUNNING_RUNS}
+    )
     waiting = [
-        policies.Waiting(row["namespace"], row["running"], row["oldest"])
+        policies.Waiting(row["namespace"], row["running"], row["oldest"], row["max_running"])
         for row in await cursor.fetchall()
     ]
     shares = policies.claim_shares(waiting, limit=limit)
@@ -143,7 +149,9 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
         {
             "namespaces": [share.namespace for share in shares],
             "running": [share.running for share in shares],
-            "share": shares[0].share,
+            "shares": [share.share for share in shares],
+            # One constant LIMIT the planner can see; `shares` trims each namespace's offers.
+            "share": max(share.share for share in shares),
             "now": now,
             "limit": limit,
         },
@@ -181,6 +189,7 @@ def _queued_run(row: dict[str, Any]) -> QueuedRun:
     return QueuedRun(
         id=RunId(row["id"]),
         job_id=JobId(row["job_id"]),
+        namespace=row["namespace"],
         scheduled_at=row["scheduled_at"],
         available_at=row["available_at"],
         attempt=row["attempt"],

@@ -20,9 +20,15 @@ from hourglass.schedules import At
 from hourglass.store import db, jobs
 from hourglass.workers.executors.host import Host
 from hourglass.workers.executors.local import LocalExecutor
-from hourglass.workers.executors.sandbox import SandboxConfig
+from hourglass.workers.executors.sandbox import SandboxConfig, namespace_cgroup
 from hourglass.workers.logs import DEFAULT_LIMIT
-from tests.integration.helpers import finished_run, running_service, schedule, seconds
+from tests.integration.helpers import (
+    eventually,
+    finished_run,
+    running_service,
+    schedule,
+    seconds,
+)
 
 
 @pytest.fixture
@@ -168,3 +174,56 @@ async def test_output_caps_hold_in_the_database_and_on_disk(
     assert note.startswith(b"\n[hourglass: output cut here, at 2000000 bytes") and len(note) < 100
     # Only the worker's user may read it: another attempt must not.
     assert log_file.stat().st_mode & 0o077 == 0 and log_file.parent.stat().st_mode & 0o077 == 0
+
+
+async def test_attempts_share_their_namespaces_cpu_weight_and_its_cgroup_goes_with_them(
+    pool: db.Pool, database_url: str, etcd: Etcd, host: Host
+) -> None:
+    """Each attempt's cgroup sits in its namespace's parent, whose CPU weight is the same for
+    every namespace; the parent exists while an attempt of the namespace runs, and the last
+    one to end removes it."""
+    assert host.plan is not None and host.plan.cpu is not None and host.plan.cpu_weight
+    weight_file, weight = host.plan.cpu_weight
+    workers = host.plan.cpu / host.config.cgroup_name / f"w-{host.key}"
+    parent = workers / namespace_cgroup("team-x")
+    marker = f"cpu-share-{time.time_ns()}"
+    now = datetime.now(UTC)
+    async with db.transaction(pool) as conn:
+        job_id, _ = await jobs.create(
+            conn,
+            spec=JobSpec(
+                name="cpu",
+                task=Task(command=("sh", "-c", f"cat /proc/self/cgroup; sleep 2 # {marker}")),
+                schedule=At(now),
+            ),
+            now=now,
+            namespace="team-x",
+        )
+    async with running_service(pool, database_url, etcd, executor=LocalExecutor(sandbox=host)):
+
+        async def attempt_running() -> Path | None:
+            found = [entry for entry in parent.glob("r-*") if entry.is_dir()]
+            return found[0] if found else None
+
+        attempt = await eventually(attempt_running)
+        assert (parent / weight_file).read_text().strip() == weight
+        # Its processes are there, in the namespace's parent, not beside it.
+        assert (attempt / "cgroup.procs").read_text().split()
+        run = await finished_run(pool, job_id)
+    assert run.state == RunState.SUCCEEDED, run.attempts[0]
+    assert f"/ns-{namespace_cgroup('team-x')[3:]}/r-" in run.attempts[0].stdout_tail
+    assert not parent.exists()
+
+    # Two attempts of one namespace: the first to end leaves the parent to the second.
+    first = host.acquire("r-a-1", memory=None, namespace="team-y")
+    second = host.acquire("r-b-1", memory=None, namespace="team-y")
+    shared = workers / namespace_cgroup("team-y")
+    assert first.cgroup.folders[host.plan.cpu].parent == shared
+    assert second.cgroup.folders[host.plan.cpu].parent == shared
+    first.close()
+    assert shared.is_dir() and (shared / weight_file).read_text().strip() == weight
+    second.close()
+    assert not shared.exists()
+    for base in host._bases():
+        folder = base / host.config.cgroup_name / f"w-{host.key}"
+        assert [entry for entry in folder.iterdir() if entry.is_dir()] == []

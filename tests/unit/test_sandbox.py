@@ -12,11 +12,13 @@ from hourglass.workers.executors.sandbox import (
     CgroupLayout,
     SandboxConfig,
     SandboxError,
+    attempt_cgroup,
     attempt_environment,
     cgroup_layout,
     cgroup_plan,
     launch,
     memory_bytes,
+    namespace_cgroup,
     parse_uid_range,
     signal_of,
 )
@@ -210,6 +212,23 @@ def test_a_hybrid_host_tracks_in_v2_and_limits_in_v1() -> None:
     assert chosen.memory == Path("/sys/fs/cgroup/memory/process_api/2fe6")
     assert chosen.freezer is None  # cgroup.kill in v2 ends a tree
     assert chosen.v2_enable == ()
+    # The namespaces' CPU weights go to the v1 cpu controller.
+    assert chosen.cpu == Path("/sys/fs/cgroup/cpu")
+    assert chosen.cpu_weight == ("cpu.shares", "1024")
+
+
+def test_each_attempt_cgroup_sits_in_its_namespaces_parent() -> None:
+    path = attempt_cgroup(cgroup_name="hourglass", worker_key="7-ab", namespace="x", attempt="r-1")
+    assert path.parts[:2] == ("hourglass", "w-7-ab") and path.name == "r-1"
+    assert path.parent.name == namespace_cgroup("x")
+    # One parent per namespace, the same in every worker; a fixed-size name whatever the
+    # tenant chose, never a path of its own.
+    assert namespace_cgroup("x") == namespace_cgroup("x") != namespace_cgroup("y")
+    for hostile in ("../../..", "a/b", "", "x" * 300, "ns-\n"):
+        name = namespace_cgroup(hostile)
+        assert len(name) == 19 and name.startswith("ns-") and name[3:].isalnum()
+    other = attempt_cgroup(cgroup_name="hourglass", worker_key="7-ab", namespace="x", attempt="r-2")
+    assert other.parent == path.parent
 
 
 def test_a_unified_host_does_everything_in_v2() -> None:
@@ -219,8 +238,12 @@ def test_a_unified_host_does_everything_in_v2() -> None:
     )
     assert layout == CgroupLayout(v2=Path("/sys/fs/cgroup/system.slice/hourglass-worker.service"))
     chosen = cgroup_plan(layout, v2_controllers={"cpu", "memory", "pids", "io"})
-    assert chosen.track == chosen.pids == chosen.memory == layout.v2
-    assert chosen.v2_enable == ("pids", "memory")
+    assert chosen.track == chosen.pids == chosen.memory == chosen.cpu == layout.v2
+    assert chosen.v2_enable == ("pids", "memory", "cpu")
+    assert chosen.cpu_weight == ("cpu.weight", "100")
+    # Without a delegated cpu controller: no weights, the sandbox still runs.
+    bare = cgroup_plan(layout, v2_controllers={"memory", "pids"})
+    assert bare.cpu is None and bare.cpu_weight is None
 
 
 def test_a_v1_only_host_tracks_in_pids_and_freezes_to_kill() -> None:

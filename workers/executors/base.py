@@ -20,6 +20,8 @@ class AttemptContext:
     task: Task
     timeout: timedelta | None
     worker_id: str
+    # The run's namespace: attempts of one namespace share its CPU weight (the local sandbox).
+    namespace: str = ""
     # Receives output as it comes: (1 for stdout or 2 for stderr, bytes). Must not block.
     on_output: Callable[[int, bytes], None] = field(default=lambda stream, data: None)
 

@@ -2,6 +2,13 @@
 pool, the cgroups, and ending what a dead worker left behind. `sandbox.py` decides; this
 module does.
 
+Cgroups: `<base>/<cgroup_name>/w-<worker key>/ns-<hash of namespace>/<attempt>` in each
+hierarchy the plan uses (`sandbox.attempt_cgroup`). The namespace level carries the CPU weight,
+equal for every namespace; it is created by the first attempt of its namespace and removed by
+the last one to end. Two attempts of one namespace may race there: a creation tolerates the
+folder being there, a removal tolerates it being busy, and a creation that finds its parent
+removed under it starts again.
+
 Locks live in a root-only folder (`SandboxConfig.run_dir`):
 - `uids/<uid>`: held (flock) by the attempt running as that uid, so that two attempts on one
   host, of one worker or of two, never share a uid;
@@ -13,6 +20,7 @@ Locks live in a root-only folder (`SandboxConfig.run_dir`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -30,6 +38,7 @@ from hourglass.workers.executors.sandbox import (
     CgroupPlan,
     SandboxConfig,
     SandboxError,
+    attempt_cgroup,
     cgroup_layout,
     cgroup_plan,
     launch,
@@ -112,7 +121,26 @@ class AttemptCgroup:
                 except OSError as exc:
                     log.warning("cannot remove cgroup %s: %s", folder, exc)
                     removed = False
+        for folder in self.folders.values():
+            _remove_if_empty(folder.parent)
         return removed
+
+
+# What rmdir says of a namespace's cgroup that another attempt of the namespace still uses
+# (EBUSY: it has a child cgroup), or has just removed itself (ENOENT).
+_IN_USE = (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Removes a namespace's cgroup once its last attempt is gone; leaves it to the attempts
+    still in it otherwise."""
+    if not folder.name.startswith("ns-"):
+        return
+    try:
+        folder.rmdir()
+    except OSError as exc:
+        if exc.errno not in _IN_USE:
+            log.warning("cannot remove cgroup %s: %s", folder, exc)
 
 
 def _kill_tree(track: Path, freezer: Path | None) -> None:
@@ -207,7 +235,25 @@ class Host:
                 # ours to use; v1's may be.
                 log.warning("cannot enable cgroup v2 controllers under %s: %s", layout.v2, exc)
                 v2_controllers = set()
+            if "cpu" in v2_controllers:
+                try:
+                    self._enable_v2_at(layout.v2, ("cpu",))
+                except OSError as exc:
+                    # E.g. a realtime process in the subtree: the weights go to v1, if any.
+                    log.warning("cannot enable the v2 cpu controller in %s: %s", layout.v2, exc)
+                    v2_controllers.discard("cpu")
         plan = cgroup_plan(layout, v2_controllers=v2_controllers)
+        if plan.cpu is not None and plan.cpu not in {plan.track, plan.pids, plan.memory}:
+            try:
+                (plan.cpu / self.config.cgroup_name).mkdir(exist_ok=True)
+            except OSError as exc:
+                # Weights are fairness, not isolation: without them the sandbox still holds.
+                log.warning(
+                    "cannot create cgroups under %s (%s): namespaces get no CPU weights",
+                    plan.cpu,
+                    exc.strerror,
+                )
+                plan = dataclasses.replace(plan, cpu=None, cpu_weight=None)
         for base in {plan.track, plan.pids, plan.memory, plan.freezer} - {None}:
             assert base is not None
             probe = base / self.config.cgroup_name
@@ -219,10 +265,12 @@ class Host:
                     " a writable cgroup hierarchy (mount /sys/fs/cgroup read-write)"
                 ) from exc
         log.info(
-            "sandbox cgroups: processes in %s, pids limit in %s, memory limit in %s",
+            "sandbox cgroups: processes in %s, pids limit in %s, memory limit in %s,"
+            " namespaces' CPU weights in %s",
             plan.track,
             plan.pids,
             plan.memory or "(none: tasks with a memory limit fail)",
+            plan.cpu or "(none: no cpu controller)",
         )
         return plan
 
@@ -241,7 +289,8 @@ class Host:
 
     def _bases(self) -> list[Path]:
         assert self.plan is not None
-        bases = [self.plan.track, self.plan.pids, self.plan.memory, self.plan.freezer]
+        plan = self.plan
+        bases = [plan.track, plan.pids, plan.memory, plan.freezer, plan.cpu]
         return list(dict.fromkeys(b for b in bases if b is not None))
 
     def _trial(self) -> None:
@@ -271,8 +320,12 @@ class Host:
     def stop(self) -> None:
         """Removes this worker's (empty) cgroup folders and lets its key go."""
         for base in self._bases():
+            folder = base / self.config.cgroup_name / f"w-{self.key}"
             with contextlib.suppress(OSError):
-                (base / self.config.cgroup_name / f"w-{self.key}").rmdir()
+                for child in folder.iterdir():
+                    _remove_if_empty(child)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         if self._worker_lock is not None:
             with contextlib.suppress(OSError):
                 (self.config.run_dir / "workers" / self.key).unlink()
@@ -312,10 +365,12 @@ class Host:
         assert self.plan is not None
         reports = []
         names = {
-            entry.name
+            entry.relative_to(parent / f"w-{key}")
             for parent in parents
             if (parent / f"w-{key}").is_dir()
-            for entry in (parent / f"w-{key}").iterdir()
+            for namespace in (parent / f"w-{key}").iterdir()
+            if namespace.is_dir()
+            for entry in namespace.iterdir()
             if entry.is_dir()
         }
         for name in sorted(names):
@@ -334,13 +389,17 @@ class Host:
             cgroup.remove()
         for parent in parents:
             with contextlib.suppress(OSError):
+                for namespace in (parent / f"w-{key}").iterdir():
+                    _remove_if_empty(namespace)
+            with contextlib.suppress(OSError):
                 (parent / f"w-{key}").rmdir()
         return reports
 
     # -- attempts ----------------------------------------------------------------------------
 
-    def acquire(self, name: str, *, memory: int | None) -> Slot:
-        """A free uid and a fresh cgroup with the limits set, for the attempt `name`."""
+    def acquire(self, name: str, *, memory: int | None, namespace: str = "") -> Slot:
+        """A free uid and a fresh cgroup with the limits set, for the attempt `name` of
+        `namespace`."""
         assert self.plan is not None, "start() first"
         if memory is not None and self.plan.memory is None:
             raise SandboxError(
@@ -349,7 +408,7 @@ class Host:
             )
         uid, fd = self._take_uid()
         try:
-            cgroup = self._cgroup(name, memory=memory)
+            cgroup = self._cgroup(name, memory=memory, namespace=namespace)
         except BaseException:
             os.close(fd)
             raise
@@ -368,22 +427,26 @@ class Host:
                 return uids[index], fd
         raise SandboxError(f"all {len(uids)} sandbox uids are in use on this host")
 
-    def _cgroup(self, name: str, *, memory: int | None) -> AttemptCgroup:
+    def _cgroup(self, name: str, *, memory: int | None, namespace: str) -> AttemptCgroup:
         assert self.plan is not None
         plan = self.plan
-        folders = {}
+        folders: dict[Path, Path] = {}
         # A memory cgroup only when there is a limit to hold: each folder costs a mkdir and an
         # rmdir per attempt, and v1 memory cgroups are slow to remove.
-        wanted = [plan.track, plan.pids, plan.freezer, plan.memory if memory else None]
+        wanted = [plan.track, plan.pids, plan.freezer, plan.cpu, plan.memory if memory else None]
         bases = list(dict.fromkeys(b for b in wanted if b is not None))
-        for base in bases:
-            folder = base / self.config.cgroup_name / f"w-{self.key}" / name
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                AttemptCgroup(plan, {base: folder}).remove()
-                folder.mkdir()
-            folders[base] = folder
+        relative = attempt_cgroup(
+            cgroup_name=self.config.cgroup_name,
+            worker_key=self.key,
+            namespace=namespace,
+            attempt=name,
+        )
+        try:
+            for base in bases:
+                folders[base] = self._attempt_folder(base, base / relative)
+        except BaseException:
+            AttemptCgroup(plan, folders).remove()
+            raise
         cgroup = AttemptCgroup(plan, folders)
         try:
             pids = folders[plan.pids]
@@ -404,3 +467,27 @@ class Host:
                 raise SandboxError(f"cannot set the attempt's cgroup limits: {exc}") from exc
             raise
         return cgroup
+
+    def _attempt_folder(self, base: Path, folder: Path) -> Path:
+        """Makes the attempt's folder in one hierarchy, under its namespace's folder, which it
+        creates (with the CPU weight, and the v2 controllers for its children) if it is not
+        there. Another attempt of the namespace ending meanwhile may remove that folder: then
+        it starts again."""
+        assert self.plan is not None
+        plan = self.plan
+        namespace = folder.parent
+        for _ in range(10):
+            try:
+                namespace.mkdir(exist_ok=True)
+                if base == plan.track and plan.v2_enable:
+                    self._enable_v2_at(namespace, plan.v2_enable)
+                if base == plan.cpu and plan.cpu_weight is not None:
+                    weight_file, weight = plan.cpu_weight
+                    _write(namespace / weight_file, weight)
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                AttemptCgroup(plan, {base: folder}).remove()
+            except FileNotFoundError:
+                continue
+        raise SandboxError(f"cannot create the attempt cgroup {folder}: its parent keeps going")

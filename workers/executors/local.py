@@ -114,7 +114,9 @@ class LocalExecutor:
             return _failed(f"cannot start {argv[0]!r}: no such program")
         try:
             memory = memory_bytes(task.resources.memory_limit)
-            slot = self.sandbox.acquire(f"r-{attempt.run_id}-{attempt.attempt}", memory=memory)
+            slot = self.sandbox.acquire(
+                f"r-{attempt.run_id}-{attempt.attempt}", memory=memory, namespace=attempt.namespace
+            )
         except (SandboxError, ValueError) as exc:
             return _failed(f"not run: {exc}")
         try:

@@ -13,7 +13,9 @@ A job is untrusted code. Each attempt runs:
 - by default in its own network namespace with only loopback: etcd and PostgreSQL on the
   worker's host may accept anyone who can connect;
 - in its own cgroup, with a pids limit and the task's memory limit, so that it can be counted
-  and ended as a whole.
+  and ended as a whole. That cgroup sits in a parent per namespace whose CPU weight is the
+  same for every namespace: a namespace running many attempts gets, when the CPU is scarce,
+  the share of one running few (`attempt_cgroup`).
 
 The launch is a chain of util-linux tools, each exec'ing the next:
 
@@ -31,12 +33,13 @@ status, and the namespace goes with it. (A status above 128 therefore stands for
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 # The worker's variables an attempt inherits; nothing else leaks in (the worker's may hold
@@ -304,18 +307,43 @@ def cgroup_layout(mounts: str, own: str) -> CgroupLayout:
 class CgroupPlan:
     """Which hierarchy does what: `track` holds every attempt (its processes are listed and
     ended from there); the others hold the limits. `v2_enable` are the controllers to switch
-    on in the v2 subtree."""
+    on in the v2 subtree. `cpu` holds the namespaces' CPU weights, written to the file
+    `cpu_weight` names with the value it gives."""
 
     track: Path
     pids: Path
     memory: Path | None
     freezer: Path | None
     v2_enable: tuple[str, ...] = ()
+    cpu: Path | None = None
+    cpu_weight: tuple[str, str] | None = None
+
+
+# The CPU weight of every namespace's parent cgroup: one value for all, the kernel's default
+# (v1 cpu.shares 1024, v2 cpu.weight 100), written explicitly so that nothing else set on the
+# host changes it. What makes the shares fair is the level itself: the CPU is divided among
+# namespaces first, and only then among a namespace's attempts.
+CPU_SHARES_V1 = ("cpu.shares", "1024")
+CPU_WEIGHT_V2 = ("cpu.weight", "100")
+
+
+def namespace_cgroup(namespace: str) -> str:
+    """The folder name of a namespace's parent cgroup. A hash, not the name: a namespace is a
+    tenant's text (any length, any character, `..` included), a cgroup name a path part."""
+    return "ns-" + hashlib.sha256(namespace.encode()).hexdigest()[:16]
+
+
+def attempt_cgroup(*, cgroup_name: str, worker_key: str, namespace: str, attempt: str) -> PurePath:
+    """Where an attempt's cgroup lies under each hierarchy's base:
+    `<cgroup_name>/w-<worker key>/ns-<hash of namespace>/<attempt>`. The same path in every
+    hierarchy the plan uses, so that a dead worker's attempts are found the same way in each."""
+    return PurePath(cgroup_name, f"w-{worker_key}", namespace_cgroup(namespace), attempt)
 
 
 def cgroup_plan(layout: CgroupLayout, *, v2_controllers: set[str]) -> CgroupPlan:
     """Prefers v2 (it can end a whole tree with one write, cgroup.kill); takes each limit from
-    v2 when the controller is delegated there, else from v1. Without any pids controller the
+    v2 when the controller is delegated there, else from v1. Without a cpu controller the
+    namespaces share the CPU as their processes do (no weights). Without any pids controller the
     sandbox refuses to run: an attempt could fork without bound."""
     v2 = layout.v2
     track = v2 if v2 is not None else layout.v1.get("pids")
@@ -324,7 +352,7 @@ def cgroup_plan(layout: CgroupLayout, *, v2_controllers: set[str]) -> CgroupPlan
             "no cgroup hierarchy found for attempts: mount cgroup2 (or the v1 pids controller)"
             " under /sys/fs/cgroup"
         )
-    enable = tuple(c for c in ("pids", "memory") if v2 is not None and c in v2_controllers)
+    enable = tuple(c for c in ("pids", "memory", "cpu") if v2 is not None and c in v2_controllers)
     pids = v2 if "pids" in enable else layout.v1.get("pids")
     if pids is None:
         raise SandboxError(
@@ -333,7 +361,16 @@ def cgroup_plan(layout: CgroupLayout, *, v2_controllers: set[str]) -> CgroupPlan
         )
     memory = v2 if "memory" in enable else layout.v1.get("memory")
     freezer = None if v2 is not None else layout.v1.get("freezer")
-    return CgroupPlan(track=track, pids=pids, memory=memory, freezer=freezer, v2_enable=enable)
+    cpu, weight = (v2, CPU_WEIGHT_V2) if "cpu" in enable else (layout.v1.get("cpu"), CPU_SHARES_V1)
+    return CgroupPlan(
+        track=track,
+        pids=pids,
+        memory=memory,
+        freezer=freezer,
+        v2_enable=enable,
+        cpu=cpu,
+        cpu_weight=weight if cpu is not None else None,
+    )
 
 
 def describe(argv: Sequence[str]) -> str:
