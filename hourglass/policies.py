@@ -149,6 +149,11 @@ def claimable(
     return chosen
 
 
+# The default quota max_running_runs: as good as unlimited, so a namespace may keep every slot
+# of every worker busy, unless an administrator reserves slots for the others by lowering it.
+DEFAULT_MAX_RUNNING_RUNS = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """A namespace with runs available now: how many it runs, and its oldest waiting run."""
@@ -156,6 +161,8 @@ class Waiting:
     namespace: str
     running: int
     oldest: datetime
+    # Its quota max_running_runs: it gets no share while it runs that many.
+    max_running: int = DEFAULT_MAX_RUNNING_RUNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +181,29 @@ def claim_shares(waiting: Sequence[Waiting], *, limit: int) -> list[Share]:
     that a claim locks about `limit` rows. When more namespaces wait than the claim has room
     for, the ones running the fewest runs come first, then the ones waiting longest; the
     rest wait for the next claim, which sees the counts this one changed.
+
+    A namespace running its max_running_runs gets no share, and one close to it no more than
+    the room it has left; what it leaves is shared among the others. (The counts are those
+    the claim's snapshot sees: two workers claiming at the same moment may each fill the same
+    room, so the cap can be passed by one claim's share until those runs end.)
     """
-    if limit <= 0 or not waiting:
+    if limit <= 0:
         return []
-    chosen = sorted(waiting, key=lambda w: (w.running, w.oldest, w.namespace))[:limit]
-    share = math.ceil(limit / len(chosen))
-    return [Share(w.namespace, w.running, share) for w in chosen]
+    open_ = [w for w in waiting if w.running < w.max_running]
+    chosen = sorted(open_, key=lambda w: (w.running, w.oldest, w.namespace))[:limit]
+    shares: dict[str, int] = {}
+    rest, budget = chosen, limit
+    while rest:
+        fair = math.ceil(budget / len(rest))
+        tight = [w for w in rest if w.max_running - w.running < fair]
+        if not tight:
+            shares.update((w.namespace, fair) for w in rest)
+            break
+        for w in tight:
+            shares[w.namespace] = w.max_running - w.running
+            budget -= shares[w.namespace]
+        rest = [w for w in rest if w.max_running - w.running >= fair]
+    return [Share(w.namespace, w.running, shares[w.namespace]) for w in chosen]
 
 
 # --- requeue -------------------------------------------------------------------------------
@@ -215,6 +239,7 @@ class Quota:
     max_jobs: int = DEFAULT_MAX_JOBS
     max_queued_runs: int = DEFAULT_MAX_QUEUED_RUNS
     max_fires_per_second: float = DEFAULT_MAX_FIRES_PER_SECOND
+    max_running_runs: int = DEFAULT_MAX_RUNNING_RUNS
 
     def __post_init__(self) -> None:
         if self.max_jobs < 0:
@@ -223,6 +248,8 @@ class Quota:
             raise ValueError("max_queued_runs: must not be negative")
         if not (self.max_fires_per_second > 0 and math.isfinite(self.max_fires_per_second)):
             raise ValueError("max_fires_per_second: must be a positive number")
+        if self.max_running_runs < 0:
+            raise ValueError("max_running_runs: must not be negative")
 
 
 class QuotaExceeded(Exception):

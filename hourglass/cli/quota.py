@@ -1,8 +1,9 @@
 """`hourglass quota`: an administrator's view of each namespace's quotas, run against the
 database like `hourglass token` (tenants have no API to change their own limits).
 
-Four quotas: jobs, queued runs and fires per second (`namespace_quotas`, enforced by the
-store and the producer) and bytes of uploaded binaries (`artifact_quotas`, enforced by the
+Five quotas: jobs, queued runs and fires per second (`namespace_quotas`, enforced by the
+store and the producer), running runs (`namespace_quotas`, honoured by the workers' fair
+claim) and bytes of uploaded binaries (`artifact_quotas`, enforced by the
 API at upload time, whose default is the API's --artifact-quota)."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ QUOTA_OPTIONS = {
     "max_jobs": "--max-jobs",
     "max_queued_runs": "--max-queued-runs",
     "max_fires_per_second": "--max-fires-per-second",
+    "max_running_runs": "--max-running-runs",
     "max_artifact_bytes": "--max-artifact-bytes",
 }
 
@@ -88,6 +90,12 @@ def add_parser(
         help="fires per second: a faster schedule is refused; the producer paces the rest",
     )
     set_.add_argument(
+        "--max-running-runs",
+        type=_count,
+        help="runs it may have running at once (the claim leaves the other slots to other"
+        f" namespaces; default {policies.DEFAULT_MAX_RUNNING_RUNS})",
+    )
+    set_.add_argument(
         "--max-artifact-bytes",
         type=_artifact_bytes,
         metavar="SIZE",
@@ -105,6 +113,7 @@ def _row(
         quota.max_jobs,
         quota.max_queued_runs,
         f"{quota.max_fires_per_second:g}",
+        quota.max_running_runs,
         "default" if artifact_bytes is None else sizes.format(artifact_bytes),
         source,
     ]
@@ -119,6 +128,7 @@ HEADERS = [
     "MAX JOBS",
     "MAX QUEUED RUNS",
     "MAX FIRES/S",
+    "MAX RUNNING",
     "MAX ARTIFACTS",
     "SOURCE",
 ]
@@ -164,6 +174,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         max_fires_per_second=_given(
                             args.max_fires_per_second, quota.max_fires_per_second
                         ),
+                        max_running_runs=_given(args.max_running_runs, quota.max_running_runs),
                     )
                     if changes != ["max_artifact_bytes"]:
                         await quotas.put(conn, args.namespace, quota, now=datetime.now(UTC))

@@ -1,6 +1,6 @@
 """The namespace_quotas and namespace_pacing tables: each namespace's limits, and how the
 producer paces its fires. The decisions are hourglass.policies'; this module reads and
-writes the rows they need.
+writes the rows they need. (max_running_runs is read by the claim itself, in runs.py.)
 
 Requests check a quota after writing and raise QuotaExceeded when it is exceeded, so the
 caller's transaction rolls back and nothing is stored. A per-namespace advisory lock,
@@ -36,6 +36,7 @@ def _quota(row: dict[str, object]) -> Quota:
         max_jobs=int(row["max_jobs"]),  # type: ignore[call-overload]
         max_queued_runs=int(row["max_queued_runs"]),  # type: ignore[call-overload]
         max_fires_per_second=float(row["max_fires_per_second"]),  # type: ignore[arg-type]
+        max_running_runs=int(row["max_running_runs"]),  # type: ignore[call-overload]
     )
 
 
@@ -65,14 +66,22 @@ async def put(conn: Connection, namespace: str, quota: Quota, *, now: datetime) 
     await conn.execute(
         """
         INSERT INTO namespace_quotas (namespace, max_jobs, max_queued_runs,
-                                      max_fires_per_second, updated_at)
-        VALUES (%s, %s, %s, %s, %s)
+                                      max_fires_per_second, max_running_runs, updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s)
         ON CONFLICT (namespace) DO UPDATE
         SET max_jobs = EXCLUDED.max_jobs, max_queued_runs = EXCLUDED.max_queued_runs,
             max_fires_per_second = EXCLUDED.max_fires_per_second,
+            max_running_runs = EXCLUDED.max_running_runs,
             updated_at = EXCLUDED.updated_at
         """,
-        (namespace, quota.max_jobs, quota.max_queued_runs, quota.max_fires_per_second, now),
+        (
+            namespace,
+            quota.max_jobs,
+            quota.max_queued_runs,
+            quota.max_fires_per_second,
+            quota.max_running_runs,
+            now,
+        ),
     )
 
 

@@ -233,7 +233,9 @@ CREATE TABLE namespace_quotas (
     max_jobs             bigint NOT NULL CHECK (max_jobs >= 0),
     max_queued_runs      bigint NOT NULL CHECK (max_queued_runs >= 0),
     max_fires_per_second double precision NOT NULL CHECK (max_fires_per_second > 0),
-    updated_at           timestamptz NOT NULL
+    updated_at           timestamptz NOT NULL,
+    -- Runs it may have running at once; the fair claim gives it no slot beyond (0007).
+    max_running_runs     bigint NOT NULL CHECK (max_running_runs >= 0)
 );
 
 -- How the producer paces each namespace's fires: the theoretical arrival time of its rate

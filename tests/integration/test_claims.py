@@ -10,8 +10,9 @@ from pathlib import Path
 
 from hourglass.domain import FencingToken, JobId, JobSpec, Overlap, Task
 from hourglass.locks import Etcd
+from hourglass.policies import Quota
 from hourglass.schedules import Every
-from hourglass.store import db, fires, jobs, runs
+from hourglass.store import db, fires, jobs, quotas, runs
 from hourglass.workers.executors.local import LocalExecutor
 from hourglass.workers.worker import Worker, WorkerConfig
 from tests.integration.helpers import eventually
@@ -69,6 +70,35 @@ async def test_one_namespaces_backlog_does_not_delay_another(pool: db.Pool) -> N
     assert late in claimed
 
 
+async def test_a_namespace_never_runs_more_than_its_max_running_runs(pool: db.Pool) -> None:
+    """y's cap of 3 leaves the rest of every claim to x, and a y at its cap gets no slot even
+    when the worker has nothing else to run."""
+    now = datetime.now(UTC)
+    async with db.transaction(pool) as conn:
+        await quotas.put(conn, "y", Quota(max_running_runs=3), now=now)
+    flood = await create(pool, "y", ("true",))
+    async with db.transaction(pool) as conn:
+        await fires.backfill(conn, flood, start=now - timedelta(hours=50), end=now, now=now)
+    steady = await create(pool, "x", ("true",))
+    async with db.transaction(pool) as conn:
+        for _ in range(10):
+            await fires.trigger(conn, steady, now=datetime.now(UTC))
+
+    first = await claim(pool, 8, 1)
+    assert sum(run.job_id == flood for run in first) == 3
+    assert sum(run.job_id == steady for run in first) == 5
+    assert {run.namespace for run in first} == {"x", "y"}
+    second = await claim(pool, 8, 2)
+    assert [run.job_id for run in second] == [steady] * 5
+    assert await claim(pool, 8, 3) == []  # y's 47 queued runs wait for one of its 3 to end
+
+    # One of y's runs ends: y has room for one again.
+    async with db.transaction(pool) as conn:
+        ended = next(run.id for run in first if run.job_id == flood)
+        await conn.execute("UPDATE runs SET state = 'succeeded' WHERE id = %s", (ended,))
+    assert [run.job_id for run in await claim(pool, 8, 4)] == [flood]
+
+
 async def test_the_claim_reads_indexes_not_the_backlog(pool: db.Pool) -> None:
     backlog = await create(pool, "a", ("true",))
     now = datetime.now(UTC)
@@ -76,10 +106,10 @@ async def test_the_claim_reads_indexes_not_the_backlog(pool: db.Pool) -> None:
         await fires.backfill(conn, backlog, start=now - timedelta(hours=5000), end=now, now=now)
         await conn.execute("ANALYZE runs")
     async with db.transaction(pool) as conn:
-        params = {"now": datetime.now(UTC)}
+        params: dict[str, object] = {"now": datetime.now(UTC), "max_running": 100_000}
         cursor = await conn.execute(("EXPLAIN " + runs._WAITING).encode(), params)
         plan = "\n".join(row["QUERY PLAN"] for row in await cursor.fetchall())
-        params.update(namespaces=["a"], running=[0], share=8, limit=8)
+        params.update(namespaces=["a"], running=[0], shares=[8], share=8, limit=8)
         cursor = await conn.execute(("EXPLAIN " + runs._CLAIM).encode(), params)
         plan += "\n".join(row["QUERY PLAN"] for row in await cursor.fetchall())
     assert "Seq Scan on runs" not in plan, plan

@@ -251,12 +251,22 @@ def test_quota_command_shows_and_changes_a_namespaces_quotas(
     )
     assert main(["quota", "list", "--database-url", database_url]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert listing[-1].split() == ["y", "100000", "50", "2.5", "default", "own"]
+    assert "MAX RUNNING" in listing[0] and listing[1].split()[4] == "100000"
+    assert listing[-1].split() == ["y", "100000", "50", "2.5", "100000", "default", "own"]
     # The artifact quota is set through the same command, and leaves the others as they are.
     assert main(["quota", "set", *base, "--max-artifact-bytes", "5GiB"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].split() == [
-        "y", "100000", "50", "2.5", "5GiB", "own",
+        "y", "100000", "50", "2.5", "100000", "5GiB", "own",
     ]  # fmt: skip
+    # So is the cap on running runs.
+    assert main(["quota", "set", *base, "--max-running-runs", "4"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split() == [
+        "y", "100000", "50", "2.5", "4", "5GiB", "own",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exited:
+        main(["quota", "set", *base, "--max-running-runs", "-2"])
+    assert exited.value.code == 2
+    assert "--max-running-runs" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(["quota", "set", *base, "--max-jobs", "-1"])
     assert exited.value.code == 2

@@ -229,6 +229,7 @@ def test_quota_defaults_are_documented_constants() -> None:
         policies.DEFAULT_MAX_JOBS,
         policies.DEFAULT_MAX_QUEUED_RUNS,
         policies.DEFAULT_MAX_FIRES_PER_SECOND,
+        policies.DEFAULT_MAX_RUNNING_RUNS,
     )
     with pytest.raises(ValueError, match="max_fires_per_second"):
         Quota(max_fires_per_second=0)
@@ -332,6 +333,31 @@ def test_a_small_claim_goes_to_the_namespaces_running_the_fewest_runs() -> None:
     # Equal load: the one waiting longest.
     (share,) = policies.claim_shares([waiting("a", 1, 5), waiting("b", 1, 9)], limit=1)
     assert share.namespace == "b"
+
+
+def test_a_namespace_at_its_running_cap_gets_no_share_and_one_near_it_only_its_room() -> None:
+    """max_running_runs keeps slots for the others: a namespace running its cap is passed
+    over, however old its backlog; one with room for 2 offers 2, not its equal share."""
+    capped = policies.Waiting("y", 8, T0 - timedelta(seconds=5000), max_running=8)
+    near = policies.Waiting("z", 6, T0 - timedelta(seconds=4000), max_running=8)
+    quiet = waiting("x", 0, 1)
+    shares = policies.claim_shares([capped, near, quiet], limit=8)
+    # z's unused room goes to x: the claim still offers its whole limit.
+    assert [(s.namespace, s.share) for s in shares] == [("x", 6), ("z", 2)]
+    # Alone at its cap, a namespace gets nothing, even with free slots; a cap of 0 runs none.
+    assert policies.claim_shares([capped], limit=8) == []
+    zero = policies.Waiting("y", 0, T0, max_running=0)
+    assert policies.claim_shares([zero], limit=8) == []
+    # Over its cap (two workers filled the same room at once): still nothing.
+    over = policies.Waiting("y", 9, T0, max_running=8)
+    assert policies.claim_shares([over, quiet], limit=1) == [policies.Share("x", 0, 1)]
+
+
+def test_the_default_running_cap_changes_nothing() -> None:
+    assert waiting("a", 0, 1).max_running == policies.DEFAULT_MAX_RUNNING_RUNS
+    assert Quota().max_running_runs == policies.DEFAULT_MAX_RUNNING_RUNS >= 100_000
+    with pytest.raises(ValueError, match="max_running_runs"):
+        Quota(max_running_runs=-1)
 
 
 def test_a_cron_jobs_fires_before_creation_are_not_caught_up() -> None:
