@@ -8,6 +8,7 @@ writes the answers, so every rule can be tested without a server (tests/unit/).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,25 @@ class Share:
     namespace: str
     running: int
     share: int
+
+
+def capped(waiting: Sequence[Waiting]) -> list[str]:
+    """The waiting namespaces with a max_running_runs of their own (below the default): a
+    claim counts their running runs again under a lock on each, so that the cap is exact."""
+    return sorted(w.namespace for w in waiting if w.max_running < DEFAULT_MAX_RUNNING_RUNS)
+
+
+def recounted(
+    waiting: Sequence[Waiting], *, capped: Sequence[str], running: dict[str, int]
+) -> list[Waiting]:
+    """`waiting` with the running runs of the capped namespaces counted under their locks
+    (`running`); a capped namespace whose lock another claim holds is left out this time."""
+    chosen = set(capped)
+    return [
+        dataclasses.replace(w, running=running[w.namespace]) if w.namespace in chosen else w
+        for w in waiting
+        if w.namespace not in chosen or w.namespace in running
+    ]
 
 
 def claim_shares(waiting: Sequence[Waiting], *, limit: int) -> list[Share]:

@@ -120,6 +120,9 @@ SELECT * FROM offers WHERE nth <= share ORDER BY running + nth, available_at LIM
 
 # The class id of the per-job advisory locks of exclusive claims.
 _JOB_LOCK = 0x4A42
+# The class id of the per-namespace advisory locks of claims for a namespace with a
+# max_running_runs of its own (the other key is hashtext(namespace)).
+_CAPPED_LOCK = 0x4E43
 
 
 async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[QueuedRun]:
@@ -141,6 +144,9 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
         policies.Waiting(row["namespace"], row["running"], row["oldest"], row["max_running"])
         for row in await cursor.fetchall()
     ]
+    capped = policies.capped(waiting)
+    if capped:
+        waiting = await _recount_capped(conn, waiting, capped)
     shares = policies.claim_shares(waiting, limit=limit)
     if not shares:
         return []
@@ -183,6 +189,31 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
         _queued_run(rows[run_id])
         for run_id in policies.claimable(candidates, locked=locked, running=running)
     ]
+
+
+async def _recount_capped(
+    conn: Connection, waiting: list[policies.Waiting], capped: list[str]
+) -> list[policies.Waiting]:
+    """Makes max_running_runs exact across workers: two workers counting a namespace's running
+    runs at once would each fill the same room. A claim takes a namespace with a cap only
+    under a transaction-scoped advisory lock on it (one that cannot get it passes the
+    namespace over this time), and recounts its running runs in a new statement, whose
+    snapshot sees every claim committed before the lock was free."""
+    cursor = await conn.execute(
+        "SELECT ns FROM unnest(%s::text[]) AS ns WHERE pg_try_advisory_xact_lock(%s, hashtext(ns))",
+        (capped, _CAPPED_LOCK),
+    )
+    locked = [row["ns"] for row in await cursor.fetchall()]
+    counts: dict[str, int] = {}
+    if locked:
+        cursor = await conn.execute(
+            "SELECT l.ns, (SELECT count(*) FROM runs r"
+            "              WHERE r.state = 'running' AND r.namespace = l.ns) AS running"
+            " FROM unnest(%s::text[]) AS l(ns)",
+            (locked,),
+        )
+        counts = {row["ns"]: int(row["running"]) for row in await cursor.fetchall()}
+    return policies.recounted(waiting, capped=capped, running=counts)
 
 
 def _queued_run(row: dict[str, Any]) -> QueuedRun:

@@ -99,6 +99,27 @@ async def test_a_namespace_never_runs_more_than_its_max_running_runs(pool: db.Po
     assert [run.job_id for run in await claim(pool, 8, 4)] == [flood]
 
 
+async def test_two_claims_at_once_never_pass_a_namespaces_running_cap(pool: db.Pool) -> None:
+    """Two workers claiming at the same moment each see room for y's 4 runs; only the one
+    holding y's claim lock takes them, and the next claim counts what it took."""
+    now = datetime.now(UTC)
+    async with db.transaction(pool) as conn:
+        await quotas.put(conn, "y", Quota(max_running_runs=4), now=now)
+    flood = await create(pool, "y", ("true",))
+    async with db.transaction(pool) as conn:
+        await fires.backfill(conn, flood, start=now - timedelta(hours=20), end=now, now=now)
+    async with pool.connection() as first, pool.connection() as second:
+        async with first.transaction():
+            taken = await runs.lock_queued(first, limit=8, now=datetime.now(UTC))
+            await runs.mark_running(
+                first, held=[(r, FencingToken(1)) for r in taken], worker_id="a", now=now
+            )
+            async with second.transaction():
+                assert await runs.lock_queued(second, limit=8, now=datetime.now(UTC)) == []
+        assert len(taken) == 4
+    assert await claim(pool, 8, 2) == []
+
+
 async def test_the_claim_reads_indexes_not_the_backlog(pool: db.Pool) -> None:
     backlog = await create(pool, "a", ("true",))
     now = datetime.now(UTC)

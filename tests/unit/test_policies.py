@@ -353,6 +353,17 @@ def test_a_namespace_at_its_running_cap_gets_no_share_and_one_near_it_only_its_r
     assert policies.claim_shares([over, quiet], limit=1) == [policies.Share("x", 0, 1)]
 
 
+def test_capped_namespaces_are_recounted_under_their_lock_or_left_for_later() -> None:
+    capped = policies.Waiting("y", 2, T0, max_running=8)
+    busy = policies.Waiting("z", 0, T0, max_running=1)
+    free = waiting("x", 5, 1)
+    assert policies.capped([free, capped, busy]) == ["y", "z"]
+    # y's lock was had and 7 of its runs run now; z's lock another claim holds.
+    after = policies.recounted([free, capped, busy], capped=["y", "z"], running={"y": 7})
+    assert after == [free, policies.Waiting("y", 7, T0, max_running=8)]
+    assert policies.capped([waiting("x", 0, 1)]) == []
+
+
 def test_the_default_running_cap_changes_nothing() -> None:
     assert waiting("a", 0, 1).max_running == policies.DEFAULT_MAX_RUNNING_RUNS
     assert Quota().max_running_runs == policies.DEFAULT_MAX_RUNNING_RUNS >= 100_000
