@@ -28,12 +28,16 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hourglass.workers.executors.cgroups import (
+    AttemptCgroup,
+    read_file,
+    remove_if_empty,
+    write_file,
+)
 from hourglass.workers.executors.sandbox import (
     CgroupPlan,
     SandboxConfig,
@@ -50,17 +54,6 @@ TOOLS = ("setpriv", "unshare", "mount", "env", "sh")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def _write(path: Path, value: str) -> None:
-    path.write_text(value)
-
-
 def _lock(path: Path) -> int | None:
     """An exclusive flock on `path` (created 0600), or None if someone holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -70,96 +63,6 @@ def _lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def _pids(folder: Path) -> list[int]:
-    return [int(p) for p in _read(folder / "cgroup.procs").split()]
-
-
-@dataclass
-class AttemptCgroup:
-    """One attempt's cgroup folders (the same name in each hierarchy the plan uses)."""
-
-    plan: CgroupPlan
-    folders: dict[Path, Path]  # hierarchy base -> this attempt's folder there
-
-    @property
-    def track(self) -> Path:
-        return self.folders[self.plan.track]
-
-    def procs_files(self) -> list[Path]:
-        return [folder / "cgroup.procs" for folder in self.folders.values()]
-
-    def pids(self) -> list[int]:
-        return _pids(self.track)
-
-    def oom_killed(self) -> bool:
-        folder = self.folders.get(self.plan.memory) if self.plan.memory else None
-        if folder is None:
-            return False
-        for name in ("memory.events", "memory.oom_control"):
-            for line in _read(folder / name).splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
-                    return True
-        return False
-
-    def kill(self) -> None:
-        _kill_tree(self.track, self.folders.get(self.plan.freezer) if self.plan.freezer else None)
-
-    def remove(self, timeout: float = 2.0) -> bool:
-        """Ends whatever is left and removes the folders; False if one would not go."""
-        deadline = time.monotonic() + timeout
-        while self.pids() and time.monotonic() < deadline:
-            self.kill()
-            time.sleep(0.01)
-        removed = True
-        for folder in self.folders.values():
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    folder.rmdir()
-                except OSError as exc:
-                    log.warning("cannot remove cgroup %s: %s", folder, exc)
-                    removed = False
-        for folder in self.folders.values():
-            _remove_if_empty(folder.parent)
-        return removed
-
-
-# What rmdir says of a namespace's cgroup that another attempt of the namespace still uses
-# (EBUSY: it has a child cgroup), or has just removed itself (ENOENT).
-_IN_USE = (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Removes a namespace's cgroup once its last attempt is gone; leaves it to the attempts
-    still in it otherwise."""
-    if not folder.name.startswith("ns-"):
-        return
-    try:
-        folder.rmdir()
-    except OSError as exc:
-        if exc.errno not in _IN_USE:
-            log.warning("cannot remove cgroup %s: %s", folder, exc)
-
-
-def _kill_tree(track: Path, freezer: Path | None) -> None:
-    """SIGKILL to every process of a cgroup: one write in v2 (cgroup.kill, Linux 5.14+);
-    in v1, frozen first when a freezer is at hand, so nothing forks meanwhile."""
-    kill_file = track / "cgroup.kill"
-    if kill_file.exists():
-        with contextlib.suppress(OSError):
-            _write(kill_file, "1")
-            return
-    if freezer is not None:
-        with contextlib.suppress(OSError):
-            _write(freezer / "freezer.state", "FROZEN")
-    for pid in _pids(track):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    if freezer is not None:
-        with contextlib.suppress(OSError):
-            _write(freezer / "freezer.state", "THAWED")
 
 
 @dataclass
@@ -224,10 +127,12 @@ class Host:
         self._trial()
 
     def _plan(self) -> CgroupPlan:
-        layout = cgroup_layout(_read(Path("/proc/self/mounts")), _read(Path("/proc/self/cgroup")))
+        layout = cgroup_layout(
+            read_file(Path("/proc/self/mounts")), read_file(Path("/proc/self/cgroup"))
+        )
         v2_controllers: set[str] = set()
         if layout.v2 is not None:
-            v2_controllers = set(_read(layout.v2 / "cgroup.controllers").split())
+            v2_controllers = set(read_file(layout.v2 / "cgroup.controllers").split())
             try:
                 self._enable_v2_at(layout.v2, tuple(sorted({"pids", "memory"} & v2_controllers)))
             except OSError as exc:
@@ -277,7 +182,7 @@ class Host:
     @staticmethod
     def _enable_v2_at(folder: Path, controllers: tuple[str, ...]) -> None:
         if controllers:
-            _write(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in controllers))
+            write_file(folder / "cgroup.subtree_control", " ".join(f"+{c}" for c in controllers))
 
     def _enable_v2(self, plan: CgroupPlan, *names: str) -> None:
         if not plan.v2_enable:
@@ -323,7 +228,7 @@ class Host:
             folder = base / self.config.cgroup_name / f"w-{self.key}"
             with contextlib.suppress(OSError):
                 for child in folder.iterdir():
-                    _remove_if_empty(child)
+                    remove_if_empty(child)
             with contextlib.suppress(OSError):
                 folder.rmdir()
         if self._worker_lock is not None:
@@ -390,7 +295,7 @@ class Host:
         for parent in parents:
             with contextlib.suppress(OSError):
                 for namespace in (parent / f"w-{key}").iterdir():
-                    _remove_if_empty(namespace)
+                    remove_if_empty(namespace)
             with contextlib.suppress(OSError):
                 (parent / f"w-{key}").rmdir()
         return reports
@@ -450,17 +355,17 @@ class Host:
         cgroup = AttemptCgroup(plan, folders)
         try:
             pids = folders[plan.pids]
-            _write(pids / "pids.max", str(self.config.pids_max))
+            write_file(pids / "pids.max", str(self.config.pids_max))
             if memory is not None and plan.memory is not None:
                 folder = folders[plan.memory]
                 if (folder / "memory.max").exists():  # v2
-                    _write(folder / "memory.max", str(memory))
+                    write_file(folder / "memory.max", str(memory))
                     with contextlib.suppress(OSError):
-                        _write(folder / "memory.swap.max", "0")
+                        write_file(folder / "memory.swap.max", "0")
                 else:
-                    _write(folder / "memory.limit_in_bytes", str(memory))
+                    write_file(folder / "memory.limit_in_bytes", str(memory))
                     with contextlib.suppress(OSError):
-                        _write(folder / "memory.memsw.limit_in_bytes", str(memory))
+                        write_file(folder / "memory.memsw.limit_in_bytes", str(memory))
         except OSError as exc:
             cgroup.remove()
             if exc.errno in (errno.EINVAL, errno.EBUSY):
@@ -483,7 +388,7 @@ class Host:
                     self._enable_v2_at(namespace, plan.v2_enable)
                 if base == plan.cpu and plan.cpu_weight is not None:
                     weight_file, weight = plan.cpu_weight
-                    _write(namespace / weight_file, weight)
+                    write_file(namespace / weight_file, weight)
                 folder.mkdir()
                 return folder
             except FileExistsError:
