@@ -47,8 +47,10 @@ FLOOR_B = 0.15
 # claiming y's runs, the producer, and the workers' claim loops that x's runs go through.
 # That costs x up to ~140 ms. The failure this test exists for is queue order: behind y's
 # queue of Y_QUEUE runs, x's runs would start seconds late (issue 9 saw 16.7 s; with a FIFO
-# claim this test measures several seconds).
-FLOOR_C = 0.25
+# claim this test measures several seconds). With two CI runs sharing the two cores, the
+# heavier flood of an earlier version of this phase measured 19 -> 295 ms; the floor leaves
+# room for that and still fails by far on a claim that serves y's queue first.
+FLOOR_C = 0.5
 
 
 def p99(values: list[float]) -> float:

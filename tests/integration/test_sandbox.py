@@ -202,13 +202,17 @@ async def test_attempts_share_their_namespaces_cpu_weight_and_its_cgroup_goes_wi
     async with running_service(pool, database_url, etcd, executor=LocalExecutor(sandbox=host)):
 
         async def attempt_running() -> Path | None:
-            found = [entry for entry in parent.glob("r-*") if entry.is_dir()]
-            return found[0] if found else None
+            """The attempt's cgroup once its processes are in it: the cgroup is made before
+            the launcher's first step moves itself in, so a bare folder is not enough."""
+            for entry in parent.glob("r-*"):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    if (entry / "cgroup.procs").read_text().split():
+                        return entry
+            return None
 
-        attempt = await eventually(attempt_running)
-        assert (parent / weight_file).read_text().strip() == weight
         # Its processes are there, in the namespace's parent, not beside it.
-        assert (attempt / "cgroup.procs").read_text().split()
+        await eventually(attempt_running)
+        assert (parent / weight_file).read_text().strip() == weight
         run = await finished_run(pool, job_id)
     assert run.state == RunState.SUCCEEDED, run.attempts[0]
     assert f"/ns-{namespace_cgroup('team-x')[3:]}/r-" in run.attempts[0].stdout_tail
