@@ -14,8 +14,9 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # The whole service on embedded PostgreSQL and etcd, with the local executor.
+# Jobs run sandboxed, which needs root; on your own laptop, `make dev DEV_ARGS=--unsandboxed`.
 dev: install
-	$(BIN)/hourglass dev
+	$(BIN)/hourglass dev $(DEV_ARGS)
 
 # Real servers the tests need beyond PostgreSQL and etcd, built once from their Go modules
 # into ~/.cache/hourglass (kube-apiserver, helm, kubeconform, grpcurl; an S3 server).
