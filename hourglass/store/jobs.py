@@ -20,11 +20,10 @@ from hourglass.domain import (
     JobState,
     Overlap,
     Resources,
-    RetryPolicy,
     RunId,
-    Task,
 )
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
+from hourglass.store import job_columns
 from hourglass.store.db import JOBS_CHANNEL, Connection, notify
 from hourglass.store.runs import request_cancel
 
@@ -105,19 +104,10 @@ def _spec(row: dict[str, Any]) -> JobSpec:
     schedule, bounds = schedule_from_json(row["schedule"])
     return JobSpec(
         name=row["name"],
-        task=Task(
-            command=tuple(row["command"]),
-            args=tuple(row["args"]),
-            env=dict(row["env"]),
-            image=row["image"],
-            working_dir=row["working_dir"],
-            binary=row["binary_digest"] or "",
-            resources=Resources(**row["resources"]),
-            secret_env=dict(row["secret_env"]),
-        ),
+        task=job_columns.task(row),
         schedule=schedule,
         bounds=bounds,
-        retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+        retry=job_columns.retry(row),
         timeout=row["timeout"],
         overlap=Overlap(row["overlap"]),
         catch_up=CatchUp(CatchUpPolicy(row["catch_up"]), row["catch_up_window"]),

@@ -20,7 +20,6 @@ from hourglass.domain import (
     JobId,
     Outcome,
     Overlap,
-    Resources,
     RetryPolicy,
     Run,
     RunId,
@@ -28,6 +27,7 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.policies import Requeue as Requeue
+from hourglass.store import job_columns
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 from hourglass.text import storable
 
@@ -224,18 +224,9 @@ def _queued_run(row: dict[str, Any]) -> QueuedRun:
         scheduled_at=row["scheduled_at"],
         available_at=row["available_at"],
         attempt=row["attempt"],
-        task=Task(
-            command=tuple(row["command"]),
-            args=tuple(row["args"]),
-            env=dict(row["env"]),
-            image=row["image"],
-            working_dir=row["working_dir"],
-            binary=row["binary_digest"] or "",
-            resources=Resources(**row["resources"]),
-            secret_env=dict(row["secret_env"]),
-        ),
+        task=job_columns.task(row),
         timeout=row["timeout"],
-        retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+        retry=job_columns.retry(row),
     )
 
 
@@ -421,7 +412,7 @@ async def list_held(conn: Connection) -> list[HeldRun]:
             id=RunId(row["id"]),
             attempt=row["attempt"],
             fencing_token=FencingToken(row["fencing_token"]),
-            retry=RetryPolicy(max_attempts=row["max_attempts"], backoff=row["retry_backoff"]),
+            retry=job_columns.retry(row),
         )
         for row in await cursor.fetchall()
     ]
