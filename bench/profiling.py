@@ -45,7 +45,7 @@ PHASES: list[tuple[str, str]] = [
     ("claim: etcd txn (hold_runs)", r"^Etcd\.hold_runs "),
     ("claim: mark_running (UPDATE runs, INSERT attempts)", r"^mark_running "),
     ("claim: BEGIN/COMMIT, pool", r"^Worker\.claim "),
-    ("finish: runs.finish_many (fenced UPDATE)", r"^finish_many \(hourglass/store/runs"),
+    ("finish: results.finish_many (fenced UPDATE)", r"^finish_many \(hourglass/store/results"),
     ("release: etcd txn (release_runs)", r"^Etcd\.release_runs "),
     ("log shipper", r"LogShipper"),
     ("finish: BEGIN/COMMIT, pool, retry wrapper", r"^Worker\._execute "),

@@ -20,7 +20,7 @@ from datetime import timedelta
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, jobs, runs
+from hourglass.store import db, jobs, results, runs
 from hourglass.workers.maintenance import Maintenance
 from hourglass.workers.worker import default_worker_id
 
@@ -65,7 +65,7 @@ class Claimer:
         # Read PostgreSQL before etcd. A run claimed after the read is simply not seen; the
         # other order could see it running without the key its claim just created.
         async with self.pool.connection() as conn:
-            held = await runs.list_held(conn)
+            held = await results.list_held(conn)
         if not held:
             return 0
         keys = await self.etcd.held_runs()
@@ -74,7 +74,7 @@ class Claimer:
             if keys.get(str(run.id)) == run.fencing_token:
                 continue
             async with db.transaction(self.pool) as conn:
-                if await runs.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):
+                if await results.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):
                     taken += 1
                     metrics.takeovers.inc()
                     log.warning("run %s attempt %d lost; taken back", run.id, run.attempt)

@@ -4,7 +4,7 @@ One result per transaction cost a pool check, BEGIN, the fenced UPDATE and a COM
 WAL flush, plus an etcd round to release the run's key, all while the run held one of the
 worker's slots (docs/benchmarks.md: 19% and 15% of the worker's time). Now an attempt hands
 its outcome over and frees its slot at once; the finisher writes whatever has accumulated in
-one statement (`runs.finish_many`), each row still fenced by its own token, then releases
+one statement (`results.finish_many`), each row still fenced by its own token, then releases
 those keys in one etcd transaction.
 
 A worker that dies with results not yet written loses nothing the contract promises: those
@@ -39,7 +39,8 @@ from hourglass import metrics, retrying
 from hourglass.clock import Clock
 from hourglass.domain import FencingToken, Outcome, RunState
 from hourglass.locks import Etcd
-from hourglass.store import db, runs
+from hourglass.store import db
+from hourglass.store.results import Finish, finish_many
 from hourglass.store.runs import QueuedRun, Requeue
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,10 @@ class Finisher:
         async for attempt in retrying.forever():
             with attempt:
                 async with db.transaction(self.pool) as conn:
-                    return await runs.finish_many(
+                    return await finish_many(
                         conn,
                         [
-                            runs.Finish(
+                            Finish(
                                 run_id=result.run.id,
                                 attempt=result.run.attempt,
                                 token=result.token,

@@ -30,7 +30,7 @@ from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, runs
+from hourglass.store import db, results, runs
 from hourglass.store.runs import QueuedRun, Requeue
 from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
@@ -274,7 +274,7 @@ class Worker:
             self.executions.pop(run.id, None)
             self.cancelled_by_user.discard(run.id)
         await shipper.close()
-        if outcome.state in runs.RETRIED:
+        if outcome.state in results.RETRIED:
             requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
         else:
             requeue = Requeue(at=None)

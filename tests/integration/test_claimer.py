@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, RunState
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, runs
+from hourglass.store import db, results, runs
 from hourglass.store.runs import Requeue
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.producer import Producer
@@ -53,7 +53,7 @@ async def test_a_run_whose_lease_expired_is_requeued_as_the_next_attempt(
 
     # The dead worker's late result is refused: its token no longer holds the run.
     async with db.transaction(pool) as conn:
-        accepted = await runs.finish(
+        accepted = await results.finish(
             conn,
             run_id=queued.id,
             attempt=1,
@@ -88,7 +88,7 @@ async def test_a_holder_writes_with_its_token_and_nobody_else_can(
 
     async def finish(with_token: int) -> bool:
         async with db.transaction(pool) as conn:
-            return await runs.finish(
+            return await results.finish(
                 conn,
                 run_id=queued.id,
                 attempt=1,

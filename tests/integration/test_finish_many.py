@@ -1,4 +1,4 @@
-"""runs.finish_many: a batch of results in one statement, each row fenced on its own."""
+"""results.finish_many: a batch of results in one statement, each row fenced on its own."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, Run, RunState
 from hourglass.locks import Etcd
-from hourglass.store import db, runs
-from hourglass.store.runs import Finish, QueuedRun, Requeue
+from hourglass.store import db, results, runs
+from hourglass.store.results import Finish
+from hourglass.store.runs import QueuedRun, Requeue
 from tests.integration.helpers import hold_runs, seconds
 
 
@@ -35,7 +36,7 @@ def row(
 
 async def finish_many(pool: db.Pool, batch: list[Finish]) -> list[bool]:
     async with db.transaction(pool) as conn:
-        return await runs.finish_many(conn, batch, now=datetime.now(UTC))
+        return await results.finish_many(conn, batch, now=datetime.now(UTC))
 
 
 async def get(pool: db.Pool, held: tuple[QueuedRun, FencingToken]) -> Run:
@@ -114,8 +115,8 @@ async def test_a_late_result_of_a_run_the_claimer_took_back_is_refused(
 ) -> None:
     (held,) = await hold_runs(pool, database_url, etcd, 1)
     async with db.transaction(pool) as conn:
-        (taken,) = await runs.list_held(conn)
-        assert await runs.mark_lost(conn, run=taken, now=datetime.now(UTC), reason="gone")
+        (taken,) = await results.list_held(conn)
+        assert await results.mark_lost(conn, run=taken, now=datetime.now(UTC), reason="gone")
     before = await get(pool, held)
     assert await finish_many(pool, [row(held, exit_code=0)]) == [False]
     assert await get(pool, held) == before
@@ -132,7 +133,7 @@ async def test_statements_per_batch_do_not_grow_with_the_batch(
     for batch in ([held[0]], held[1:]):
         async with db.transaction(pool) as conn:
             counting = CountingConnection(conn)
-            accepted = await runs.finish_many(
+            accepted = await results.finish_many(
                 cast(db.Connection, counting),
                 [row(h, RunState.FAILED, requeue_at=later, exit_code=1) for h in batch],
                 now=datetime.now(UTC),
