@@ -254,8 +254,12 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         namespace = await self.auth.namespace(context)
         limit = validation.page_size(request.page_size, default=50, maximum=500)
         after = _decode_token(request.page_token) if request.page_token else None
+        name = validation.name_filter(request.name)
+        id_range = validation.id_range(request.id_prefix)
         async with self.pool.connection() as conn:
-            page = await jobs.list_page(conn, namespace=namespace, limit=limit + 1, after=after)
+            page = await jobs.list_page(
+                conn, namespace=namespace, limit=limit + 1, after=after, name=name, ids=id_range
+            )
         token = ""
         if len(page) > limit:
             page = page[:limit]
@@ -381,12 +385,24 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRunsResponse:
         namespace = await self.auth.namespace(context)
-        job_id = validation.job_id(request.job_id)
+        id_range = validation.id_range(request.id_prefix)
+        job_id = None
+        if request.job_id or id_range is None:
+            job_id = validation.job_id(request.job_id)
         limit = validation.page_size(request.page_size, default=50, maximum=500)
         before = _decode_token(request.page_token) if request.page_token else None
-        await self._own_job(context, job_id, namespace)
+        if job_id is not None:
+            await self._own_job(context, job_id, namespace)
         async with self.pool.connection() as conn:
-            page = await runs.list_for_job(conn, job_id, limit=limit + 1, before=before)
+            if job_id is None:
+                assert id_range is not None
+                page = await runs.list_by_ids(
+                    conn, namespace=namespace, ids=id_range, limit=limit + 1, before=before
+                )
+            else:
+                page = await runs.list_for_job(
+                    conn, job_id, limit=limit + 1, before=before, ids=id_range
+                )
         token = ""
         if len(page) > limit:
             page = page[:limit]

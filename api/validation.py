@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import schedules
+from hourglass import ids, schedules
 from hourglass.api import convert
 from hourglass.artifacts import parse_digest
 from hourglass.domain import (
@@ -79,6 +79,22 @@ def job_id(value: str, field: str = "job_id") -> JobId:
         return JobId(uuid.UUID(value))
     except ValueError:
         raise Invalid(field, f"{value[:64]!r} is not a job id (a UUID)") from None
+
+
+def id_range(value: str, field: str = "id_prefix") -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The ids a prefix filter spans; None when the filter is not given."""
+    if not value:
+        return None
+    problem = ids.prefix_problem(value)
+    if problem is not None:
+        raise Invalid(field, f"{value[:64]!r} {problem}")
+    return ids.prefix_range(value)
+
+
+def name_filter(value: str, field: str = "name") -> str | None:
+    if len(value) > MAX_NAME:
+        raise Invalid(field, f"must be at most {MAX_NAME} characters")
+    return value or None
 
 
 def page_size(value: int, *, default: int, maximum: int, field: str = "page_size") -> int:

@@ -163,7 +163,7 @@ def server_args(
     args = [
         "serve", case,
         "--name", resource.name,
-        "--namespace", resource.namespace,
+        "--resource-namespace", resource.namespace,
         "--spec", SPEC_FILE,
         "--listen", f"0.0.0.0:{grpc_port}",
         "--metrics-listen", f"0.0.0.0:{metrics_port}",

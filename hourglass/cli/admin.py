@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hourglass import durations, sizes
+from hourglass.cli import exit_codes, output
 
 COMMANDS = ("token",)
 
@@ -42,20 +43,45 @@ def byte_size(text: str) -> int:
 
 def add_parsers(commands: Any, *, add_store_options: Callable[..., None]) -> None:
     """Adds `token` to the top-level subparsers."""
-    token = commands.add_parser("token", help="manage API tokens (needs --database-url)")
+    from hourglass.cli.options import command
+
+    token = command(
+        commands,
+        "token",
+        help="manage API tokens (needs --database-url)",
+        examples=["hourglass token create --namespace team-a --name ci --ttl 90d"],
+    )
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    token_create = token_commands.add_parser("create", help="make a token; prints it once")
+    token_create = command(
+        token_commands,
+        "create",
+        help="make a token; prints it once",
+        examples=["hourglass token create --namespace team-a --name ci --ttl 90d"],
+    )
     add_store_options(token_create, etcd=False)
-    token_create.add_argument("--namespace", required=True, help="the tenant it belongs to")
+    token_create.add_argument(
+        "--namespace", required=True, help="the tenant namespace it belongs to"
+    )
     token_create.add_argument("--name", default="", help="a note: who or what uses it")
     token_create.add_argument(
         "--ttl",
         type=positive_duration,
         help="the token stops working after this long (12h, 30d; default: never)",
     )
-    token_list = token_commands.add_parser("list", help="list tokens (never their values)")
+    token_list = command(
+        token_commands,
+        "list",
+        help="list tokens (never their values)",
+        examples=["hourglass token list", "hourglass token list -o json"],
+    )
     add_store_options(token_list, etcd=False)
-    token_revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    output.add_option(token_list)
+    token_revoke = command(
+        token_commands,
+        "revoke",
+        help="revoke a token by its id",
+        examples=["hourglass token revoke 5d1c2f0e-8a4b-4e57-9a51-3f0c2b7d9e10"],
+    )
     add_store_options(token_revoke, etcd=False)
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
 
@@ -100,6 +126,7 @@ async def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
                     file=sys.stderr,
                 )
             elif args.token_command == "list":
+                found = list(await tokens.list_all(conn))
                 rows = [
                     [
                         t.id,
@@ -109,18 +136,24 @@ async def _token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
                         t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never",
                         _standing(t, now),
                     ]
-                    for t in await tokens.list_all(conn)
+                    for t in found
                 ]
+                headers = ["ID", "NAMESPACE", "NAME", "CREATED", "EXPIRES", "STATE"]
                 print(
-                    tables.render(["ID", "NAMESPACE", "NAME", "CREATED", "EXPIRES", "STATE"], rows)
-                    if rows
-                    else "(no tokens)"
+                    output.render(
+                        args.output,
+                        [
+                            dict(zip([h.lower() for h in headers], map(str, r), strict=True))
+                            for r in rows
+                        ],
+                        table=lambda: tables.render(headers, rows) if rows else "(no tokens)",
+                    )
                 )
             else:
                 assert token_id is not None
                 if not await tokens.revoke(conn, token_id, now=now):
                     print(f"hourglass: no active token {token_id}", file=sys.stderr)
-                    return 1
+                    return exit_codes.NOT_FOUND
                 print(f"token {token_id} revoked")
     finally:
         await pool.close()

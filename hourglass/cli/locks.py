@@ -9,14 +9,14 @@ then SIGKILL after a grace. A lock alone cannot stop a write that was already on
 a resource that matters should also check the token (examples/fenced-write/).
 
 Exit codes: CMD's own (128 + N when a signal N ended it); 1 when the lock was not acquired
-within --wait, or the API failed; 2 bad input; 3 when the lease was lost and CMD was stopped.
+within --wait; 3 when the lease was lost and CMD was stopped. Before CMD runs, an API failure
+or bad input exits as every command does (`hourglass --help`: 2 bad input, 4 unreachable...).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -28,10 +28,11 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from hourglass import durations, mutex
-from hourglass.cli import client, tables
+from hourglass.cli import exit_codes, output, tables
+from hourglass.cli.channel import open_channel
+from hourglass.cli.options import command
 from hourglass.v1 import locks_pb2 as pb
 from hourglass.v1 import locks_pb2_grpc as pb_grpc
 
@@ -69,14 +70,18 @@ def _grace(value: float) -> str | None:
 
 def add_parsers(commands: Any, *, add_client_options: Callable[..., None]) -> None:
     """Adds `lock` and `locks` to the top-level subparsers."""
-    lock = commands.add_parser(
+    lock = command(
+        commands,
         "lock",
         help="run a command while holding a lock (its fencing token in HOURGLASS_LOCK_TOKEN)",
         usage="hourglass lock NAME [--ttl 10s] [--wait 30s] -- COMMAND [ARGS...]",
         description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            "hourglass lock deploy --wait 5m -- ./deploy.sh",
+            "hourglass lock nightly --ttl 30s -- sh -c 'migrate --fence $HOURGLASS_LOCK_TOKEN'",
+        ],
     )
-    add_client_options(lock)
+    add_client_options(lock, shows=False)
     lock.add_argument("name", type=_name, metavar="NAME")
     lock.add_argument(
         "--ttl",
@@ -103,15 +108,25 @@ def add_parsers(commands: Any, *, add_client_options: Callable[..., None]) -> No
         help="who holds it, as `hourglass locks describe` shows (default HOST:PID)",
     )
     lock.set_defaults(argv=[])
-    locks = commands.add_parser("locks", help="see who holds a lock and who waits for it")
+    locks = command(
+        commands,
+        "locks",
+        help="see who holds a lock and who waits for it",
+        examples=["hourglass locks describe deploy"],
+    )
     actions = locks.add_subparsers(dest="locks_command", required=True, metavar="ACTION")
-    describe = actions.add_parser("describe", help="the holder and the waiters, in order")
+    describe = command(
+        actions,
+        "describe",
+        help="the holder and the waiters, in order",
+        examples=["hourglass locks describe deploy", "hourglass locks describe deploy -o yaml"],
+    )
     add_client_options(describe)
     describe.add_argument("name", type=_name, metavar="NAME")
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    with client._channel(parser, args) as channel:
+    with open_channel(parser, args) as channel:
         stub = pb_grpc.LocksStub(channel)  # type: ignore[no-untyped-call]
         try:
             if args.command == "lock":
@@ -124,22 +139,13 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _failed(exc: grpc.RpcError, server: str) -> int:
-    code = exc.code()
-    if code == grpc.StatusCode.UNAVAILABLE and "etcd" not in (exc.details() or ""):
-        print(
-            f"hourglass: cannot reach the API at {server}. Start it with `hourglass dev`, or"
-            " point --server (HOURGLASS_SERVER) at it.",
-            file=sys.stderr,
-        )
-        return 1
-    if code == grpc.StatusCode.UNIMPLEMENTED:
+    if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
         print(
             f"hourglass: the API at {server} serves no locks: start it with --etcd",
             file=sys.stderr,
         )
-        return 1
-    print(f"hourglass: {exc.details()} ({code.name})", file=sys.stderr)
-    return 2 if code == grpc.StatusCode.INVALID_ARGUMENT else 1
+        return exit_codes.FAILURE
+    return exit_codes.report(exc, server=server)
 
 
 def _duration(seconds: float) -> Any:
@@ -295,8 +301,8 @@ def _when(entry: pb.LockEntry) -> str:
 
 def _describe(stub: pb_grpc.LocksStub, args: argparse.Namespace) -> int:
     reply = stub.Describe(pb.DescribeRequest(name=args.name), timeout=30)
-    if args.output == "json":
-        print(json.dumps(MessageToDict(reply), indent=2))
+    if args.output in ("json", "yaml"):
+        print(output.render(args.output, reply, table=str))
         return 0
     if not reply.HasField("holder"):
         print(f"lock {reply.name!r} is free")

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from hourglass import artifact_quota, policies, sizes
-from hourglass.cli import tables
+from hourglass.cli import output, tables
+from hourglass.cli.options import command
 
 T = TypeVar("T")
 
@@ -68,18 +69,47 @@ def add_parser(
     *,
     add_store_options: Callable[..., None],
 ) -> None:
-    quota = commands.add_parser(
-        "quota", help="show and change namespace quotas (needs --database-url)"
+    quota = command(
+        commands,
+        "quota",
+        help="show and change namespace quotas (needs --database-url)",
+        description=__doc__,
+        examples=["hourglass quota list", "hourglass quota set --namespace team-a --max-jobs 500"],
     )
     actions = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
-    get = actions.add_parser("get", help="a namespace's quotas: its own, or the defaults")
-    set_ = actions.add_parser("set", help="change some of a namespace's quotas")
-    reset = actions.add_parser("reset", help="give a namespace the defaults again")
-    listing = actions.add_parser("list", help="the defaults and every namespace with its own")
+    get = command(
+        actions,
+        "get",
+        help="a namespace's quotas: its own, or the defaults",
+        examples=["hourglass quota get --namespace team-a -o yaml"],
+    )
+    set_ = command(
+        actions,
+        "set",
+        help="change some of a namespace's quotas",
+        examples=[
+            "hourglass quota set --namespace team-a --max-jobs 500 --max-fires-per-second 20",
+            "hourglass quota set --namespace team-a --max-artifact-bytes default",
+        ],
+    )
+    reset = command(
+        actions,
+        "reset",
+        help="give a namespace the defaults again",
+        examples=["hourglass quota reset --namespace team-a"],
+    )
+    listing = command(
+        actions,
+        "list",
+        help="the defaults and every namespace with its own",
+        examples=["hourglass quota list", "hourglass quota list -o json"],
+    )
     for parser in (get, set_, reset, listing):
         add_store_options(parser, etcd=False)
+    for parser in (get, set_, listing):
+        output.add_option(parser)
     for parser in (get, set_, reset):
-        parser.add_argument("--namespace", required=True, help="the tenant")
+        parser.add_argument("--namespace", required=True, help="the tenant namespace")
     set_.add_argument("--max-jobs", type=_count, help="jobs the namespace may hold")
     set_.add_argument(
         "--max-queued-runs", type=_count, help="runs it may have queued (waiting to start)"
@@ -134,6 +164,17 @@ HEADERS = [
 ]
 
 
+def _render(fmt: str, rows: list[list[object]]) -> str:
+    """The table, or for json and yaml one object per namespace with its limits as numbers
+    (max_artifact_bytes: null when the namespace has the API's default)."""
+    keys = ["namespace", *QUOTA_OPTIONS, "source"]
+    items = [dict(zip(keys, row, strict=True)) for row in rows]
+    for item, row in zip(items, rows, strict=True):
+        item["max_fires_per_second"] = float(str(row[3]))
+        item["max_artifact_bytes"] = None if row[5] == "default" else sizes.parse(str(row[5]))
+    return output.render(fmt, items, table=lambda: tables.render(HEADERS, rows))
+
+
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from hourglass.store import artifacts as artifact_rows
     from hourglass.store import db, quotas
@@ -157,7 +198,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                     for namespace in sorted({*custom, *artifact_quotas}):
                         limits = custom.get(namespace, policies.Quota())
                         rows.append(_row(namespace, limits, artifact_quotas.get(namespace), "own"))
-                    print(tables.render(HEADERS, rows))
+                    print(_render(args.output, rows))
                     return 0
                 current = await quotas.get(conn, args.namespace)
                 if args.quota_command == "reset":
@@ -185,7 +226,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                         await artifact_rows.set_quota(conn, args.namespace, artifact_bytes)
                 own = current.custom or artifact_bytes is not None
                 source = "own" if own or args.quota_command == "set" else "default"
-                print(tables.render(HEADERS, [_row(args.namespace, quota, artifact_bytes, source)]))
+                print(_render(args.output, [_row(args.namespace, quota, artifact_bytes, source)]))
         finally:
             await pool.close()
         return 0

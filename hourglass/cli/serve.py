@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hourglass import cases
+from hourglass.cli.options import command, kubernetes_namespace
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,23 @@ DEFAULT_LISTEN = "127.0.0.1:50061"
 def add_parser(commands: Any, *, add_metrics_option: Any) -> None:
     """Registers `serve` on the CLI's subcommands."""
     env = os.environ.get
-    serve = commands.add_parser(
+    serve = command(
+        commands,
         "serve",
         help="serve a case (leaderboard, ...) for one resource, after migrating its schema",
+        examples=[
+            "hourglass serve leaderboard --name scores --resource-namespace games"
+            " --database-url postgresql://... --redis-url redis://redis:6379/0",
+        ],
     )
     serve.add_argument("case", metavar="CASE", help="the case: " + (", ".join(cases.NAMES) or "-"))
     serve.add_argument("--name", required=True, help="the resource's name (its schema's name)")
-    serve.add_argument(
-        "--namespace",
+    kubernetes_namespace(
+        serve,
+        "--resource-namespace",
+        dest="resource_namespace",
         default=env("HOURGLASS_RESOURCE_NAMESPACE", ""),
+        metavar="K8S_NAMESPACE",
         help="the resource's Kubernetes namespace, part of its schema's name"
         " (env HOURGLASS_RESOURCE_NAMESPACE)",
     )
@@ -153,7 +162,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         chosen = settings(
             case,
             name=args.name,
-            namespace=args.namespace,
+            namespace=args.resource_namespace,
             database_url=args.database_url,
             redis_url=args.redis_url,
             etcd_endpoints=args.etcd,

@@ -399,20 +399,32 @@ async def list_page(
     namespace: str,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None = None,
+    name: str | None = None,
+    ids: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> list[Job]:
     """A namespace's jobs newest first; `after` is the (created_at, id) of the last job of the
-    page before."""
-    if after is None:
-        cursor = await conn.execute(
-            "SELECT * FROM jobs WHERE namespace = %s ORDER BY created_at DESC, id DESC LIMIT %s",
-            (namespace, limit),
-        )
-    else:
-        cursor = await conn.execute(
-            "SELECT * FROM jobs WHERE namespace = %s AND (created_at, id) < (%s, %s)"
-            " ORDER BY created_at DESC, id DESC LIMIT %s",
-            (namespace, *after, limit),
-        )
+    page before. `name` keeps the jobs of that exact name, `ids` those whose id lies in the
+    range (lowest, highest) that an id prefix spans."""
+    cursor = await conn.execute(
+        """
+        SELECT * FROM jobs
+        WHERE namespace = %(namespace)s
+          AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s))
+          AND (%(name)s::text IS NULL OR name = %(name)s)
+          AND (%(low)s::uuid IS NULL OR id BETWEEN %(low)s AND %(high)s)
+        ORDER BY created_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "namespace": namespace,
+            "limit": limit,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "name": name,
+            "low": ids[0] if ids else None,
+            "high": ids[1] if ids else None,
+        },
+    )
     return [from_row(row) for row in await cursor.fetchall()]
 
 

@@ -297,20 +297,56 @@ async def list_for_job(
     *,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None = None,
+    ids: tuple[uuid.UUID, uuid.UUID] | None = None,
 ) -> list[Run]:
     """A job's runs with all their attempts, newest fire first; `before` is the
-    (scheduled_at, id) of the last run of the previous page."""
+    (scheduled_at, id) of the last run of the previous page; `ids` keeps the runs whose id
+    lies in the range (lowest, highest) that an id prefix spans."""
     cursor = await conn.execute(
         """
         SELECT * FROM runs
         WHERE job_id = %(job)s
           AND (%(before_at)s::timestamptz IS NULL
                OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
+          AND (%(low)s::uuid IS NULL OR id BETWEEN %(low)s AND %(high)s)
         ORDER BY scheduled_at DESC, id DESC
         LIMIT %(limit)s
         """,
         {
             "job": job_id,
+            "limit": limit,
+            "before_at": before[0] if before else None,
+            "before_id": before[1] if before else None,
+            "low": ids[0] if ids else None,
+            "high": ids[1] if ids else None,
+        },
+    )
+    return await _with_attempts(conn, await cursor.fetchall())
+
+
+async def list_by_ids(
+    conn: Connection,
+    *,
+    namespace: str,
+    ids: tuple[uuid.UUID, uuid.UUID],
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Run]:
+    """A namespace's runs whose id lies in the range an id prefix spans (a range over the
+    primary key), newest fire first: how a run named by a short id is found."""
+    cursor = await conn.execute(
+        """
+        SELECT * FROM runs
+        WHERE id BETWEEN %(low)s AND %(high)s AND namespace = %(namespace)s
+          AND (%(before_at)s::timestamptz IS NULL
+               OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
+        ORDER BY scheduled_at DESC, id DESC
+        LIMIT %(limit)s
+        """,
+        {
+            "namespace": namespace,
+            "low": ids[0],
+            "high": ids[1],
             "limit": limit,
             "before_at": before[0] if before else None,
             "before_id": before[1] if before else None,

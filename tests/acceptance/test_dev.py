@@ -65,13 +65,13 @@ def test_bad_input_exits_2_and_names_the_field(dev: Processes) -> None:
     assert missing.returncode == 2 and "give the command to run" in missing.stderr
 
 
-def test_unknown_job_and_unreachable_server_exit_1(dev: Processes) -> None:
+def test_unknown_job_exits_3_and_unreachable_server_exits_4(dev: Processes) -> None:
     unknown = dev.cli("status", str(uuid.uuid4()), check=False)
-    assert unknown.returncode == 1 and "not found" in unknown.stderr
+    assert unknown.returncode == 3 and "not found" in unknown.stderr
     away = dev.cli(
         "--log-level", "ERROR", "jobs", "--server", f"127.0.0.1:{free_port()}", check=False
     )
-    assert away.returncode == 1 and "hourglass dev" in away.stderr
+    assert away.returncode == 4 and "hourglass dev" in away.stderr
 
 
 def test_a_reflection_only_client_schedules_and_reads_back(dev: Processes) -> None:
@@ -208,4 +208,4 @@ def test_every_call_is_reachable_from_the_cli(dev: Processes, tmp_path: Path) ->
     assert "cancel requested" in dev.cli("cancel-run", run["id"]).stdout  # type: ignore[index]
     wait_until(lambda: runs_of(dev, long_job)[0]["state"] == "RUN_STATE_CANCELLED")
     assert "deleted" in dev.cli("delete", job_id).stdout
-    assert dev.cli("status", job_id, check=False).returncode == 1
+    assert dev.cli("status", job_id, check=False).returncode == 3

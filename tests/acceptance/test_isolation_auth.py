@@ -126,7 +126,7 @@ def test_watch_ends_within_the_cache_lifetime_after_its_token_is_revoked(
     elapsed = seconds_until_it_ends(p, watch, token_id)
     print(f"watch ended {elapsed:.2f}s after `token revoke` (cache {DEFAULT_CACHE_SECONDS}s)")
     assert elapsed < DEFAULT_CACHE_SECONDS + SLACK
-    assert watch.process.returncode == 1
+    assert watch.process.returncode == 5  # UNAUTHENTICATED
     assert watch.process.stderr is not None
     assert "UNAUTHENTICATED" in watch.process.stderr.read()
 
@@ -155,7 +155,7 @@ def test_logs_follow_ends_within_the_cache_lifetime_after_its_token_is_revoked(
     elapsed = seconds_until_it_ends(p, follow, token_id)
     print(f"logs -f ended {elapsed:.2f}s after `token revoke` (cache {DEFAULT_CACHE_SECONDS}s)")
     assert elapsed < DEFAULT_CACHE_SECONDS + SLACK
-    assert follow.process.returncode == 1
+    assert follow.process.returncode == 5
     # The run itself goes on: revoking a token stops its reader, not the job.
     _, admin = create_token(p, "followers")
     status = p.cli_json("status", job_id, "--token", admin)
@@ -181,7 +181,7 @@ def test_an_expired_token_is_refused_and_told_how_to_get_a_new_one(shape: Proces
         what="the token expiring",
     )
     refused = p.cli("jobs", "--token", secret, check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 5
     assert "UNAUTHENTICATED" in refused.stderr and "expired" in refused.stderr
     assert "hourglass token create --namespace short-lived" in refused.stderr
     row = next(line for line in p.cli("token", "list").stdout.splitlines() if "short-lived" in line)
@@ -285,7 +285,7 @@ def test_the_byte_quota_refuses_an_upload_past_it(shape: Processes, tmp_path: Pa
     too_big.write_bytes(b"b" * 600)
     assert upload(p, fits, secret)["created"] is True
     refused = p.cli("upload", str(too_big), "--token", secret, check=False)
-    assert refused.returncode == 2
+    assert refused.returncode == 6  # refused by the quota, not bad usage
     assert "RESOURCE_EXHAUSTED" in refused.stderr
     assert "quota" in refused.stderr and "1KiB" in refused.stderr
     # Scheduling with the refused file uploads it first, and is refused the same way.
@@ -301,7 +301,7 @@ def test_the_byte_quota_refuses_an_upload_past_it(shape: Processes, tmp_path: Pa
         "x",
         check=False,
     )
-    assert job.returncode == 2 and "quota" in job.stderr
+    assert job.returncode == 6 and "quota" in job.stderr
     assert "(no jobs)" in p.cli("jobs", "--token", secret).stdout
     bad = p.cli("quota", "set", "--namespace", "small", "--max-artifact-bytes=-1", check=False)
     assert bad.returncode == 2 and "--max-artifact-bytes" in bad.stderr

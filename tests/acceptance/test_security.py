@@ -109,7 +109,7 @@ def test_revoked_tokens_stop_working_and_the_cli_sends_tokens(secured: Processes
     ).stdout.strip()
     assert job_id in p.cli("jobs", "--token", secret).stdout
     denied = p.cli("jobs", check=False)
-    assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+    assert denied.returncode == 5 and "UNAUTHENTICATED" in denied.stderr
     assert "revoked" in p.cli("token", "revoke", token_id).stdout
     assert "ops" in p.cli("token", "list").stdout
     # The API caches a token's namespace for a few seconds.
@@ -117,7 +117,7 @@ def test_revoked_tokens_stop_working_and_the_cli_sends_tokens(secured: Processes
     while deadline and p.cli("jobs", "--token", secret, check=False).returncode == 0:
         deadline -= 1
         __import__("time").sleep(0.2)
-    assert p.cli("jobs", "--token", secret, check=False).returncode == 1
+    assert p.cli("jobs", "--token", secret, check=False).returncode == 5
 
 
 def test_secret_env_reaches_the_process_and_is_never_echoed(cluster_env: Processes) -> None:
@@ -249,7 +249,7 @@ def test_tls_and_mutual_tls(cluster_env: Processes, pki: Path) -> None:
         p.cli("jobs", "--server", f"127.0.0.1:{tls_port}", "--token", secret, *ca).returncode == 0
     )
     plain = p.cli("--log-level", "ERROR", "jobs", "--server", f"127.0.0.1:{tls_port}", check=False)
-    assert plain.returncode == 1  # a plaintext client cannot talk to a TLS server
+    assert plain.returncode == 4  # a plaintext client cannot talk to a TLS server
 
     with_cert = p.cli("jobs", "--server", f"127.0.0.1:{mtls_port}", "--token", secret, *ca, *client)
     assert with_cert.returncode == 0
@@ -264,4 +264,4 @@ def test_tls_and_mutual_tls(cluster_env: Processes, pki: Path) -> None:
         *ca,
         check=False,
     )
-    assert without_cert.returncode == 1
+    assert without_cert.returncode == 4  # the handshake fails: UNAVAILABLE

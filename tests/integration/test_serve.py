@@ -116,7 +116,7 @@ def test_serve_migrates_into_the_resources_own_schema(
 ) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text('{"retention": "30d"}')
-    args = ["serve", "probe", "--name", "scores", "--namespace", "team",
+    args = ["serve", "probe", "--name", "scores", "--resource-namespace", "team",
             "--database-url", database_url, "--redis-url", embedded_redis.url,
             "--spec", str(spec), "--listen", "127.0.0.1:0"]  # fmt: skip
     assert cli.main(args) == 0

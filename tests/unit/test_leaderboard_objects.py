@@ -105,7 +105,7 @@ def test_the_server_container_runs_hourglass_serve_as_the_cli_parses_it(
     for entry in container["env"]:
         monkeypatch.setenv(entry["name"], entry.get("value", "from-the-secret"))
     parsed = main.build_parser().parse_args(container["args"])
-    assert (parsed.command, parsed.case, parsed.name, parsed.namespace) == (
+    assert (parsed.command, parsed.case, parsed.name, parsed.resource_namespace) == (
         "serve", "leaderboard", "games", "arcade",
     )  # fmt: skip
     assert str(parsed.spec) == cases.SPEC_FILE
