@@ -189,7 +189,9 @@ class Endpoints:
                         grpc.ChannelConnectivity.TRANSIENT_FAILURE,
                         grpc.ChannelConnectivity.SHUTDOWN,
                     ):
-                        raise aetcd.exceptions.ConnectionFailedError("cannot connect")
+                        raise aetcd.exceptions.ConnectionFailedError(
+                            "cannot connect: refused or unreachable"
+                        )
                     await channel.wait_for_state_change(state)
                     state = channel.get_state(try_to_connect=True)
         except TimeoutError:
