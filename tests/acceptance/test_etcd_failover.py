@@ -76,7 +76,7 @@ def schedule_now(server: str, command: str) -> str:
         max_attempts=3,
     )
     with grpc.insecure_channel(server) as channel:
-        stub = pb_grpc.JobSchedulerStub(channel)  # type: ignore[no-untyped-call]
+        stub = pb_grpc.JobSchedulerStub(channel)
         reply = stub.ScheduleJob(
             pb.ScheduleJobRequest(request_id=uuid.uuid4().hex, spec=spec), timeout=10
         )
@@ -134,7 +134,7 @@ def _carries_on(etcd_cluster: EtcdCluster, procs: Processes, shared: Shared, sto
     # The components that keep a lease moved to another member...
     for name in ("api", "worker", "claimer"):
         until(
-            lambda name=name: "etcd: now using" in procs.log(name),  # type: ignore[misc]
+            lambda name=name: "etcd: now using" in procs.log(name),
             procs,
             timeout=3 * TTL,
             what=f"{name} moved to another etcd member",
