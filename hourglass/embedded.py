@@ -64,27 +64,39 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
 
 @dataclass
 class EmbeddedEtcd:
-    """One etcd member on loopback. Its data survives a restart of the same folder."""
+    """One etcd member on loopback. Its data survives a restart of the same folder.
+
+    Alone by default; a member of a cluster is given its `name`, its `peer_port` and the
+    cluster's `initial_cluster` ("name=http://host:peer,..."), and the cluster's members are
+    all started (`wait=False`) before any is waited for, since none answers before a majority
+    of them is up."""
 
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
+    name: str = "hourglass"
+    peer_port: int = 0
+    initial_cluster: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20) -> EmbeddedEtcd:
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def start(self, timeout: float = 20, *, wait: bool = True) -> EmbeddedEtcd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
-        peer = free_port(self.host)
+        self.peer_port = self.peer_port or free_port(self.host)
         log_file = (self.data_dir / "etcd.log").open("ab")
         self.process = subprocess.Popen(
             [
                 str(etcd_binary()),
                 "--name",
-                "hourglass",
+                self.name,
                 "--data-dir",
                 str(self.data_dir / "member"),
                 "--listen-client-urls",
@@ -92,11 +104,11 @@ class EmbeddedEtcd:
                 "--advertise-client-urls",
                 f"http://{self.endpoint}",
                 "--listen-peer-urls",
-                f"http://{self.host}:{peer}",
+                self.peer_url,
                 "--initial-advertise-peer-urls",
-                f"http://{self.host}:{peer}",
+                self.peer_url,
                 "--initial-cluster",
-                f"hourglass=http://{self.host}:{peer}",
+                self.initial_cluster or f"{self.name}={self.peer_url}",
                 "--log-level",
                 "warn",
             ],
@@ -105,8 +117,14 @@ class EmbeddedEtcd:
             stdin=subprocess.DEVNULL,
         )
         log_file.close()
-        _wait_for_port(self.host, self.port, timeout, self.process)
+        if wait:
+            self.wait(timeout)
         return self
+
+    def wait(self, timeout: float = 20) -> None:
+        """Returns once the member listens for clients."""
+        assert self.process is not None, "start() first"
+        _wait_for_port(self.host, self.port, timeout, self.process)
 
     def stop(self) -> None:
         _stop(self.process)

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import aetcd
-from aetcd import rpc
+from aetcd import rpc, rtypes
 
 from hourglass.domain import FencingToken, RunId
+from hourglass.etcd_endpoints import Endpoints, is_read_only
 
 log = logging.getLogger(__name__)
 
@@ -43,53 +44,74 @@ def _client_error(error: rpc.AioRpcError) -> aetcd.exceptions.ClientError:
     return aetcd.exceptions.ClientError(details)
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """ "host:port" or "http://host:port" -> (host, port)."""
-    endpoint = endpoint.strip().removeprefix("http://")
-    host, _, port = endpoint.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"etcd endpoint {endpoint!r}: use HOST:PORT, e.g. 127.0.0.1:2379")
-    return host, int(port)
-
-
 class Etcd:
-    """An etcd client scoped to one key prefix (one hourglass installation)."""
+    """An etcd client scoped to one key prefix (one hourglass installation).
+
+    `endpoints` is a comma-separated list of the cluster's members: every call goes to a live
+    one, and fails over to the next when it dies (hourglass/etcd_endpoints.py says how, and
+    which calls are repeated there)."""
 
     def __init__(self, endpoints: str, prefix: str = DEFAULT_PREFIX, timeout: float = 5) -> None:
-        # aetcd speaks to one endpoint; the first of a comma-separated list is used.
-        host, port = parse_endpoint(endpoints.split(",")[0])
-        self.client = aetcd.Client(host=host, port=port, timeout=timeout)
+        self.endpoints = Endpoints(endpoints, timeout=timeout)
+        self.timeout = timeout
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
 
+    @property
+    def client(self) -> aetcd.Client:
+        """The aetcd client of the member in use now, without failover (benches, tests)."""
+        return self.endpoints.client
+
     async def close(self) -> None:
-        await self.client.close()
+        await self.endpoints.close()
 
     def run_key(self, run_id: RunId) -> bytes:
         return f"{self.prefix}runs/{run_id}".encode()
 
     async def _txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
-        await self.client.connect()
-        try:
-            return await self.client.kvstub.Txn(request, timeout=self.client._timeout)
-        except rpc.AioRpcError as exc:
-            # The raw stub skips aetcd's error mapping: an etcd restart surfaced here as a
-            # grpc AioRpcError that no retry took for transient, and the worker and the
-            # claimer exited (tests/acceptance/test_faults.py::test_etcd_restart). Map it
-            # the way aetcd maps the errors of its own calls.
-            raise _client_error(exc) from exc
+        """One transaction. A read-only one is repeated on another member when its own dies;
+        a write is not (it may have been applied), and its error is raised."""
+
+        async def txn(client: aetcd.Client) -> rpc.TxnResponse:
+            try:
+                return await client.kvstub.Txn(request, timeout=self.timeout)
+            except rpc.AioRpcError as exc:
+                # The raw stub skips aetcd's error mapping: an etcd restart surfaced here as a
+                # grpc AioRpcError that no retry took for transient, and the worker and the
+                # claimer exited (tests/acceptance/test_faults.py::test_etcd_restart). Map it
+                # the way aetcd maps the errors of its own calls.
+                raise _client_error(exc) from exc
+
+        return await self.endpoints.call(txn, repeatable=is_read_only(request))
 
     async def grant(self, ttl: int) -> int:
-        """A new lease; returns its id."""
-        lease = await self.client.lease(ttl)
+        """A new lease; returns its id. Repeated on another member after a failure: a grant
+        whose reply was lost leaves a lease that holds nothing and expires by itself."""
+        lease = await self.endpoints.call(lambda c: c.lease(ttl), repeatable=True)
         return int(lease.id)
 
     async def keep_alive(self, lease_id: int) -> int:
         """Refreshes a lease; returns its remaining TTL (0: it has expired and is gone)."""
-        reply = await self.client.refresh_lease(lease_id)
+        reply = await self.endpoints.call(lambda c: c.refresh_lease(lease_id), repeatable=True)
         return int(reply.TTL) if reply is not None else 0
 
     async def revoke(self, lease_id: int) -> None:
-        await self.client.revoke_lease(lease_id)
+        await self.endpoints.call(lambda c: c.revoke_lease(lease_id), repeatable=True)
+
+    async def lease_ttl(self, lease_id: int) -> int:
+        """The seconds a lease has left (negative: it is gone)."""
+        info = await self.endpoints.call(
+            lambda c: c.get_lease_info(lease_id, keys=False), repeatable=True
+        )
+        return int(info.TTL)
+
+    async def watch_deletes(self, key: bytes, *, start_revision: int) -> rtypes.Watch:
+        """A watch of the deletions of `key` from `start_revision` on, on a live member. If
+        that member dies, the watch raises a transient error: watch again, from the revision
+        last seen, through this method (any member serves the same history)."""
+        return await self.endpoints.call(
+            lambda c: c.watch(key, start_revision=start_revision, kind=rtypes.EventKind.DELETE),
+            repeatable=True,
+        )
 
     async def hold_runs(
         self, run_ids: Iterable[RunId], *, lease_id: int, holder: str
@@ -162,7 +184,9 @@ class Etcd:
     async def held_runs(self) -> dict[str, FencingToken]:
         """Every run key that exists now: run id (as text) -> create revision."""
         prefix = f"{self.prefix}runs/"
-        result = await self.client.get_prefix(prefix.encode(), keys_only=True)
+        result = await self.endpoints.call(
+            lambda c: c.get_prefix(prefix.encode(), keys_only=True), repeatable=True
+        )
         return {
             kv.key.decode().removeprefix(prefix): FencingToken(kv.create_revision) for kv in result
         }

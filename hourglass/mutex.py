@@ -32,7 +32,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 import aetcd
-from aetcd import rpc, rtypes
+from aetcd import rpc
 
 from hourglass import metrics
 from hourglass.clock import Clock, SystemClock
@@ -257,9 +257,7 @@ class Mutexes:
     async def _deleted(self, key: bytes, *, after: int) -> None:
         """Returns when `key` is deleted after revision `after` (at once if it already was:
         the watch starts from the revision we read it at, so no deletion slips by)."""
-        watch = await self.etcd.client.watch(
-            key, start_revision=after + 1, kind=rtypes.EventKind.DELETE
-        )
+        watch = await self.etcd.watch_deletes(key, start_revision=after + 1)
         try:
             async for _ in watch:
                 return
@@ -337,8 +335,7 @@ class Mutexes:
             return Queue(holder=None, holder_ttl=None, waiters=[], waiting=0)
         holder_ttl = None
         with contextlib.suppress(aetcd.exceptions.ClientError):
-            info = await self.etcd.client.get_lease_info(entries[0].lease, keys=False)
-            holder_ttl = max(int(info.TTL), 0)
+            holder_ttl = max(await self.etcd.lease_ttl(entries[0].lease), 0)
         return Queue(
             holder=entries[0],
             holder_ttl=holder_ttl,

@@ -120,9 +120,21 @@ URL, so the cases stay off (NOTES.txt says so). */}}
 {{- list "leaderboards" | toJson }}
 {{- end }}
 
+{{/* Every member of the bundled etcd, each by its own DNS name when there are several, so
+that the components fail over from one to the next (hourglass/etcd_endpoints.py). */}}
 {{- define "hourglass.etcdEndpoints" -}}
 {{- if .Values.etcd.enabled }}
-{{- printf "%s.%s.svc:2379" (include "hourglass.componentName" (dict "root" . "component" "etcd")) .Release.Namespace }}
+{{- $name := include "hourglass.componentName" (dict "root" . "component" "etcd") }}
+{{- $replicas := int (.Values.etcd.replicas | default 1) }}
+{{- if eq $replicas 1 }}
+{{- printf "%s.%s.svc:2379" $name .Release.Namespace }}
+{{- else }}
+{{- $members := list }}
+{{- range $index := until $replicas }}
+{{- $members = append $members (printf "%s-%d.%s-hl.%s.svc:2379" $name $index $name $.Release.Namespace) }}
+{{- end }}
+{{- join "," $members }}
+{{- end }}
 {{- else }}
 {{- .Values.etcd.endpoints }}
 {{- end }}
