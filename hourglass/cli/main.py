@@ -286,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
         "<release>-hourglass-job); its token is never mounted (env HOURGLASS_JOB_SERVICE_ACCOUNT)",
     )
     worker.add_argument(
+        "--job-namespaces",
+        default=_env("HOURGLASS_JOB_NAMESPACES", ""),
+        help="comma-separated Kubernetes namespaces, besides --namespace, where ScheduledJobs' "
+        "Jobs may run; the worker needs RBAC there (env HOURGLASS_JOB_NAMESPACES)",
+    )
+    worker.add_argument(
+        "--job-template-tenants",
+        default=_env("HOURGLASS_JOB_TEMPLATE_TENANTS", ""),
+        help="comma-separated hourglass namespaces whose jobs may choose a Kubernetes "
+        "namespace and job template (the operator's); such a job may use any Secret and "
+        "ServiceAccount there (env HOURGLASS_JOB_TEMPLATE_TENANTS)",
+    )
+    worker.add_argument(
         "--job-run-as-user",
         type=int,
         default=10001,
@@ -527,7 +540,13 @@ def _kubernetes(args: argparse.Namespace) -> Any:
         ttl_seconds_after_finished=args.job_ttl,
         service_account=args.job_service_account,
         run_as_user=args.job_run_as_user,
+        job_namespaces=_names(args.job_namespaces),
+        template_tenants=_names(args.job_template_tenants),
     )
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

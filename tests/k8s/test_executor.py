@@ -177,7 +177,10 @@ async def test_a_run_becomes_a_job_with_the_attempts_spec(
     }
     assert job["metadata"]["name"] == f"hg-{attempt.run_id}-2"
     assert job["metadata"]["labels"] == labels
-    assert job["metadata"]["annotations"] == {"hourglass.io/fencing-token": "4242"}
+    assert job["metadata"]["annotations"] == {
+        "hourglass.io/fencing-token": "4242",
+        "hourglass.io/scheduled-at": "2026-11-28T05:40:44.715000+00:00",
+    }
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
     assert spec["activeDeadlineSeconds"] == 91  # 90.2s, rounded up
