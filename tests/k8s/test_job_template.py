@@ -45,57 +45,23 @@ pytest_plugins = ["tests.k8s.test_operator"]
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts" / "hourglass" / "crds" / "scheduledjobs.hourglass.io.yaml"
 
-REPORTER = """
-apiVersion: hourglass.io/v1
-kind: ScheduledJob
-metadata:
-  name: reporter
-spec:
-  schedule:
-    every:
-      interval: 1h
-  successfulJobsHistoryLimit: 1
-  jobTemplate:
-    metadata:
-      labels:
-        team: billing
-    spec:
-      template:
-        spec:
-          serviceAccountName: reporter
-          nodeSelector:
-            pool: batch
-          tolerations:
-            - key: dedicated
-              operator: Equal
-              value: batch
-              effect: NoSchedule
-          imagePullSecrets:
-            - name: registry
-          containers:
-            - name: report
-              image: busybox:1.36
-              command: ["sh", "-c", "cat /etc/report/limit; echo $DB_PASSWORD"]
-              env:
-                - name: DB_PASSWORD
-                  valueFrom:
-                    secretKeyRef:
-                      name: db-creds
-                      key: password
-              resources:
-                requests:
-                  cpu: 100m
-                  memory: 64Mi
-                limits:
-                  memory: 128Mi
-              volumeMounts:
-                - name: settings
-                  mountPath: /etc/report
-          volumes:
-            - name: settings
-              configMap:
-                name: report-settings
-"""
+EXAMPLE = REPO / "examples" / "scheduledjob-template.yaml"
+
+
+def _reporter() -> str:
+    """The example, with the rest of what a CronJob's pod template carries."""
+    document = yaml.safe_load(EXAMPLE.read_text())
+    document["spec"]["jobTemplate"]["spec"]["template"]["spec"].update(
+        nodeSelector={"pool": "batch"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
+        ],
+        imagePullSecrets=[{"name": "registry"}],
+    )
+    return yaml.safe_dump(document)
+
+
+REPORTER = _reporter()
 
 
 def test_the_crds_job_template_schema_is_what_the_generator_makes(

@@ -5,6 +5,7 @@ accepted by a real API server."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from hourglass import job_templates
-from hourglass.domain import FencingToken, JobId, KubernetesJob, RunId, Task
+from hourglass.domain import FencingToken, JobId, KubernetesJob, RunId, RunState, Task
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_manifests import (
     SECRET_ANNOTATION,
@@ -24,6 +25,7 @@ from hourglass.workers.executors.kube_manifests import (
     task_container,
 )
 from hourglass.workers.executors.kube_template import job_for, namespace_of
+from hourglass.workers.executors.local import LocalExecutor
 
 DIGEST = "sha256:" + "cd" * 32
 UID = "0b6e2f6c-7c1c-4a53-9a55-3d2b7f1e5b11"
@@ -225,3 +227,9 @@ def test_a_long_owner_name_becomes_a_valid_label_value() -> None:
     value = label_value(long)
     assert len(value) == 63 and value.startswith("sha256-")
     assert value == label_value(long)
+
+
+def test_a_local_worker_fails_a_job_template_saying_why() -> None:
+    outcome = asyncio.run(LocalExecutor().execute(_attempt()))
+    assert outcome.state == RunState.FAILED
+    assert "only a worker with the kubernetes executor runs it" in outcome.error
