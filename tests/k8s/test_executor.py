@@ -9,8 +9,8 @@ served: the executor must then report an empty log tail, not fail.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import json
 import time
 import uuid
