@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from hourglass.api import kube_task
 from hourglass.domain import (
     Attempt,
     CatchUpPolicy,
@@ -88,6 +89,7 @@ def task_to_pb(task: Task) -> pb.Task:
         binary=task.binary,
         resources=pb.Resources(**dataclasses.asdict(task.resources)),
         secret_env=dict.fromkeys(task.secret_env, REDACTED),
+        kubernetes=kube_task.to_pb(task.kubernetes) if task.kubernetes else None,
     )
 
 

@@ -18,7 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hourglass import ids, schedules
-from hourglass.api import convert
+from hourglass.api import convert, kube_task
 from hourglass.artifacts import parse_digest
 from hourglass.domain import (
     CatchUp,
@@ -31,6 +31,7 @@ from hourglass.domain import (
     RunId,
     Task,
 )
+from hourglass.job_templates import TemplateError
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
 from hourglass.v1 import scheduler_pb2 as pb
 
@@ -155,9 +156,12 @@ def _task(message: pb.Task) -> Task:
             raise Invalid(
                 f"{field}.command", "must be empty with a binary: pass its arguments as args"
             )
-    elif not message.command:
-        raise Invalid(f"{field}.command", "is required: give the program to run (or a binary)")
-    elif not message.command[0].strip():
+    elif not message.command and not message.kubernetes.job_template:
+        raise Invalid(
+            f"{field}.command",
+            "is required: give the program to run (or a binary, or a Kubernetes job template)",
+        )
+    elif message.command and not message.command[0].strip():
         raise Invalid(f"{field}.command[0]", "must not be empty")
     argv = [*message.command, *message.args]
     if len(argv) > MAX_ARGV_ITEMS:
@@ -182,6 +186,12 @@ def _task(message: pb.Task) -> Task:
     if sum(len(k.encode()) + len(v.encode()) for k, v in message.env.items()) > MAX_ENV_BYTES:
         raise Invalid(f"{field}.env", f"exceeds {MAX_ENV_BYTES} bytes")
     _secret_env(message, field)
+    kubernetes = None
+    if message.HasField("kubernetes"):
+        try:
+            kubernetes = kube_task.kubernetes(message, field)
+        except TemplateError as error:
+            raise Invalid(error.field, error.reason) from None
     resources = Resources()
     if message.HasField("resources"):
         values = {}
@@ -207,6 +217,7 @@ def _task(message: pb.Task) -> Task:
         binary=binary,
         resources=resources,
         secret_env=dict(message.secret_env),
+        kubernetes=kubernetes,
     )
 
 

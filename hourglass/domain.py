@@ -85,6 +85,21 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesJob:
+    """How the Kubernetes executor shapes a task's Job (hourglass.v1.KubernetesJob): a
+    batch/v1 JobTemplateSpec as Kubernetes users write it, the namespace it runs in and the
+    ScheduledJob that owns it. The template is kept as canonical JSON text (job_templates.
+    canonical), so that equal templates compare equal and the value stays immutable."""
+
+    job_template: str = ""
+    namespace: str = ""
+    owner_name: str = ""
+    owner_uid: str = ""
+    successful_jobs_history_limit: int | None = None
+    failed_jobs_history_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     """What a job runs: a process's argv locally, a container's command in Kubernetes."""
 
@@ -99,6 +114,7 @@ class Task:
     # Given to the process like env, but never returned by the API, logged, or kept in the
     # job's revisions.
     secret_env: dict[str, str] = field(default_factory=dict)
+    kubernetes: KubernetesJob | None = None
 
     @property
     def argv(self) -> list[str]:

@@ -162,7 +162,7 @@ class Reconciler:
     ) -> None:
         generation = int(meta.get("generation") or 1)
         try:
-            desired = resources.job_spec(namespace or "", name or "", spec)
+            desired = resources.job_spec(namespace or "", name or "", spec, uid=uid)
         except resources.SpecError as error:
             message = f"invalid spec: {error}"
             _set_ready(

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import describe, durations
+from hourglass import describe, durations, job_templates
 from hourglass.v1 import scheduler_pb2 as pb
 
 GROUP = "hourglass.io"
@@ -43,6 +43,10 @@ RESOURCE_FIELDS = {
     "cpuLimit": "cpu_limit",
     "memoryRequest": "memory_request",
     "memoryLimit": "memory_limit",
+}
+HISTORY_FIELDS = {
+    "successfulJobsHistoryLimit": "successful_jobs_history_limit",
+    "failedJobsHistoryLimit": "failed_jobs_history_limit",
 }
 # Terminal run states, with the event each one is reported as: (type, reason).
 RUN_EVENTS = {
@@ -172,16 +176,36 @@ def _task(value: Mapping[str, Any]) -> pb.Task:
     )
 
 
-def job_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> pb.JobSpec:
+def _kubernetes(namespace: str, name: str, uid: str, spec: Mapping[str, Any]) -> pb.KubernetesJob:
+    """Where the ScheduledJob's Jobs go (its namespace), who owns them (it), how they are
+    shaped (its jobTemplate) and how many finished ones are kept."""
+    message = pb.KubernetesJob(namespace=namespace)
+    if uid:
+        message.owner_name, message.owner_uid = name, uid
+    template = spec.get("jobTemplate")
+    if template is not None:
+        if not isinstance(template, Mapping):
+            raise SpecError("spec.jobTemplate", "must be a batch/v1 JobTemplateSpec")
+        message.job_template = job_templates.canonical(template)
+    for field, wire in HISTORY_FIELDS.items():
+        if spec.get(field) is not None:
+            setattr(message, wire, int(spec[field]))
+    return message
+
+
+def job_spec(namespace: str, name: str, spec: Mapping[str, Any], *, uid: str = "") -> pb.JobSpec:
     """The JobSpec that a ScheduledJob's spec asks for. Raises SpecError for what the CRD
     schema refuses anyway (a resource stored before the schema was installed, say); what
-    only the API knows (a cron expression, a time zone) is left to the API to judge."""
+    only the API knows (a cron expression, a time zone, a job template's rules) is left to
+    the API to judge. With the resource's `uid`, its Jobs run in its namespace, owned by it."""
     schedule = spec.get("schedule")
     if not isinstance(schedule, Mapping):
         raise SpecError("spec.schedule", "is required: set one of at, after, cron or every")
     task = spec.get("task")
+    if task is None and spec.get("jobTemplate") is not None:
+        task = {}
     if not isinstance(task, Mapping):
-        raise SpecError("spec.task", "is required: give at least task.command")
+        raise SpecError("spec.task", "is required: give task.command, or a jobTemplate")
     message = pb.JobSpec(
         name=job_name(namespace, name),
         task=_task(task),
@@ -206,6 +230,8 @@ def job_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> pb.JobSpec:
             "spec.catchUp.policy", f"unknown policy {policy!r}: use {', '.join(CATCH_UPS)}"
         )
     message.catch_up.policy = CATCH_UPS[policy]
+    if uid or spec.get("jobTemplate") is not None:
+        message.task.kubernetes.CopyFrom(_kubernetes(namespace, name, uid, spec))
     if "window" in catch_up:
         message.catch_up.window.CopyFrom(_duration(catch_up["window"], "spec.catchUp.window"))
     return message

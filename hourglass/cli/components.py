@@ -183,7 +183,23 @@ def _add_worker(commands: Any) -> None:
         dest="job_namespace",
         default=env("HOURGLASS_JOB_NAMESPACE", "default"),
         metavar="K8S_NAMESPACE",
-        help="Kubernetes namespace of the Jobs (env HOURGLASS_JOB_NAMESPACE)",
+        help="Kubernetes namespace of Jobs whose job names none (env HOURGLASS_JOB_NAMESPACE)",
+    )
+    worker.add_argument(
+        "--allowed-job-namespaces",
+        default=env("HOURGLASS_ALLOWED_JOB_NAMESPACES", ""),
+        metavar="K8S_NAMESPACES",
+        help="comma-separated Kubernetes namespaces, besides --job-namespace, where "
+        "ScheduledJobs' Jobs may run; the worker needs RBAC there "
+        "(env HOURGLASS_ALLOWED_JOB_NAMESPACES)",
+    )
+    worker.add_argument(
+        "--job-template-tenants",
+        default=env("HOURGLASS_JOB_TEMPLATE_TENANTS", ""),
+        metavar="NAMESPACES",
+        help="comma-separated hourglass namespaces whose jobs may choose a Kubernetes "
+        "namespace and job template (the operator's); such a job may use any Secret and "
+        "ServiceAccount there (env HOURGLASS_JOB_TEMPLATE_TENANTS)",
     )
     worker.add_argument(
         "--runner-image",
@@ -328,7 +344,13 @@ def _kubernetes(args: argparse.Namespace) -> Any:
         ttl_seconds_after_finished=args.job_ttl,
         service_account=args.job_service_account,
         run_as_user=args.job_run_as_user,
+        job_namespaces=_names(args.allowed_job_namespaces),
+        template_tenants=_names(args.job_template_tenants),
     )
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
 
 
 def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -140,6 +140,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "binary": spec.task.binary or None,
         "resources": Jsonb(_resources_json(spec.task.resources)),
         "secret_env": Jsonb(spec.task.secret_env),
+        "kubernetes": _kubernetes(spec),
         "schedule": Jsonb(schedule_to_json(spec.schedule, spec.bounds)),
         "max_attempts": spec.retry.max_attempts,
         "backoff": spec.retry.backoff,
@@ -148,6 +149,11 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "catch_up": spec.catch_up.policy.value,
         "catch_up_window": spec.catch_up.window,
     }
+
+
+def _kubernetes(spec: JobSpec) -> Jsonb | None:
+    column = job_columns.kubernetes_json(spec.task.kubernetes)
+    return None if column is None else Jsonb(column)
 
 
 def _resources_json(resources: Resources) -> dict[str, str]:
@@ -164,6 +170,8 @@ def _spec_json(spec: JobSpec) -> Jsonb:
             "resources": _resources_json(spec.task.resources),
             # The names only: a secret's value is never kept in the history.
             "secret_env": sorted(spec.task.secret_env),
+            # The template holds references to Secrets, never their values.
+            "kubernetes": job_columns.kubernetes_json(spec.task.kubernetes),
             "schedule": schedule_to_json(spec.schedule, spec.bounds),
             "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
             "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
@@ -214,13 +222,14 @@ async def create(
     cursor = await conn.execute(
         """
         INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
-                          working_dir, binary_digest, resources, secret_env, namespace,
+                          working_dir, binary_digest, resources, secret_env, kubernetes,
+                          namespace,
                           schedule, max_attempts,
                           retry_backoff, timeout, overlap, catch_up, catch_up_window, state,
                           next_fire_at, created_at, updated_at)
         VALUES (%(id)s, %(name)s, %(request_id)s, %(digest)s, %(command)s, %(args)s, %(env)s,
                 %(image)s, %(working_dir)s, %(binary)s, %(resources)s, %(secret_env)s,
-                %(namespace)s, %(schedule)s,
+                %(kubernetes)s, %(namespace)s, %(schedule)s,
                 %(max_attempts)s,
                 %(backoff)s, %(timeout)s, %(overlap)s, %(catch_up)s, %(catch_up_window)s,
                 %(state)s, %(next_fire_at)s, %(now)s, %(now)s)
@@ -271,6 +280,7 @@ _COPY_COLUMNS = (
     "binary_digest",
     "resources",
     "secret_env",
+    "kubernetes",
     "namespace",
     "schedule",
     "max_attempts",
@@ -338,6 +348,7 @@ async def create_many(
                 params["binary"],
                 params["resources"],
                 params["secret_env"],
+                params["kubernetes"],
                 namespace,
                 params["schedule"],
                 params["max_attempts"],
@@ -447,6 +458,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         UPDATE jobs SET name = %(name)s, command = %(command)s, args = %(args)s, env = %(env)s,
             image = %(image)s, working_dir = %(working_dir)s, binary_digest = %(binary)s,
             resources = %(resources)s, secret_env = %(secret_env)s,
+            kubernetes = %(kubernetes)s,
             schedule = %(schedule)s, max_attempts = %(max_attempts)s,
             retry_backoff = %(backoff)s, timeout = %(timeout)s, overlap = %(overlap)s,
             catch_up = %(catch_up)s, catch_up_window = %(catch_up_window)s, state = %(state)s,

@@ -90,7 +90,7 @@ WITH offers AS (
     CROSS JOIN LATERAL (
         SELECT r.id, r.job_id, r.namespace, r.scheduled_at, r.available_at, r.attempt,
                j.command, j.args, j.env, j.image, j.working_dir, j.binary_digest, j.resources,
-               j.secret_env, j.timeout, j.max_attempts, j.retry_backoff, j.overlap
+               j.secret_env, j.kubernetes, j.timeout, j.max_attempts, j.retry_backoff, j.overlap
         FROM runs r JOIN jobs j ON j.id = r.job_id
         WHERE r.state = 'queued' AND r.namespace = l.namespace AND r.available_at <= %(now)s
           AND (j.overlap IN ('allow', 'skip')

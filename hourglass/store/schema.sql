@@ -48,6 +48,8 @@ CREATE TABLE jobs (
     namespace       text NOT NULL DEFAULT 'default',
     -- Environment given to the process but never returned, logged or kept in revisions.
     secret_env      jsonb NOT NULL DEFAULT '{}',
+    -- The Kubernetes job template, namespace and owner (hourglass.v1.KubernetesJob); NULL: none.
+    kubernetes      jsonb,
     CHECK (next_fire_at IS NULL OR state = 'active'),
     CONSTRAINT jobs_namespace_request_id_key UNIQUE (namespace, request_id)
 );

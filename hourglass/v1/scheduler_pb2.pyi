@@ -90,7 +90,7 @@ LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
 class Task(_message.Message):
-    __slots__ = ("command", "args", "env", "image", "working_dir", "binary", "resources", "secret_env")
+    __slots__ = ("command", "args", "env", "image", "working_dir", "binary", "resources", "secret_env", "kubernetes")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class Task(_message.Message):
     BINARY_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
+    KUBERNETES_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     args: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
@@ -121,7 +122,24 @@ class Task(_message.Message):
     binary: str
     resources: Resources
     secret_env: _containers.ScalarMap[str, str]
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ..., working_dir: _Optional[str] = ..., binary: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., secret_env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kubernetes: KubernetesJob
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ..., working_dir: _Optional[str] = ..., binary: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., secret_env: _Optional[_Mapping[str, str]] = ..., kubernetes: _Optional[_Union[KubernetesJob, _Mapping]] = ...) -> None: ...
+
+class KubernetesJob(_message.Message):
+    __slots__ = ("job_template", "namespace", "owner_name", "owner_uid", "successful_jobs_history_limit", "failed_jobs_history_limit")
+    JOB_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_UID_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSFUL_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_template: str
+    namespace: str
+    owner_name: str
+    owner_uid: str
+    successful_jobs_history_limit: int
+    failed_jobs_history_limit: int
+    def __init__(self, job_template: _Optional[str] = ..., namespace: _Optional[str] = ..., owner_name: _Optional[str] = ..., owner_uid: _Optional[str] = ..., successful_jobs_history_limit: _Optional[int] = ..., failed_jobs_history_limit: _Optional[int] = ...) -> None: ...
 
 class Resources(_message.Message):
     __slots__ = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")

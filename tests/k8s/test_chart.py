@@ -423,7 +423,7 @@ def test_the_chart_renders_what_the_brief_asks_for(
     assert api["automountServiceAccountToken"] is False
     worker = deployments["hg-hourglass-worker"]["spec"]["template"]["spec"]
     assert worker["containers"][0]["args"][:5] == [
-        "worker", "--executor", "kubernetes", "--namespace", "hourglass",
+        "worker", "--executor", "kubernetes", "--job-namespace", "hourglass",
     ]  # fmt: skip
     operator = deployments["hg-hourglass-operator"]["spec"]["template"]["spec"]
     assert operator["containers"][0]["args"] == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from hourglass.domain import FencingToken, JobId, Resources, RunId, RunState, Task
+from hourglass.domain import FencingToken, JobId, KubernetesJob, Resources, RunId, RunState, Task
 from hourglass.embedded import free_port
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_manifests import job_manifest, secret_manifest
@@ -177,7 +178,10 @@ async def test_a_run_becomes_a_job_with_the_attempts_spec(
     }
     assert job["metadata"]["name"] == f"hg-{attempt.run_id}-2"
     assert job["metadata"]["labels"] == labels
-    assert job["metadata"]["annotations"] == {"hourglass.io/fencing-token": "4242"}
+    assert job["metadata"]["annotations"] == {
+        "hourglass.io/fencing-token": "4242",
+        "hourglass.io/scheduled-at": "2026-11-28T05:40:44.715000+00:00",
+    }
     spec = job["spec"]
     assert spec["backoffLimit"] == 0
     assert spec["activeDeadlineSeconds"] == 91  # 90.2s, rounded up
@@ -752,3 +756,48 @@ async def test_an_adopter_releases_a_job_whose_creator_died_before_resuming_it(
 
     finish_job(admin, k8s_namespace, _name(first))
     assert (await asyncio.wait_for(adopting, 10)).state == RunState.SUCCEEDED
+
+
+async def test_secrets_adoption_and_terminate_work_in_a_scheduled_jobs_namespace(
+    admin: client.ApiClient, k8s_namespace: str
+) -> None:
+    """A Job that its task sends to another namespace (a ScheduledJob's) gets its Secret
+    there, is adopted there by the next holder, and terminate() finds it there."""
+    worker_namespace = f"hg-{uuid.uuid4().hex[:8]}"
+    task = dataclasses.replace(
+        SECRET_TASK,
+        kubernetes=KubernetesJob(
+            namespace=k8s_namespace, owner_name="nightly", owner_uid=str(uuid.uuid4())
+        ),
+    )
+    options = {
+        "job_namespaces": frozenset({k8s_namespace}),
+        "template_tenants": frozenset({"ops"}),
+    }
+    first = dataclasses.replace(_attempt(task=task, token=1), namespace="ops")
+    execution = asyncio.create_task(_executor(admin, worker_namespace, **options).execute(first))
+    name = _name(first)
+    job = await _eventually(lambda: _resumed(admin, k8s_namespace, name))
+    assert job["metadata"]["labels"]["hourglass.io/scheduledjob"] == "nightly"
+    assert _secret(admin, k8s_namespace, name) is not None
+    execution.cancel()  # the worker gives the attempt up; the Job stays
+    with pytest.raises(asyncio.CancelledError):
+        await execution
+
+    second = dataclasses.replace(first, attempt=2, fencing_token=FencingToken(2))
+    executor = _executor(admin, worker_namespace, **options)
+    adopted = asyncio.create_task(executor.execute(second))
+    await _eventually(
+        lambda: (
+            _read_job(admin, k8s_namespace, name)["metadata"]["annotations"][
+                "hourglass.io/fencing-token"
+            ]
+            == "2"
+        )
+    )
+    await executor.terminate(second)
+    assert _run_jobs(admin, k8s_namespace, first.run_id) == []
+    assert _secret(admin, k8s_namespace, name) is None
+    adopted.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await adopted

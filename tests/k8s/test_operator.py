@@ -393,7 +393,11 @@ INVALID = {
     ),
     "neither command nor binary": (
         _spec_with(lambda s: s["task"].pop("command")),
-        ["spec.task", "set exactly one of command or binary"],
+        ["spec.task", "set task.command or task.binary, or a jobTemplate"],
+    ),
+    "both command and binary": (
+        _spec_with(lambda s: s["task"].update(binary="sha256:" + "ab" * 32)),
+        ["spec.task", "set only one of command or binary"],
     ),
     "not a date-time": (
         _spec_with(lambda s: s.update(schedule={"at": "tomorrow"})),
@@ -706,6 +710,28 @@ ROUND_TRIP = {
     },
     "at": {"schedule": {"at": "2031-05-04T03:02:01.5-07:00"}, "task": {"command": ["true"]}},
     "after": {"schedule": {"after": "90m"}, "task": {"command": ["true"]}},
+    "job template with history limits": {
+        "schedule": {"every": {"interval": "1h"}},
+        "successfulJobsHistoryLimit": 5,
+        "failedJobsHistoryLimit": 0,
+        "jobTemplate": {
+            "metadata": {"labels": {"team": "a"}},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "busybox:1.37",
+                                "resources": {"limits": {"cpu": 0.5}},
+                            }
+                        ],
+                        "nodeSelector": {"pool": "batch"},
+                    }
+                }
+            },
+        },
+    },
 }
 
 
@@ -715,7 +741,7 @@ def test_the_api_returns_the_spec_as_the_operator_sends_it(
 ) -> None:
     """The operator skips UpdateJob when the stored spec equals the one it would send (a
     resumed resource, a retried handler): that needs the API to return it unchanged."""
-    desired = resources.job_spec("ns", "name", ROUND_TRIP[case])
+    desired = resources.job_spec("ns", "name", ROUND_TRIP[case], uid=str(uuid.uuid4()))
     response = hourglass_api.call("ScheduleJob", pb.ScheduleJobRequest(spec=desired))
     stored = hourglass_api.job(response.job_id).job.spec
     assert resources.same_spec(stored, desired), f"{stored}\n!=\n{desired}"

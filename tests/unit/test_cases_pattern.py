@@ -189,7 +189,8 @@ def test_the_server_args_and_env_are_what_serve_reads() -> None:
                               spec={"b": 1, "a": [1]})  # fmt: skip
     args = cases.server_args("leaderboard", resource, http_port=8080)
     parsed = cli_parse(args)
-    assert (parsed.case, parsed.name, parsed.resource_namespace) == ("leaderboard", "scores", "team")
+    expected = ("leaderboard", "scores", "team")
+    assert (parsed.case, parsed.name, parsed.resource_namespace) == expected
     assert str(parsed.spec) == cases.SPEC_FILE
     assert (parsed.listen, parsed.http_listen) == ("0.0.0.0:50051", "0.0.0.0:8080")
     platform = cases.Platform(image="i", secret="s", etcd_endpoints="e:2379")

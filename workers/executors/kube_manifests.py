@@ -36,9 +36,15 @@ from hourglass.artifacts import parse_digest
 from hourglass.workers.executors.base import AttemptContext
 
 JOB_LABEL = "hourglass.io/job"
+# The ScheduledJob that owns a Job (with an ownerReference): what `kubectl get jobs -l` and
+# the history limits select by.
+SCHEDULED_JOB_LABEL = "hourglass.io/scheduledjob"
 RUN_LABEL = "hourglass.io/run"
 ATTEMPT_LABEL = "hourglass.io/attempt"
 TOKEN_ANNOTATION = "hourglass.io/fencing-token"
+# The nominal time of the attempt's fire (HOURGLASS_SCHEDULED_AT): orders a ScheduledJob's
+# Jobs when they finished within the same second (kube_history).
+SCHEDULED_AT_ANNOTATION = "hourglass.io/scheduled-at"
 # Set on a Job once an attempt has reported its outcome; such a Job is never adopted.
 REPORTED_ANNOTATION = "hourglass.io/reported-by-attempt"
 # Set on a Job whose pod reads a Secret (named in the value): the Job is created suspended and
@@ -80,7 +86,8 @@ class KubernetesConfig:
     # The artifact store binaries are fetched from (HOURGLASS_ARTIFACTS of the init
     # container); empty: binary jobs cannot run.
     artifacts_url: str = ""
-    # How long a finished Job (and its pod and log) stays for inspection and adoption.
+    # How long a finished Job (and its pod and log) stays for inspection and adoption; the
+    # Jobs of a ScheduledJob are kept by its history limits instead.
     ttl_seconds_after_finished: int = 3600
     # The pods' service account (one with no rights: the chart's <release>-hourglass-job);
     # empty: the namespace's default. Its token is never mounted either way.
@@ -90,6 +97,13 @@ class KubernetesConfig:
     job_name_prefix: str = "hg"
     # How much of the pod's log becomes the attempt's stdout tail.
     log_tail_bytes: int = 4096
+    # More namespaces that Jobs may go to (a task's kubernetes.namespace) besides `namespace`:
+    # those where the worker's RBAC lets it create Jobs.
+    job_namespaces: frozenset[str] = frozenset()
+    # The hourglass namespaces whose jobs may choose a Kubernetes namespace, a job template and
+    # an owner (the operator's). A template may name any ServiceAccount, Secret or ConfigMap
+    # of its namespace, so only a tenant trusted with those namespaces may send one.
+    template_tenants: frozenset[str] = frozenset()
     # How long one watch request lasts before it is renewed.
     watch_timeout_seconds: int = 60
     # How long transient API failures are retried before the attempt fails.
@@ -118,6 +132,9 @@ class KubernetesConfig:
                 f"job_name_prefix {self.job_name_prefix!r} must be at most {MAX_PREFIX} "
                 "lowercase letters, digits and '-', starting and ending with a letter or digit"
             )
+        for name in self.job_namespaces:
+            if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+                raise ValueError(f"job namespace {name!r} is not a valid namespace name")
         if self.log_tail_bytes < 0:
             raise ValueError("log_tail_bytes must not be negative")
         if self.watch_timeout_seconds < 1:
@@ -167,16 +184,21 @@ def pod_security(config: KubernetesConfig) -> Manifest:
     }
 
 
-def _environment(attempt: AttemptContext, secret: str) -> list[Manifest]:
-    """The task container's env: the task's plain variables as values, its secret ones as
-    references to `secret`, then hourglass's own variables, which win over both."""
+def environment(
+    attempt: AttemptContext, secret: str, base: list[Manifest] | None = None
+) -> list[Manifest]:
+    """The task container's env: `base` (a job template's own variables), the task's plain
+    variables as values, its secret ones as references to `secret`, then hourglass's own
+    variables; each wins over those before it, which are left out."""
     own = attempt.environment()
     secrets = secret_env(attempt)
-    env: list[Manifest] = [
+    later = {*own, *secrets, *attempt.task.env}
+    env: list[Manifest] = [item for item in base or () if item.get("name") not in later]
+    env.extend(
         {"name": name, "value": value}
         for name, value in attempt.task.env.items()
         if name not in own and name not in secrets
-    ]
+    )
     env.extend(
         {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": secret_key(name)}}}
         for name in secrets
@@ -185,18 +207,81 @@ def _environment(attempt: AttemptContext, secret: str) -> list[Manifest]:
     return env
 
 
-def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
-    """The batch/v1 Job for an attempt; raises Refused for a task that cannot run here."""
-    task = attempt.task
-    name = job_name(config.job_name_prefix, attempt)
+def add_binary(
+    config: KubernetesConfig,
+    attempt: AttemptContext,
+    *,
+    pod: Manifest,
+    container: Manifest,
+    fetch: str,
+) -> None:
+    """Makes `container` run the task's uploaded binary, which an init container named
+    `fetch` (in the runner image) puts into a volume of the pod first."""
+    binary = attempt.task.binary
+    try:
+        digest = parse_digest(binary)
+    except ValueError as exc:
+        raise Refused(f"binary {binary!r} not run: {exc}") from None
+    if not config.artifacts_url:
+        raise Refused(
+            f"binary {digest} not run: this worker has no artifact store configured (artifacts_url)"
+        )
+    mount = {"name": BIN_VOLUME, "mountPath": BIN_DIR}
+    container["command"] = [BIN_PATH]
+    container["volumeMounts"] = [*container.get("volumeMounts", ()), mount]
+    fetcher = {
+        "name": fetch,
+        "image": config.runner_image,
+        "command": ["hourglass", "fetch-binary", digest, BIN_PATH],
+        "env": [{"name": "HOURGLASS_ARTIFACTS", "value": config.artifacts_url}],
+        "volumeMounts": [mount],
+        "securityContext": container_security(),
+    }
+    pod["initContainers"] = [fetcher, *pod.get("initContainers", ())]
+    pod["volumes"] = [*pod.get("volumes", ()), {"name": BIN_VOLUME, "emptyDir": {}}]
+
+
+def own_annotations(attempt: AttemptContext) -> dict[str, str]:
+    return {
+        TOKEN_ANNOTATION: str(attempt.fencing_token),
+        SCHEDULED_AT_ANNOTATION: attempt.environment()["HOURGLASS_SCHEDULED_AT"],
+    }
+
+
+def labels_of(attempt: AttemptContext) -> dict[str, str]:
+    """hourglass's labels of an attempt's Job and pod."""
     labels = {
         JOB_LABEL: str(attempt.job_id),
         RUN_LABEL: str(attempt.run_id),
         ATTEMPT_LABEL: str(attempt.attempt),
     }
+    kubernetes = attempt.task.kubernetes
+    if kubernetes is not None and kubernetes.owner_name:
+        labels[SCHEDULED_JOB_LABEL] = label_value(kubernetes.owner_name)
+    return labels
+
+
+def label_value(name: str) -> str:
+    """A resource name as a label value: itself when it fits in 63 characters, else a digest."""
+    if len(name) <= 63:
+        return name
+    return "sha256-" + hashlib.sha256(name.encode()).hexdigest()[:56]
+
+
+def task_container(job: Manifest) -> str:
+    """The name of the container whose exit code and log are the attempt's: the first."""
+    containers = job["spec"]["template"]["spec"].get("containers") or [{}]
+    return str(containers[0].get("name") or TASK_CONTAINER)
+
+
+def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
+    """The batch/v1 Job for an attempt; raises Refused for a task that cannot run here."""
+    task = attempt.task
+    name = job_name(config.job_name_prefix, attempt)
+    labels = labels_of(attempt)
     container: Manifest = {
         "name": TASK_CONTAINER,
-        "env": _environment(attempt, name),
+        "env": environment(attempt, name),
         "securityContext": container_security(),
     }
     pod: Manifest = {
@@ -207,28 +292,8 @@ def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
         "containers": [container],
     }
     if task.binary:
-        try:
-            digest = parse_digest(task.binary)
-        except ValueError as exc:
-            raise Refused(f"binary {task.binary!r} not run: {exc}") from None
-        if not config.artifacts_url:
-            raise Refused(
-                f"binary {digest} not run: this worker has no artifact store configured "
-                "(artifacts_url)"
-            )
-        mount = [{"name": BIN_VOLUME, "mountPath": BIN_DIR}]
-        container.update(image=config.runner_image, command=[BIN_PATH], volumeMounts=mount)
-        pod["initContainers"] = [
-            {
-                "name": FETCH_CONTAINER,
-                "image": config.runner_image,
-                "command": ["hourglass", "fetch-binary", digest, BIN_PATH],
-                "env": [{"name": "HOURGLASS_ARTIFACTS", "value": config.artifacts_url}],
-                "volumeMounts": mount,
-                "securityContext": container_security(),
-            }
-        ]
-        pod["volumes"] = [{"name": BIN_VOLUME, "emptyDir": {}}]
+        container["image"] = config.runner_image
+        add_binary(config, attempt, pod=pod, container=container, fetch=FETCH_CONTAINER)
     else:
         if not task.image:
             raise Refused(
@@ -254,7 +319,7 @@ def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
     }
     if attempt.timeout is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout.total_seconds()))
-    annotations = {TOKEN_ANNOTATION: str(attempt.fencing_token)}
+    annotations = own_annotations(attempt)
     if secret_env(attempt):
         spec["suspend"] = True
         annotations[SECRET_ANNOTATION] = name

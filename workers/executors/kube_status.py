@@ -45,8 +45,8 @@ def final_condition(job: Manifest) -> tuple[str, str, str] | None:
     return None
 
 
-def exit_code(pod: Manifest | None) -> tuple[int | None, str]:
-    """The task container's exit code (None if it has none), and a note when the init
+def exit_code(pod: Manifest | None, task: str = TASK_CONTAINER) -> tuple[int | None, str]:
+    """The exit code of container `task` (None if it has none), and a note when the init
     container that fetches a binary failed."""
     if pod is None:
         return None, ""
@@ -60,7 +60,7 @@ def exit_code(pod: Manifest | None) -> tuple[int | None, str]:
                 + (f" ({terminated['reason']})" if terminated.get("reason") else "")
             )
     for container in status.get("containerStatuses") or []:
-        if container.get("name") != TASK_CONTAINER:
+        if container.get("name") != task:
             continue
         for key in ("state", "lastState"):
             terminated = (container.get(key) or {}).get("terminated")

@@ -11,17 +11,16 @@ a failed attempt goes back to the worker, which requeues the run with attempt + 
 job's retry policy. The attempt's timeout becomes `activeDeadlineSeconds`, and a Job that
 fails with `DeadlineExceeded` is reported as timed out.
 
-Adoption keeps a dead worker from causing a second Job. Before it creates anything, an
-attempt looks for a Job of its run (label `hourglass.io/run`) whose outcome nobody has
-reported yet: the Job of an earlier attempt whose worker died. It adopts that Job instead of
-starting the work again: it writes its own fencing token into the Job's
-`hourglass.io/fencing-token` annotation and watches the Job to its end (a Job that already
-finished is reported at once). A Job whose outcome was reported carries the annotation
-`hourglass.io/reported-by-attempt`; it is history (attempt 1 failed, attempt 2 is the retry)
-and is never adopted. The mark is written only while the Job still carries the reporter's
-token, so a worker that was replaced cannot hide the Job from the attempt that replaced it.
-A Job deleted by its TTL before a new holder came for it cannot be adopted; the work then
-runs again, which at-least-once allows.
+Adoption keeps a dead worker from causing a second Job: the next holder of the run finds
+the Job of the attempt before it and follows it instead (kube_adoption.py holds the
+protocol). A Job deleted by its TTL before a new holder came for it cannot be adopted; the
+work then runs again, which at-least-once allows.
+
+Where a Job goes and how it is shaped is kube_template.py's decision: by default the worker's
+namespace and a Job built from the task; for a ScheduledJob, its own namespace, its job
+template, its labels and an ownerReference to it. After reporting an attempt of a
+ScheduledJob, the executor deletes that ScheduledJob's finished Jobs beyond its history
+limits (kube_history.py chooses which).
 
 A job's `secret_env` never appears in the Job: the pod reads it from a Secret of its own
 (`valueFrom.secretKeyRef`). Such a Job is created suspended; the executor then creates the
@@ -55,7 +54,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
 from hourglass.domain import Outcome, RunId, RunState
-from hourglass.workers.executors import kube_status
+from hourglass.workers.executors import kube_adoption, kube_history, kube_status
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_api import (
     ApiError,
@@ -66,23 +65,22 @@ from hourglass.workers.executors.kube_api import (
 )
 from hourglass.workers.executors.kube_manifests import (
     REPORTED_ANNOTATION,
-    RUN_LABEL,
-    TASK_CONTAINER,
-    TOKEN_ANNOTATION,
+    SCHEDULED_JOB_LABEL,
     KubernetesConfig,
     Manifest,
     Refused,
     job_manifest,
-    secret_manifest,
+    label_value,
     secret_of,
+    task_container,
     waits_for_secret,
 )
+from hourglass.workers.executors.kube_template import job_for, namespace_of
 
 __all__ = ["REPORTED_ANNOTATION", "KubernetesConfig", "KubernetesExecutor", "job_manifest"]
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "hourglass-worker"
 # How much of the pod's log is read at the end of an attempt: the last LOG_LINES lines, of
 # which at most kube_api.LOG_KEEP bytes are kept (and handed to on_output).
 LOG_LINES = 10_000
@@ -108,6 +106,7 @@ class KubernetesExecutor:
         self.api_client = api_client
         self.batch = k8s.BatchV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
+        self._adoption = kube_adoption.Adoption(batch=self.batch, core=self.core, api=self._api)
         # Runs this executor is executing, and those of them terminate() is taking away.
         self._active: set[RunId] = set()
         self._terminating: set[RunId] = set()
@@ -123,8 +122,9 @@ class KubernetesExecutor:
         run_id = attempt.run_id
         self._active.add(run_id)
         try:
-            manifest = job_manifest(self.config, attempt)
-            job = await self._adopt_or_create(attempt, manifest)
+            namespace = namespace_of(self.config, attempt)
+            manifest = job_for(self.config, attempt)
+            job = await self._adoption.adopt_or_create(attempt, manifest, namespace)
             name: str = job["metadata"]["name"]
             if run_id in self._terminating:
                 # terminate() listed the run's Jobs before this one existed.
@@ -132,13 +132,13 @@ class KubernetesExecutor:
                 return await self._until_cancelled()
             if waits_for_secret(job):
                 try:
-                    await self._release(attempt, job)
+                    await self._adoption.release(attempt, job, namespace)
                 except Refused:
                     # Refused for good (403, 422): a suspended Job would only linger.
                     with contextlib.suppress(Refused):
                         await self._delete_job(job)
                     raise
-            return await self._follow(attempt, name)
+            return await self._follow(attempt, name, namespace)
         except Refused as refused:
             log.warning("run %s attempt %d: %s", run_id, attempt.attempt, refused)
             return kube_status.outcome(RunState.FAILED, error=str(refused))
@@ -153,127 +153,23 @@ class KubernetesExecutor:
         if run_id in self._active:
             self._terminating.add(run_id)
         try:
-            jobs = await self._run_jobs(run_id)
+            jobs = await self._adoption.run_jobs(run_id, namespace_of(self.config, attempt))
             for job in jobs:
                 if not kube_status.reported(job):
                     await self._delete_job(job)
         except Refused as refused:
             log.error("run %s: cannot delete its Jobs: %s", run_id, refused)
 
-    # Finding, adopting and creating the Job.
-
-    async def _adopt_or_create(self, attempt: AttemptContext, manifest: Manifest) -> Manifest:
-        """The Job this attempt follows: an unreported Job of its run, adopted, or else a new
-        one (as the API server returned it)."""
-        name: str = manifest["metadata"]["name"]
-        for _ in range(3):
-            jobs = [
-                job
-                for job in await self._run_jobs(attempt.run_id)
-                if not kube_status.reported(job) and not job["metadata"].get("deletionTimestamp")
-            ]
-            if jobs:
-                newest = max(jobs, key=kube_status.attempt_of)
-                if len(jobs) > 1:
-                    log.warning(
-                        "run %s has %d unreported Jobs; adopting the newest, %s",
-                        attempt.run_id,
-                        len(jobs),
-                        newest["metadata"]["name"],
-                    )
-                adopted = await self._adopt(attempt, newest["metadata"]["name"])
-                if adopted is not None:
-                    return adopted
-                continue  # it vanished meanwhile: look again
-            try:
-                created: Manifest = await self._api(
-                    f"create Job {name}",
-                    self.batch.create_namespaced_job,
-                    self.config.namespace,
-                    manifest,
-                    field_manager=FIELD_MANAGER,
-                )
-            except ApiError as error:
-                if error.status != 409:
-                    raise
-                # Created meanwhile: by our own retried create, or by another holder.
-                job = await self._get_job(name)
-                if job is None:
-                    continue
-                if kube_status.reported(job):
-                    raise Refused(
-                        f"Job {name} already exists and its outcome was already reported "
-                        f"by attempt {job['metadata']['annotations'][REPORTED_ANNOTATION]}"
-                    ) from None
-                adopted = await self._adopt(attempt, name)
-                if adopted is not None:
-                    return adopted
-                continue
-            log.info("run %s attempt %d: created Job %s", attempt.run_id, attempt.attempt, name)
-            return created
-        raise Refused(f"the Jobs of run {attempt.run_id} kept vanishing while being adopted")
-
-    async def _adopt(self, attempt: AttemptContext, name: str) -> Manifest | None:
-        """Writes this attempt's token into the Job; the Job, or None if it is gone."""
-        patch = {"metadata": {"annotations": {TOKEN_ANNOTATION: str(attempt.fencing_token)}}}
-        try:
-            job: Manifest = await self._api(
-                f"adopt Job {name}",
-                self.batch.patch_namespaced_job,
-                name,
-                self.config.namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
-            )
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
-        log.info(
-            "run %s attempt %d: adopted Job %s (token %d)",
-            attempt.run_id,
-            attempt.attempt,
-            name,
-            attempt.fencing_token,
-        )
-        return job
-
-    async def _release(self, attempt: AttemptContext, job: Manifest) -> None:
-        """Creates the Secret that a suspended Job of ours waits for, owned by the Job, then
-        resumes the Job. Run by the creator and again by any adopter, since a worker may die
-        between the steps: an existing Secret is the one an earlier holder created."""
-        name: str = job["metadata"]["name"]
-        secret = secret_manifest(job, attempt)
-        try:
-            await self._api(
-                f"create Secret {secret['metadata']['name']} of Job {name}",
-                self.core.create_namespaced_secret,
-                self.config.namespace,
-                secret,
-                field_manager=FIELD_MANAGER,
-            )
-        except ApiError as error:
-            if error.status != 409:
-                raise
-        await self._api(
-            f"resume Job {name}",
-            self.batch.patch_namespaced_job,
-            name,
-            self.config.namespace,
-            {"spec": {"suspend": False}},
-            field_manager=FIELD_MANAGER,
-        )
-
     # Following the Job to its end.
 
-    async def _follow(self, attempt: AttemptContext, name: str) -> Outcome:
+    async def _follow(self, attempt: AttemptContext, name: str, namespace: str) -> Outcome:
         while True:
-            job = await self._get_job(name)
+            job = await self._adoption.get_job(name, namespace)
             if job is None:
                 return await self._vanished(attempt, name)
             if kube_status.final_condition(job) is not None:
                 return await self._report(attempt, job)
-            ended = await self._watch(name, job["metadata"]["resourceVersion"])
+            ended = await self._watch(name, namespace, job["metadata"]["resourceVersion"])
             if ended is _DELETED:
                 return await self._vanished(attempt, name)
             if isinstance(ended, dict):
@@ -292,7 +188,9 @@ class KubernetesExecutor:
         await asyncio.sleep(TERMINATE_GRACE)
         return kube_status.outcome(RunState.CANCELLED, error="terminated on request")
 
-    async def _watch(self, name: str, resource_version: str) -> Manifest | object | None:
+    async def _watch(
+        self, name: str, namespace: str, resource_version: str
+    ) -> Manifest | object | None:
         """Watches the Job from `resource_version` until it finishes (its manifest), is
         deleted (_DELETED) or the watch ends (None)."""
         loop = asyncio.get_running_loop()
@@ -308,7 +206,7 @@ class KubernetesExecutor:
             try:
                 for event in watcher.stream(  # type: ignore[no-untyped-call]
                     self.batch.list_namespaced_job,
-                    self.config.namespace,
+                    namespace,
                     field_selector=f"metadata.name={name}",
                     resource_version=resource_version,
                     timeout_seconds=timeout,
@@ -354,19 +252,22 @@ class KubernetesExecutor:
 
     async def _report(self, attempt: AttemptContext, job: Manifest) -> Outcome:
         name: str = job["metadata"]["name"]
+        namespace: str = job["metadata"]["namespace"]
         final = kube_status.final_condition(job)
         assert final is not None
         kind, reason, message = final
-        pod = await self._pod_of(name)
-        exit_code, init_failure = kube_status.exit_code(pod)
-        data = await self._log_of(pod)
+        container = task_container(job)
+        pod = await self._pod_of(name, namespace)
+        exit_code, init_failure = kube_status.exit_code(pod, container)
+        data = await self._log_of(pod, container)
         if data:
             attempt.on_output(1, data)
         tail = data[-self.config.log_tail_bytes :] if self.config.log_tail_bytes else b""
         stdout_tail = tail.decode("utf-8", errors="replace")
-        await self._markreported(attempt, name)
+        await self._adoption.mark_reported(attempt, name, namespace)
         # The pod has ended: its secrets need not outlive it until the Job's TTL.
         await self._delete_secret(job, best_effort=True)
+        await self._prune(attempt, namespace)
         if kind == "Complete":
             state, error, exit_code = RunState.SUCCEEDED, "", 0
         else:
@@ -378,57 +279,40 @@ class KubernetesExecutor:
                 error += f"; {init_failure}"
         return kube_status.outcome(state, exit_code=exit_code, stdout_tail=stdout_tail, error=error)
 
-    async def _markreported(self, attempt: AttemptContext, name: str) -> None:
-        """Marks the Job as history, provided it still carries this attempt's token (a newer
-        holder that adopted it reports it instead)."""
-        patch = [
-            {
-                "op": "test",
-                "path": "/metadata/annotations/" + kube_status.pointer(TOKEN_ANNOTATION),
-                "value": str(attempt.fencing_token),
-            },
-            {
-                "op": "add",
-                "path": "/metadata/annotations/" + kube_status.pointer(REPORTED_ANNOTATION),
-                "value": str(attempt.attempt),
-            },
-        ]
+    async def _prune(self, attempt: AttemptContext, namespace: str) -> None:
+        """Deletes the owner's finished Jobs beyond its history limits (kube_history);
+        best effort, since the next attempt of the ScheduledJob prunes again."""
+        kubernetes = attempt.task.kubernetes
+        if kubernetes is None or not kubernetes.owner_name:
+            return
+        owner = label_value(kubernetes.owner_name)
+        retry = min(BEST_EFFORT_RETRY, self.config.api_retry_seconds)
         try:
-            await self._api(
-                f"mark Job {name} reported",
-                self.batch.patch_namespaced_job,
-                name,
-                self.config.namespace,
-                patch,
-                field_manager=FIELD_MANAGER,
+            found = await self._api(
+                f"list the Jobs of ScheduledJob {kubernetes.owner_name}",
+                self.batch.list_namespaced_job,
+                namespace,
+                label_selector=f"{SCHEDULED_JOB_LABEL}={owner}",
+                _retry_seconds=retry,
             )
-        except ApiError as error:
-            if error.status == 422:  # the test failed: a newer holder adopted the Job
-                log.info(
-                    "run %s attempt %d: Job %s now carries a newer holder's token; leaving "
-                    "the report to it",
-                    attempt.run_id,
-                    attempt.attempt,
-                    name,
-                )
-                return
-            log.warning(
-                "run %s attempt %d: Job %s not marked as reported (%s); a later attempt "
-                "may adopt it",
-                attempt.run_id,
-                attempt.attempt,
-                name,
-                error,
+            doomed = kube_history.to_delete(
+                found.get("items") or [],
+                successful=kubernetes.successful_jobs_history_limit,
+                failed=kubernetes.failed_jobs_history_limit,
             )
+            for job in doomed:
+                await self._delete_job(job)
+        except Refused as refused:
+            log.warning("history of ScheduledJob %s not pruned: %s", kubernetes.owner_name, refused)
 
-    async def _pod_of(self, name: str) -> Manifest | None:
+    async def _pod_of(self, name: str, namespace: str) -> Manifest | None:
         """The Job's newest pod, or None (none, or not readable)."""
         for selector in (f"batch.kubernetes.io/job-name={name}", f"job-name={name}"):
             try:
                 pods = await self._api(
                     f"list the pods of Job {name}",
                     self.core.list_namespaced_pod,
-                    self.config.namespace,
+                    namespace,
                     label_selector=selector,
                     _retry_seconds=min(BEST_EFFORT_RETRY, self.config.api_retry_seconds),
                 )
@@ -440,7 +324,7 @@ class KubernetesExecutor:
                 return max(items, key=lambda pod: str(pod["metadata"].get("creationTimestamp")))
         return None
 
-    async def _log_of(self, pod: Manifest | None) -> bytes:
+    async def _log_of(self, pod: Manifest | None, container: str) -> bytes:
         """The end of the task container's log (stdout and stderr as Kubernetes merges
         them); empty when there is none or it cannot be read."""
         if pod is None:
@@ -451,8 +335,8 @@ class KubernetesExecutor:
                 f"read the log of pod {name}",
                 self.core.read_namespaced_pod_log,
                 name,
-                self.config.namespace,
-                container=TASK_CONTAINER,
+                pod["metadata"]["namespace"],
+                container=container,
                 tail_lines=LOG_LINES,
                 _decode=tail_bytes,
                 _retry_seconds=min(BEST_EFFORT_RETRY, self.config.api_retry_seconds),
@@ -464,26 +348,6 @@ class KubernetesExecutor:
 
     # API calls.
 
-    async def _run_jobs(self, run_id: RunId) -> list[Manifest]:
-        found = await self._api(
-            f"list the Jobs of run {run_id}",
-            self.batch.list_namespaced_job,
-            self.config.namespace,
-            label_selector=f"{RUN_LABEL}={run_id}",
-        )
-        return list(found.get("items") or [])
-
-    async def _get_job(self, name: str) -> Manifest | None:
-        try:
-            job: Manifest = await self._api(
-                f"read Job {name}", self.batch.read_namespaced_job, name, self.config.namespace
-            )
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
-        return job
-
     async def _delete_job(self, job: Manifest) -> None:
         """Deletes the Job with its pods (Background: see the tests), and its Secret at once
         rather than whenever the garbage collector gets to it."""
@@ -493,7 +357,7 @@ class KubernetesExecutor:
                 f"delete Job {name}",
                 self.batch.delete_namespaced_job,
                 name,
-                self.config.namespace,
+                job["metadata"]["namespace"],
                 propagation_policy="Background",
             )
         except ApiError as error:
@@ -512,7 +376,7 @@ class KubernetesExecutor:
                 f"delete Secret {name}",
                 self.core.delete_namespaced_secret,
                 name,
-                self.config.namespace,
+                job["metadata"]["namespace"],
                 _retry_seconds=(
                     min(BEST_EFFORT_RETRY, self.config.api_retry_seconds) if best_effort else None
                 ),

@@ -88,6 +88,11 @@ class LocalExecutor:
 
     async def execute(self, attempt: AttemptContext) -> Outcome:
         task = attempt.task
+        if task.kubernetes is not None and task.kubernetes.job_template:
+            return _failed(
+                "the task is a Kubernetes job template: only a worker with the kubernetes "
+                "executor runs it"
+            )
         argv = task.argv
         binary: Path | None = None
         if task.binary:
