@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,7 +147,17 @@ def test_rbac_forbids_the_limited_user_until_a_role_allows_it(
                 ],
             },
         )
-        assert batch.list_namespaced_job(k8s_namespace).items == []
+        # RBAC is enforced from the API server's informer cache: the binding takes effect
+        # shortly after it is stored, not at once, so wait for it as kubectl users do.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert batch.list_namespaced_job(k8s_namespace).items == []
+                break
+            except client.ApiException as exc:
+                if exc.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         with pytest.raises(client.ApiException) as forbidden:
             batch.create_namespaced_job(k8s_namespace, _job("still-nope"))
         assert forbidden.value.status == 403
