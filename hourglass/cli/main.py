@@ -60,6 +60,27 @@ def _add_store_options(parser: argparse.ArgumentParser, *, etcd: bool = True) ->
         )
 
 
+def _service_account(text: str) -> tuple[str, str]:
+    from hourglass.api import kube_auth
+
+    try:
+        return kube_auth.parse_mapping(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--kubernetes-service-account {exc}") from None
+
+
+def _service_accounts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The API's service account mappings; those from the environment are checked here."""
+    pairs: dict[str, str] = {}
+    for item in getattr(args, "service_accounts", []):
+        try:
+            account, namespace = item if isinstance(item, tuple) else _service_account(item)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"HOURGLASS_KUBERNETES_SERVICE_ACCOUNTS: {exc}")
+        pairs[account] = namespace
+    return pairs
+
+
 def _timestamp(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -129,7 +150,8 @@ def _add_metrics_option(parser: argparse.ArgumentParser) -> None:
         "--metrics-listen",
         default=_env("HOURGLASS_METRICS_LISTEN"),
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (env HOURGLASS_METRICS_LISTEN)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, and liveness and readiness"
+        " at /healthz and /readyz (env HOURGLASS_METRICS_LISTEN)",
     )
 
 
@@ -201,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="serve without tokens: every caller is in the default namespace",
+    )
+    api.add_argument(
+        "--kubernetes-service-account",
+        action="append",
+        type=_service_account,
+        default=[m for m in _env("HOURGLASS_KUBERNETES_SERVICE_ACCOUNTS").split(",") if m],
+        dest="service_accounts",
+        metavar="NAMESPACE/NAME=HG_NAMESPACE",
+        help="accept this Kubernetes service account's own token (checked with TokenReview"
+        " against the cluster) as a caller in namespace HG_NAMESPACE; repeatable (env"
+        " HOURGLASS_KUBERNETES_SERVICE_ACCOUNTS, comma-separated)",
+    )
+    api.add_argument(
+        "--kubernetes-token-audience",
+        default=_env("HOURGLASS_KUBERNETES_TOKEN_AUDIENCE", "hourglass"),
+        help="the audience those tokens must be issued for (default hourglass)",
     )
     api.add_argument("--tls-cert", type=Path, default=_env_path("HOURGLASS_TLS_CERT"))
     api.add_argument("--tls-key", type=Path, default=_env_path("HOURGLASS_TLS_KEY"))
@@ -337,8 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=_env("HOURGLASS_TOKEN"), help="API token (env HOURGLASS_TOKEN)"
     )
     operator.add_argument(
+        "--token-file",
+        default=_env("HOURGLASS_TOKEN_FILE"),
+        help="read the API token from this file, again whenever it changes: a projected"
+        " service account token the API accepts (env HOURGLASS_TOKEN_FILE)",
+    )
+    operator.add_argument(
         "--tls-ca", default=_env("HOURGLASS_TLS_CA"), help="CA of the API's TLS certificate"
     )
+    _add_metrics_option(operator)
     serve.add_platform_options(operator)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
@@ -438,9 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in client.COMMANDS:
         return client.run(parser, args)
     if getattr(args, "metrics_listen", ""):
-        from hourglass import metrics
+        from hourglass import health
 
-        metrics.serve(args.metrics_listen)
+        health.serve(args.metrics_listen)
     if args.command == "dev":
         from hourglass.cli import dev
 
@@ -456,11 +501,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "operator":
         from hourglass.operator import main as operator_main
 
+        if args.token and args.token_file:
+            parser.error("--token and --token-file exclude each other (or unset HOURGLASS_TOKEN)")
+
         operator_main.run(
             args.server,
             args.namespaces or None,
             args.lease or None,
             token=args.token or None,
+            token_file=args.token_file or None,
             tls_ca=args.tls_ca or None,
             platform=serve.platform(parser, args),
         )
@@ -547,6 +596,8 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             api_listen=args.listen if args.command == "api" else None,
             api_insecure=getattr(args, "insecure", False),
             api_tls=_server_tls(parser, args) if args.command == "api" else None,
+            api_service_accounts=_service_accounts(parser, args),
+            api_token_audience=getattr(args, "kubernetes_token_audience", "hourglass"),
             api_max_binary=getattr(args, "max_binary_size", 256 * 1024 * 1024),
             api_upload_idle_timeout=(
                 args.upload_idle_timeout.total_seconds() if args.command == "api" else 30.0
