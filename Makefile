@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install dev test check tools unit clean
+.PHONY: install dev test check tools unit chart-check clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: check tools
 
 check: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" ./scripts/check
+
+# The chart rendered (defaults, and charts/hourglass/ci/*-values.yaml with every option on) and
+# validated offline with kubeconform -strict against the built kube-apiserver's schemas; fails
+# when anything is invalid or skipped, or when nothing validated.
+chart-check: install
+	PYTHON=$(BIN)/python ./scripts/chart-check
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

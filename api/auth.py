@@ -10,6 +10,8 @@ Open streams (WatchJob, GetRunLogs with follow) call `recheck` at least every
 streams recheck every half lifetime, so a stream of a revoked token ends at most
 `cache_seconds` after the revocation, without a query per stream: the streams of one token
 share its cache entry.
+
+Kubernetes service accounts may call too, with their own tokens (api/kube_auth.py).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Tokens:
         await self._resolve(context, max_age=self.recheck_interval)
 
     async def _resolve(self, context: grpc.aio.ServicerContext[Any, Any], *, max_age: float) -> str:
-        token = _bearer(context)
+        token = bearer(context)
         if not token:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -116,7 +118,8 @@ class Tokens:
         return found.namespace
 
 
-def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The call's `authorization: Bearer <token>`, or "" (api/kube_auth.py reads it too)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")

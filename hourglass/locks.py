@@ -64,6 +64,10 @@ class Etcd:
     async def close(self) -> None:
         await self.endpoints.close()
 
+    async def ping(self) -> None:
+        """Raises unless etcd answers now (readiness probes)."""
+        await self.client.status()
+
     def run_key(self, run_id: RunId) -> bytes:
         return f"{self.prefix}runs/{run_id}".encode()
 

@@ -1,6 +1,7 @@
 """Prometheus metrics of every component, in one place so that their names stay consistent.
 
-Each process serves its own registry on `--metrics-listen HOST:PORT`. Counters are counted
+Each process serves its own registry on `--metrics-listen HOST:PORT` (hourglass.health
+serves it, with the liveness and readiness paths). Counters are counted
 where the event happens (the producer counts fires, the worker results, the claimer
 takeovers); the gauges that describe the whole system (queue depth, overdue jobs) are
 measured by the leading claimer, so that they are measured once, not once per process.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,3 @@ lock_wakeups = Counter(
     "Waiters woken because the key before theirs in a lock's queue went away: one per "
     "release while someone waits (no thundering herd).",
 )
-
-
-def serve(listen: str) -> int:
-    """Serves /metrics on HOST:PORT in a background thread; returns the port."""
-    host, _, port = listen.rpartition(":")
-    server, _ = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
-    bound = int(server.server_address[1])
-    log.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", bound)
-    return bound

@@ -15,7 +15,7 @@ changes. Anything else (the API is down, say) is retried with a delay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +47,21 @@ class Config:
 class Api:
     """The few JobScheduler calls the operator makes, typed, each with a deadline."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout: float, token: str | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout: float,
+        token: str | Callable[[], str] | None = None,
+    ) -> None:
+        """token: a fixed token, or a callable giving the current one (a rotated file)."""
         self._stub: Any = pb_grpc.JobSchedulerStub(channel)  # type: ignore[no-untyped-call]
         self._timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._token = token
 
     def _options(self) -> dict[str, Any]:
-        return {"timeout": self._timeout, "metadata": self._metadata}
+        token = self._token() if callable(self._token) else self._token
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return {"timeout": self._timeout, "metadata": metadata}
 
     async def schedule(self, request_id: str, spec: pb.JobSpec) -> str:
         request = pb.ScheduleJobRequest(request_id=request_id, spec=spec)

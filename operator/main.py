@@ -14,14 +14,17 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import kopf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
-from hourglass import cases
+from hourglass import cases, health
 from hourglass.operator import cases as case_handlers
 from hourglass.operator import handlers, kube, leader, resources
+from hourglass.operator.token_file import TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,10 @@ async def _main(
     lease: str | None,
     lease_namespace: str | None,
     identity: str | None,
-    token: str | None,
+    token: str | TokenFile | None,
     tls_ca: bytes | None,
     cfg: handlers.Config,
+    checks: health.Health,
     platform: cases.Platform | None,
     lease_duration: float,
     stop_event: threading.Event | None,
@@ -136,6 +140,8 @@ async def _main(
         credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
         channel = grpc.aio.secure_channel(server, credentials)
     reconciler = handlers.Reconciler(handlers.Api(channel, cfg.rpc_timeout, token), cfg)
+    checks.add("hourglass api", _api_check(channel, cfg.rpc_timeout))
+    monitor = asyncio.create_task(checks.run(), name="health")
     registry = handlers.build_registry(reconciler, cfg)
     plurals = [resources.PLURAL]
     cases_client: client.ApiClient | None = None
@@ -187,6 +193,7 @@ async def _main(
                 break  # kopf stopped on a stop or a signal: so does the operator
             log.warning("leadership lost; campaigning again")
     finally:
+        monitor.cancel()
         if watcher is not None:
             watcher.cancel()
         if elector is not None:
@@ -195,6 +202,22 @@ async def _main(
             if opened is not None:
                 opened.close()  # type: ignore[no-untyped-call]
         await channel.close()
+
+
+def _api_check(channel: grpc.aio.Channel, timeout: float) -> health.Check:
+    """Readiness: the hourglass API answers its gRPC health check with SERVING."""
+    stub: Any = health_pb2_grpc.HealthStub(channel)
+
+    async def check() -> None:
+        request = health_pb2.HealthCheckRequest(service="")
+        try:
+            response = await stub.Check(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise health.NotReady(f"the hourglass API: {error.code().name}") from None
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise health.NotReady("the hourglass API is not serving")
+
+    return check
 
 
 async def _watch(outside: threading.Event, inside: asyncio.Event) -> None:
@@ -223,6 +246,7 @@ def run(
     lease: str | None = DEFAULT_LEASE,
     *,
     token: str | None = None,
+    token_file: str | None = None,
     tls_ca: str | None = None,
     lease_namespace: str | None = None,
     identity: str | None = None,
@@ -240,6 +264,8 @@ def run(
         None: no election (a single replica, or a developer's laptop).
     token: the API token, sent as `authorization: Bearer <token>`; None: none (a server
         started with --insecure).
+    token_file: a file holding the token instead, re-read when it changes (the service
+        account token that the chart projects, which the kubelet rotates).
     tls_ca: a PEM file of the CA that signed the API's certificate: TLS; None: plaintext.
     lease_namespace: where the Lease lives (default: $POD_NAMESPACE, else the service
         account's namespace, else "default").
@@ -262,9 +288,10 @@ def run(
             lease=lease,
             lease_namespace=lease_namespace,
             identity=identity,
-            token=token,
+            token=TokenFile(token_file) if token_file else token,
             tls_ca=Path(tls_ca).read_bytes() if tls_ca else None,
             cfg=cfg,
+            checks=health.PROCESS,
             platform=platform,
             lease_duration=lease_duration,
             stop_event=stop,

@@ -94,6 +94,10 @@ class Claimer:
                 "%d jobs are more than %s overdue: is a producer running?", overdue, OVERDUE_AFTER
             )
 
+    def holds_lease(self) -> bool:
+        """Whether this process's etcd lease is granted and not lost (its readiness)."""
+        return self.lease.id != 0 and not self.lease.lost.is_set()
+
     async def run(self) -> None:
         try:
             while True:

@@ -108,6 +108,10 @@ class Worker:
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
 
+    def holds_lease(self) -> bool:
+        """Whether this process's etcd lease is granted and not lost (its readiness)."""
+        return self.lease.id != 0 and not self.lease.lost.is_set()
+
     async def run(self) -> None:
         """Claims and executes runs until `stop()`; then drains within the grace period."""
         await self.wakeups.start()

@@ -13,7 +13,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import artifact_quota, durations
-from hourglass.cli import admin, dev_cases, sandbox_options
+from hourglass.cli import admin, api_auth_options, dev_cases, sandbox_options
 from hourglass.cli.options import (
     DEFAULT_LISTEN,
     add_artifacts_option,
@@ -117,6 +117,7 @@ def _add_api(commands: Any) -> None:
         action="store_true",
         help="serve without tokens: every caller is in the default namespace",
     )
+    api_auth_options.add(api)
     api.add_argument("--tls-cert", type=Path, default=env_path("HOURGLASS_TLS_CERT"))
     api.add_argument("--tls-key", type=Path, default=env_path("HOURGLASS_TLS_KEY"))
     api.add_argument(
@@ -257,16 +258,23 @@ def _add_operator(commands: Any) -> None:
         "--token", default=env("HOURGLASS_TOKEN"), help="API token (env HOURGLASS_TOKEN)"
     )
     operator.add_argument(
+        "--token-file",
+        default=env("HOURGLASS_TOKEN_FILE"),
+        help="read the API token from this file, again whenever it changes: a projected"
+        " service account token the API accepts (env HOURGLASS_TOKEN_FILE)",
+    )
+    operator.add_argument(
         "--tls-ca", default=env("HOURGLASS_TLS_CA"), help="CA of the API's TLS certificate"
     )
+    add_metrics_option(operator)
     serve.add_platform_options(operator)
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if getattr(args, "metrics_listen", ""):
-        from hourglass import metrics
+        from hourglass import health
 
-        metrics.serve(args.metrics_listen)
+        health.serve(args.metrics_listen)
     if args.command == "dev":
         from hourglass.cli import dev
 
@@ -277,11 +285,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from hourglass.cli import serve
         from hourglass.operator import main as operator_main
 
+        if args.token and args.token_file:
+            parser.error("--token and --token-file exclude each other (or unset HOURGLASS_TOKEN)")
         operator_main.run(
             args.server,
             args.namespaces or None,
             args.lease or None,
             token=args.token or None,
+            token_file=args.token_file or None,
             tls_ca=args.tls_ca or None,
             platform=serve.platform(parser, args),
         )
@@ -370,6 +381,8 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             api_listen=args.listen if args.command == "api" else None,
             api_insecure=getattr(args, "insecure", False),
             api_tls=_server_tls(parser, args) if args.command == "api" else None,
+            api_service_accounts=api_auth_options.service_accounts(parser, args),
+            api_token_audience=getattr(args, "kubernetes_token_audience", "hourglass"),
             api_max_binary=getattr(args, "max_binary_size", 256 * 1024 * 1024),
             api_upload_idle_timeout=(
                 args.upload_idle_timeout.total_seconds() if args.command == "api" else 30.0

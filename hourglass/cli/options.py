@@ -138,7 +138,8 @@ def add_metrics_option(parser: argparse.ArgumentParser) -> None:
         "--metrics-listen",
         default=env("HOURGLASS_METRICS_LISTEN"),
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (env HOURGLASS_METRICS_LISTEN)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, and liveness and readiness"
+        " at /healthz and /readyz (env HOURGLASS_METRICS_LISTEN)",
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hourglass import cases
+from hourglass import cases, health
 from hourglass.cli.options import command, kubernetes_namespace
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,14 @@ async def _serve(case: cases.Case, chosen: cases.Settings, *, database_url: str)
     if chosen.http_listen:
         addresses.append(f"HTTP on {chosen.http_listen}")
     print(f"hourglass serve {case.name} {chosen.name}: {', '.join(addresses)}", flush=True)
-    await case.serve(chosen, stop)
+    # /healthz on the metrics port: the loop turns (the case's own probes are on its HTTP port).
+    monitor = asyncio.create_task(health.PROCESS.run(), name="health")
+    try:
+        await case.serve(chosen, stop)
+    finally:
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
 
 
 def add_platform_options(operator: argparse.ArgumentParser) -> None:

@@ -9,13 +9,13 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hourglass import artifacts, retrying
-from hourglass.api import auth
+from hourglass import artifacts, health, retrying
+from hourglass.api import auth, kube_auth
 from hourglass.api import server as api_server
 from hourglass.api.uploads import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BINARY
 from hourglass.artifact_quota import DEFAULT_MAX_ARTIFACT_BYTES
@@ -45,6 +45,10 @@ class Components:
     # Serve without authentication (every caller in the "default" namespace).
     api_insecure: bool = False
     api_tls: api_server.Tls | None = None
+    # Kubernetes service accounts ("NAMESPACE/NAME") that may call with their own tokens
+    # (TokenReview), each mapped to an hourglass namespace; and the audience their tokens name.
+    api_service_accounts: Mapping[str, str] = field(default_factory=dict)
+    api_token_audience: str = kube_auth.DEFAULT_AUDIENCE
     api_max_binary: int = DEFAULT_MAX_BINARY
     # An upload that sends nothing for this many seconds is ended.
     api_upload_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -85,6 +89,22 @@ def _watch_children_with_pidfd(loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_child_watcher(watcher)
 
 
+def _authenticator(
+    components: Components, pool: db.Pool, closers: list[Callable[[], None]]
+) -> auth.Authenticator:
+    if components.api_insecure:
+        return auth.Insecure()
+    tokens = auth.Tokens(pool)
+    if not components.api_service_accounts:
+        return tokens
+    api = kube_auth.kubernetes_client()
+    closers.append(api.close)
+    accounts = kube_auth.ServiceAccounts(
+        api, accounts=components.api_service_accounts, audience=components.api_token_audience
+    )
+    return kube_auth.Combined(tokens, accounts)
+
+
 async def _open_pool(dsn: str) -> db.Pool:
     async for attempt in retrying.forever():
         with attempt:
@@ -92,8 +112,14 @@ async def _open_pool(dsn: str) -> db.Pool:
     raise AssertionError("unreachable")
 
 
-async def run(components: Components, on_ready: Callable[[int | None], None] | None = None) -> None:
-    """Runs the chosen components until a signal. A worker drains on SIGTERM first."""
+async def run(
+    components: Components,
+    on_ready: Callable[[int | None], None] | None = None,
+    *,
+    checks: health.Health = health.PROCESS,
+) -> None:
+    """Runs the chosen components until a signal. A worker drains on SIGTERM first. Their
+    readiness checks go into `checks` (served on /readyz with the metrics)."""
     loop = asyncio.get_running_loop()
     _watch_children_with_pidfd(loop)
     host = None
@@ -102,15 +128,25 @@ async def run(components: Components, on_ready: Callable[[int | None], None] | N
         # after waiting for its database (SandboxError ends the process).
         host = Host(components.sandbox)
         host.start()
+    # The monitor runs from the start: while the database is still out of reach the process
+    # is alive (/healthz) and not ready (/readyz).
+    checks.add("database", health.pending("connecting"))
+    monitor = asyncio.create_task(checks.run(), name="health")
     try:
-        await _run(components, host, on_ready)
+        await _run(components, host, on_ready, checks)
     finally:
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
         if host is not None:
             host.stop()
 
 
 async def _run(
-    components: Components, host: Host | None, on_ready: Callable[[int | None], None] | None
+    components: Components,
+    host: Host | None,
+    on_ready: Callable[[int | None], None] | None,
+    checks: health.Health,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -127,12 +163,15 @@ async def _run(
         return
     stopped.cancel()
     pool = opening.result()
+    checks.add("database", lambda: db.ping(pool))
     store = artifacts.open_store(components.artifacts) if components.artifacts else None
     etcd = (
         Etcd(components.etcd_endpoints, components.etcd_prefix)
         if components.etcd_endpoints
         else None
     )
+    if etcd is not None:
+        checks.add("etcd", etcd.ping)
     tasks: list[asyncio.Task[None]] = []
     worker: Worker | None = None
     server: api_server.ApiServer | None = None
@@ -148,7 +187,7 @@ async def _run(
                 pool,
                 components.api_listen,
                 dsn=components.dsn,
-                auth=auth.Insecure() if components.api_insecure else auth.Tokens(pool),
+                auth=_authenticator(components, pool, closers),
                 tls=components.api_tls,
                 artifact_store=store,
                 max_binary=components.api_max_binary,
@@ -166,6 +205,9 @@ async def _run(
             )
             claimer = Claimer(
                 pool=pool, etcd=etcd, config=components.claimer, maintenance=maintenance
+            )
+            checks.add(
+                "claimer lease", health.lease_check("the claimer's etcd lease", claimer.holds_lease)
             )
             spawn("claimer", claimer.run())
         if components.worker is not None:
@@ -194,6 +236,9 @@ async def _run(
                 etcd=etcd,
                 executor=executor,
                 config=components.worker,
+            )
+            checks.add(
+                "worker lease", health.lease_check("the worker's etcd lease", worker.holds_lease)
             )
             spawn("worker", worker.run())
         if on_ready is not None:

@@ -55,6 +55,12 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> Pool:
     return pool
 
 
+async def ping(pool: Pool, *, timeout: float = 5.0) -> None:
+    """Raises unless PostgreSQL answers a query through the pool now (readiness probes)."""
+    async with pool.connection(timeout=timeout) as conn:
+        await conn.execute("SELECT 1")
+
+
 @contextlib.asynccontextmanager
 async def transaction(pool: Pool) -> AsyncIterator[Connection]:
     """A connection inside one transaction, committed when the block exits cleanly."""

@@ -56,6 +56,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from hourglass.domain import FencingToken, JobId, RunId, Task
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
+from scripts import chart_check
 from tests.k8s.conftest import REPO, KubeApiServer, finish_job
 from tests.k8s.netpol import Endpoint, allowed
 
@@ -131,8 +132,8 @@ def kube_version(kube_apiserver: KubeApiServer) -> str:
 
 @pytest.fixture(scope="module")
 def template(helm: Path, kube_version: str) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`helm template` of the chart for the server's Kubernetes version (this helm, built
-    with `go install`, would otherwise assume v1.20 and refuse the chart's kubeVersion)."""
+    """`helm template` of the chart for the server's Kubernetes version (the chart also
+    renders without one: test_chart_production.py)."""
 
     def render(
         *values: str, release: str = "hg", namespace: str = "hourglass", crds: bool = False
@@ -149,106 +150,8 @@ def template(helm: Path, kube_version: str) -> Callable[..., subprocess.Complete
 
 
 # --- schemas for kubeconform, from the test API server -------------------------------------
-
-INT_OR_STRING: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
-QUANTITY: dict[str, Any] = {"oneOf": [{"type": "string"}, {"type": "number"}]}
-OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
-
-
-def _keywords(node: dict[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
-    """A schema node's keywords, converted, without the `x-` extensions. The names in
-    `properties` are data, not keywords (JSONSchemaProps has properties named x-...)."""
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key.startswith("x-"):
-            continue
-        if key in ("enum", "default", "example"):
-            out[key] = value
-        elif key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
-            out[key] = {name: convert(schema) for name, schema in value.items()}
-        else:
-            out[key] = convert(value)
-    return out
-
-
-def _strict_openapi(node: Any) -> Any:
-    """An OpenAPI v2 schema node as strict JSON schema (draft 4, kubeconform's default)."""
-    if isinstance(node, list):
-        return [_strict_openapi(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if node.get("format") == "int-or-string":
-        return {**INT_OR_STRING, "description": node.get("description", "")}
-    out = _keywords(node, _strict_openapi)
-    if "properties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False
-    return out
-
-
-def _strict_crd(node: Any) -> Any:
-    """A CRD's openAPIV3Schema node as strict JSON schema."""
-    if isinstance(node, list):
-        return [_strict_crd(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if node.get("x-kubernetes-int-or-string"):
-        rest = {k: v for k, v in node.items() if k not in ("type", "x-kubernetes-int-or-string")}
-        return {**INT_OR_STRING, **_strict_crd(rest)}
-    preserve = node.get("x-kubernetes-preserve-unknown-fields") or node.get(
-        "x-kubernetes-embedded-resource"
-    )
-    out = _keywords(node, _strict_crd)
-    out.pop("nullable", None)
-    if node.get("nullable") and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    if "properties" in out and "additionalProperties" not in out and not preserve:
-        out["additionalProperties"] = False
-    return out
-
-
-def _reachable(definitions: dict[str, Any], root: Any) -> dict[str, Any]:
-    """The definitions that `root` reaches through `$ref`, transitively."""
-    found: dict[str, Any] = {}
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/definitions/"):
-                name = ref.removeprefix("#/definitions/")
-                if name not in found:
-                    found[name] = definitions[name]
-                    stack.append(definitions[name])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
-def _schema_file(kind: str, api_version: str) -> str:
-    """kubeconform's file name: {{ .ResourceKind }}{{ .KindSuffix }}.json."""
-    group, _, version = api_version.rpartition("/")
-    suffix = f"-{group.split('.')[0].lower()}-{version.lower()}" if group else f"-{version}"
-    return f"{kind.lower()}{suffix}.json"
-
-
-def _write_schema(folder: Path, name: str, root: Any, definitions: dict[str, Any]) -> None:
-    document = {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        **root,
-        "definitions": _reachable(definitions, root),
-    }
-    (folder / name).write_text(json.dumps(document))
-
-
-def _crd_documents() -> list[dict[str, Any]]:
-    folder = CHART / "crds"
-    documents: list[dict[str, Any]] = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml"), *folder.glob("*.json")]):
-        documents.extend(
-            d for d in _documents(path.read_text()) if d.get("kind") == "CustomResourceDefinition"
-        )
-    return documents
+# The conversion is scripts/chart_check.py's (`make chart-check`), applied here to the
+# session's API server.
 
 
 @pytest.fixture(scope="module")
@@ -259,38 +162,10 @@ def kubeconform_schemas(
     serves (and of the chart's CRDs); see the module docstring."""
     status, body = kube_apiserver.get("/openapi/v2")
     assert status == 200, body[:500]
-    openapi = json.loads(body)
-    definitions = {name: _strict_openapi(d) for name, d in openapi["definitions"].items()}
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = INT_OR_STRING
-    definitions["io.k8s.apimachinery.pkg.api.resource.Quantity"] = QUANTITY
-
     root = tmp_path_factory.mktemp("kubeconform-schemas")
     folder = root / f"v{kube_version}-standalone-strict"
-    folder.mkdir()
-    written = 0
-    for name, definition in openapi["definitions"].items():
-        for gvk in definition.get("x-kubernetes-group-version-kind", []):
-            api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
-            ref = {"$ref": f"#/definitions/{name}"}
-            _write_schema(folder, _schema_file(gvk["kind"], api_version), ref, definitions)
-            written += 1
-    assert written > 50, "the server's OpenAPI document names too few kinds"
-
-    for crd in _crd_documents():
-        spec = crd["spec"]
-        for version in spec["versions"]:
-            schema = copy.deepcopy(version.get("schema", {}).get("openAPIV3Schema", {}))
-            schema = _strict_crd(schema) or {"type": "object"}
-            api_version = f"{spec['group']}/{version['name']}"
-            properties = schema.setdefault("properties", {})
-            properties["apiVersion"] = {"type": "string", "enum": [api_version]}
-            properties["kind"] = {"type": "string", "enum": [spec["names"]["kind"]]}
-            properties["metadata"] = {"$ref": f"#/definitions/{OBJECT_META}"}
-            schema.setdefault("type", "object")
-            schema.setdefault("required", [])
-            schema["required"] = sorted({*schema["required"], "apiVersion", "kind"})
-            name = _schema_file(spec["names"]["kind"], api_version)
-            _write_schema(folder, name, schema, definitions)
+    chart_check.write_cluster_schemas(json.loads(body), folder)
+    chart_check.write_crd_schemas(chart_check.chart_crds(), folder)
     return root
 
 
@@ -364,7 +239,7 @@ def test_the_example_scheduledjob_validates_against_the_converted_crd_schema(
     """The CRD's openAPIV3Schema, converted for kubeconform, accepts the example and refuses
     a misspelled field, so custom resources are validated, not skipped."""
     example = REPO / "examples" / "scheduledjob.yaml"
-    if not _crd_documents() or not example.is_file():
+    if not chart_check.chart_crds() or not example.is_file():
         pytest.skip("no ScheduledJob CRD in charts/hourglass/crds or no examples/scheduledjob.yaml")
     report = validate(example.read_text())
     assert report["summary"]["valid"] >= 1 and report["returncode"] == 0, report
@@ -419,8 +294,10 @@ def test_the_chart_renders_what_the_brief_asks_for(
             assert security["readOnlyRootFilesystem"] is True
             assert security["capabilities"] == {"drop": ["ALL"]}
     api = deployments["hg-hourglass-api"]["spec"]["template"]["spec"]
-    assert api["containers"][0]["readinessProbe"]["grpc"] == {"port": 50051}
-    assert api["automountServiceAccountToken"] is False
+    assert api["containers"][0]["livenessProbe"]["grpc"] == {"port": 50051}
+    assert api["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Its Kubernetes identity may only create TokenReviews (for the operator's token).
+    assert api["automountServiceAccountToken"] is True
     worker = deployments["hg-hourglass-worker"]["spec"]["template"]["spec"]
     assert worker["containers"][0]["args"][:5] == [
         "worker", "--executor", "kubernetes", "--job-namespace", "hourglass",

@@ -3,6 +3,8 @@ One hourglass component as a Deployment:
   (dict "root" $ "component" "producer" "config" .Values.producer "args" (list ...)
         "noDatabase" false "etcd" false "artifacts" false "kubernetesAccess" false
         "env" "<more env, YAML>" "ports" "<YAML>" "probes" "<YAML>" "terminationGrace" 30)
+A component that serves HTTP (hourglass.servesHttp) gets the /healthz and /readyz probes
+unless "probes" replaces them.
 */}}
 {{- define "hourglass.deployment" -}}
 {{- $root := .root -}}
@@ -15,7 +17,9 @@ metadata:
   labels:
     {{- include "hourglass.labels" . | nindent 4 }}
 spec:
+  {{- if not (dig "autoscaling" "enabled" false .config) }}
   replicas: {{ .config.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   selector:
     matchLabels:
@@ -28,6 +32,9 @@ spec:
       automountServiceAccountToken: {{ .kubernetesAccess | default false }}
       terminationGracePeriodSeconds: {{ .terminationGrace | default 30 }}
       {{- include "hourglass.podCommon" $root | trim | nindent 6 }}
+      {{- with include "hourglass.topologySpread" . | trim }}
+      {{- . | nindent 6 }}
+      {{- end }}
       containers:
         - name: {{ .component }}
           image: {{ include "hourglass.image" $root | quote }}
@@ -47,7 +54,7 @@ spec:
             {{- with .config.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          {{- $metrics := include "hourglass.hasMetrics" . }}
+          {{- $metrics := include "hourglass.servesHttp" . }}
           {{- if or .ports $metrics }}
           ports:
             {{- with .ports }}
@@ -59,8 +66,10 @@ spec:
               protocol: TCP
             {{- end }}
           {{- end }}
-          {{- with .probes }}
+          {{- if $root.Values.probes.enabled }}
+          {{- with (default (include "hourglass.httpProbes" .) .probes) }}
           {{- . | nindent 10 }}
+          {{- end }}
           {{- end }}
           resources:
             {{- toYaml .config.resources | nindent 12 }}

@@ -89,8 +89,13 @@ url
 {{- end }}
 {{- end }}
 
-{{/* Fails the render when the external stores are not given. */}}
+{{/* Fails the render when the external stores are not given, or when a real cluster (one
+`lookup` reaches: never `helm template`, which has none and assumes some old version) is older
+than the 1.27 the chart needs. */}}
 {{- define "hourglass.validate" -}}
+{{- if and (semverCompare "<1.27.0-0" .Capabilities.KubeVersion.Version) (lookup "v1" "Namespace" "" .Release.Namespace) }}
+{{- fail (printf "Kubernetes %s is too old for hourglass: it needs 1.27 or later (gRPC probes, CRD validation rules)" .Capabilities.KubeVersion.Version) }}
+{{- end }}
 {{- if and (not .Values.postgresql.enabled) (not .Values.database.url) (not .Values.database.existingSecret) }}
 {{- fail "postgresql.enabled is false: set database.url or database.existingSecret" }}
 {{- end }}
@@ -162,7 +167,7 @@ that the components fail over from one to the next (hourglass/etcd_endpoints.py)
 - name: HOURGLASS_ARTIFACTS
   value: {{ $root.Values.artifacts.url | quote }}
 {{- end }}
-{{- if include "hourglass.hasMetrics" . }}
+{{- if include "hourglass.servesHttp" . }}
 - name: HOURGLASS_METRICS_LISTEN
   value: {{ printf "0.0.0.0:%d" (int $root.Values.metrics.port) | quote }}
 {{- end }}
@@ -171,9 +176,64 @@ that the components fail over from one to the next (hourglass/etcd_endpoints.py)
   value: /tmp
 {{- end }}
 
-{{/* Whether a component serves Prometheus metrics (the four long-running services). */}}
+{{/* The long-running components: each serves /metrics, /healthz and /readyz on the metrics
+port (hourglass/health.py), which their probes call. */}}
+{{- define "hourglass.httpComponents" -}}
+{{- list "api" "producer" "worker" "claimer" "operator" | toJson }}
+{{- end }}
+
+{{- define "hourglass.servesHttp" -}}
+{{- if has .component (include "hourglass.httpComponents" .root | fromJsonArray) }}true{{ end }}
+{{- end }}
+
+{{/* Whether a component's metrics are scraped (annotations, ServiceMonitor, PodMonitor);
+the port serves the probes either way. */}}
 {{- define "hourglass.hasMetrics" -}}
-{{- if and .root.Values.metrics.enabled (has .component (list "api" "producer" "worker" "claimer")) }}true{{ end }}
+{{- if and .root.Values.metrics.enabled (include "hourglass.servesHttp" .) }}true{{ end }}
+{{- end }}
+
+{{/* Probes on the metrics port: startup and liveness on /healthz (the event loop turns; a
+database outage is not a reason to restart), readiness on /readyz (PostgreSQL, etcd, the
+worker's lease, the operator's API). `api` replaces the liveness probes with gRPC. */}}
+{{- define "hourglass.httpProbes" -}}
+{{- $p := .root.Values.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: 2
+  failureThreshold: {{ $p.startupFailureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: metrics
+  periodSeconds: {{ $p.periodSeconds }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+  failureThreshold: {{ $p.readinessFailureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+  periodSeconds: {{ $p.periodSeconds }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+  failureThreshold: {{ $p.livenessFailureThreshold }}
+{{- end }}
+
+{{/* topologySpreadConstraints of one component's pods, one per topology.keys entry. */}}
+{{- define "hourglass.topologySpread" -}}
+{{- $spread := .root.Values.topologySpread -}}
+{{- if $spread.enabled }}
+topologySpreadConstraints:
+  {{- range $spread.keys }}
+  - maxSkew: {{ $spread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "hourglass.selectorLabels" $ | nindent 8 }}
+    matchLabelKeys: ["pod-template-hash"]
+  {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The pod spec settings every hourglass pod shares. */}}
@@ -314,4 +374,24 @@ templates hourglass.io/case-server), never a job pod. */}}
         operator: Exists
       - key: hourglass.io/run
         operator: DoesNotExist
+{{- end }}
+
+{{/* Whether the operator calls the API with its own projected service account token. */}}
+{{- define "hourglass.operatorUsesServiceAccount" -}}
+{{- if and .Values.operator.enabled .Values.operator.token.fromServiceAccount (not .Values.api.insecure) .Values.api.kubernetesAuth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The service accounts whose own tokens the API accepts (TokenReview), as a JSON map of
+"NAMESPACE/NAME" to hourglass namespace: api.kubernetesAuth.serviceAccounts, plus the
+operator's. Empty map: the API reviews no Kubernetes token. */}}
+{{- define "hourglass.apiServiceAccounts" -}}
+{{- $accounts := dict }}
+{{- if and .Values.api.kubernetesAuth.enabled (not .Values.api.insecure) }}
+{{- $accounts = deepCopy .Values.api.kubernetesAuth.serviceAccounts }}
+{{- if include "hourglass.operatorUsesServiceAccount" . }}
+{{- $operator := printf "%s/%s" .Release.Namespace (include "hourglass.componentName" (dict "root" . "component" "operator")) }}
+{{- $_ := set $accounts $operator .Values.operator.token.namespace }}
+{{- end }}
+{{- end }}
+{{- $accounts | toJson }}
 {{- end }}
