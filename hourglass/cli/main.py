@@ -92,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in components.COMMANDS:
         return components.run(parser, args)
     if args.command == "serve":
+        if args.metrics_listen:
+            from hourglass import health
+
+            health.serve(args.metrics_listen)
         return serve.run(parser, args)
     if args.command == "leaderboard":
         from hourglass.cases.leaderboard import cli as leaderboard_cli
