@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import schedules
+from hourglass import limits, schedules
 from hourglass.api import convert
 from hourglass.artifacts import parse_digest
 from hourglass.domain import (
@@ -40,10 +40,10 @@ MAX_ARGV_BYTES = 128 * 1024
 MAX_ENV_ITEMS = 256
 MAX_ENV_BYTES = 64 * 1024
 MAX_REQUEST_ID = 256
-MAX_ATTEMPTS = 100
-MAX_TIMEOUT = timedelta(days=7)
-MAX_BACKOFF = timedelta(hours=1)
-MAX_INTERVAL = timedelta(days=3650)
+MAX_ATTEMPTS = limits.MAX_ATTEMPTS
+MAX_TIMEOUT = limits.MAX_TIMEOUT
+MAX_BACKOFF = limits.MAX_BACKOFF
+MAX_INTERVAL = limits.MAX_INTERVAL
 # image and working_dir
 MAX_TEXT = 4096
 MAX_CRON_EXPRESSION = 1024
@@ -53,8 +53,7 @@ MAX_QUANTITY = 64
 # for the date arithmetic of fire times (Python's datetime ends with the year 9999).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-# google.protobuf.Duration's own range: about 10,000 years either way.
-MAX_DURATION_SECONDS = 315_576_000_000
+MAX_DURATION_SECONDS = limits.MAX_DURATION_SECONDS
 _MAX_NANOS = 999_999_999
 # "sha256:" and 64 hex digits; anything much longer is not worth quoting back.
 _MAX_DIGEST = 80
