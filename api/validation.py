@@ -321,6 +321,11 @@ def request_id(value: str) -> str:
     return _text(value, "request_id", MAX_REQUEST_ID)
 
 
+def manager(value: str, field: str = "manager") -> str:
+    """A manager's name (ScheduleJobRequest.managed_by, and the requests that change a job)."""
+    return _text(value, field, MAX_NAME)
+
+
 def run_id(value: str) -> RunId:
     if not value:
         raise Invalid("run_id", "is required")
