@@ -22,6 +22,7 @@ from kubernetes import client
 from hourglass import cases
 from hourglass.operator import cases as case_handlers
 from hourglass.operator import handlers, kube, leader, resources
+from hourglass.operator.api_client import Api
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ async def _main(
     else:
         credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
         channel = grpc.aio.secure_channel(server, credentials)
-    reconciler = handlers.Reconciler(handlers.Api(channel, cfg.rpc_timeout, token), cfg)
+    reconciler = handlers.Reconciler(Api(channel, cfg.rpc_timeout, token), cfg)
     registry = handlers.build_registry(reconciler, cfg)
     plurals = [resources.PLURAL]
     cases_client: client.ApiClient | None = None

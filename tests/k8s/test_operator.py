@@ -549,12 +549,21 @@ def test_deleting_the_resource_deletes_the_job(
     assert hourglass_api.jobs() == []
 
 
-def test_a_job_deleted_behind_the_operators_back_is_scheduled_again(
-    operator: RunningOperator, sj: ScheduledJobs, hourglass_api: HourglassApi
+def test_a_users_delete_is_refused_and_a_forced_one_is_scheduled_again(
+    operator: RunningOperator,
+    sj: ScheduledJobs,
+    hourglass_api: HourglassApi,
+    k8s_namespace: str,
 ) -> None:
     sj.create(example())
     job_id = wait_for("the job", _scheduled(sj, "hello"))["jobId"]
-    hourglass_api.call("DeleteJob", pb.DeleteJobRequest(job_id=job_id))
+    with pytest.raises(grpc.RpcError) as refused:
+        hourglass_api.call("DeleteJob", pb.DeleteJobRequest(job_id=job_id))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"kubectl delete scheduledjob hello -n {k8s_namespace}" in refused.value.details()
+    assert hourglass_api.job(job_id).job.managed_by == f"ScheduledJob {k8s_namespace}/hello"
+    # Forced: the job goes, and the ScheduledJob, which still asks for it, gets a new one.
+    hourglass_api.call("DeleteJob", pb.DeleteJobRequest(job_id=job_id, force=True))
     status = wait_for(
         "a new job", lambda: (s := sj.status("hello")).get("jobId") not in (None, job_id) and s
     )
