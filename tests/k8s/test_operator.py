@@ -183,6 +183,8 @@ class HourglassApi:
     token: str
     stub: pb_grpc.JobSchedulerStub
     metadata: tuple[tuple[str, str], ...] = ()
+    # Stops the server (as an outage would); the fixture's teardown then finds it stopped.
+    stop: Callable[[], None] = lambda: None
 
     def call(self, method: str, request: Any) -> Any:
         return getattr(self.stub, method)(request, metadata=self.metadata, timeout=10)
@@ -235,15 +237,21 @@ def hourglass_api(database_url: str, tmp_path: Path, k8s_namespace: str) -> Iter
     if "error" in state:
         raise state["error"]
     address = f"127.0.0.1:{state['port']}"
+
+    def stop() -> None:
+        if thread.is_alive():
+            state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(30)
+
     with grpc.insecure_channel(address) as channel:
         yield HourglassApi(
             address=address,
             token=state["token"],
             stub=pb_grpc.JobSchedulerStub(channel),
             metadata=(("authorization", f"Bearer {state['token']}"),),
+            stop=stop,
         )
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(30)
+    stop()
 
 
 # -- the operator -------------------------------------------------------------------------------
