@@ -10,7 +10,7 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -51,8 +51,8 @@ MAX_TIME_ZONE = 64
 MAX_QUANTITY = 64
 # Instants a request may name: from the Unix epoch to the year 9000. Later ones leave no room
 # for the date arithmetic of fire times (Python's datetime ends with the year 9999).
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+EARLIEST = limits.EARLIEST
+LATEST = limits.LATEST
 MAX_DURATION_SECONDS = limits.MAX_DURATION_SECONDS
 _MAX_NANOS = 999_999_999
 # "sha256:" and 64 hex digits; anything much longer is not worth quoting back.

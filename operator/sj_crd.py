@@ -216,6 +216,31 @@ def time_zone_rule(zones: Iterable[str]) -> dict[str, str]:
     }
 
 
+def _instant_rules(words: str) -> list[dict[str, str]]:
+    """An instant within the API's range (a date-time string is a CEL timestamp)."""
+    earliest, latest = (
+        f"{moment:%Y-%m-%dT%H:%M:%SZ}" for moment in (limits.EARLIEST, limits.LATEST)
+    )
+    return [
+        {
+            "rule": f"self >= timestamp('{earliest}') && self < timestamp('{latest}')",
+            "message": f"{words} must be from {earliest} up to {latest}",
+        }
+    ]
+
+
+_BOUNDS = [
+    {
+        "rule": "!has(self.start) || !has(self.end) || self.end > self.start",
+        "message": "schedule.end must be after schedule.start",
+    },
+    {
+        "rule": "!(has(self.at) || has(self.after)) || !(has(self.start) || has(self.end))",
+        "message": "schedule.start and schedule.end apply to cron and every schedules only",
+    },
+]
+
+
 def _one_of(words: str, allowed: Iterable[str]) -> dict[str, str]:
     values = list(allowed)
     listed = ", ".join(f"'{value}'" for value in values)
@@ -355,6 +380,18 @@ def apply(document: dict[str, Any], zones: Iterable[str]) -> dict[str, Any]:
     _set_rules(spec, [*_required(_required_names(spec), _SPEC_HINTS), *kept])
     spec.pop("required", None)
     schedule = props["schedule"]["properties"]
+    kept = [
+        rule
+        for rule in props["schedule"].get("x-kubernetes-validations", ())
+        if rule not in _BOUNDS
+    ]
+    props["schedule"]["x-kubernetes-validations"] = [*kept, *_BOUNDS]
+    for field, words in (
+        ("at", "the instant (schedule.at)"),
+        ("start", "the start"),
+        ("end", "the end"),
+    ):
+        _set_rules(schedule[field], _instant_rules(words))
     _set_rules(
         schedule["after"],
         duration_rules(

@@ -113,6 +113,18 @@ REFUSED: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         lambda s: s.update(catchUp={"policy": "skip", "window": "0ms"}),
         ["spec.catchUp.window", "the catch-up window must be longer than 0s"],
     ),
+    "end before start": (
+        lambda s: s["schedule"].update(start="2031-01-02T00:00:00Z", end="2031-01-01T00:00:00Z"),
+        ["spec.schedule", "schedule.end must be after schedule.start"],
+    ),
+    "bounds on a one-shot schedule": (
+        lambda s: s.update(schedule={"after": "1h", "end": "2031-01-01T00:00:00Z"}),
+        ["spec.schedule", "apply to cron and every schedules only"],
+    ),
+    "an instant before 1970": (
+        lambda s: s.update(schedule={"at": "1969-12-31T23:59:59Z"}),
+        ["spec.schedule.at", "must be from 1970-01-01T00:00:00Z up to 9000-01-01T00:00:00Z"],
+    ),
     "unknown overlap": (
         lambda s: s.update(overlap="sometimes"),
         ["spec.overlap", "'sometimes' is not one of allow, skip, buffer_one, replace"],
