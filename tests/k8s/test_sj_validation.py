@@ -17,6 +17,8 @@ import yaml
 from kubernetes import client
 
 from hourglass import schedules
+from hourglass.api import validation
+from hourglass.operator import resources
 from hourglass.schedules import Cron
 from tests.k8s.test_kubectl import kubectl  # noqa: F401  # a fixture
 from tests.k8s.test_operator import GROUP, PLURAL, VERSION, example
@@ -232,3 +234,50 @@ def test_the_bounds_themselves_are_accepted(
         body["metadata"]["name"] = "zones"
         applied = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(body))
         assert applied.returncode == 0, (zone, applied.stderr)
+
+
+DURATIONS = [
+    "0s", "0.0000001s", "0.5ms", "1ms", "99ms", "100ms", "1.5s", "30s", "1h", "61m", "1h0.5s",
+    "7d", "168h", "6d23h59m60s", "7d1s", "3650d", "3651d", "30 s", "1w", "",
+]  # fmt: skip
+DURATION_FIELDS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "timeout": lambda s, v: s.update(timeout=v),
+    "retryBackoff": lambda s, v: s.update(retryBackoff=v),
+    "every.interval": lambda s, v: s.update(schedule={"every": {"interval": v}}),
+    "every.jitter": lambda s, v: s.update(schedule={"every": {"interval": "3651d", "jitter": v}}),
+    "after": lambda s, v: s.update(schedule={"after": v}),
+    "catchUp.window": lambda s, v: s.update(catchUp={"policy": "skip", "window": v}),
+}
+
+
+def test_the_crd_and_the_api_judge_durations_alike(
+    crds: list[str], k8s_client: client.ApiClient, k8s_namespace: str
+) -> None:
+    """Every duration field, at and around each bound: `kubectl apply` accepts exactly what the
+    API accepts once the operator has turned the spec into a request."""
+    custom = client.CustomObjectsApi(k8s_client)
+    now = datetime.now(UTC)
+    disagreements = []
+    for field, setter in DURATION_FIELDS.items():
+        for value in DURATIONS:
+            body = _with(lambda spec, setter=setter, value=value: setter(spec, value))
+            body["metadata"] = {"name": "probe"}
+            if field == "every.jitter":  # the interval is out of range on purpose; fix it
+                body["spec"]["schedule"]["every"]["interval"] = "3650d"
+            try:
+                custom.create_namespaced_custom_object(
+                    GROUP, VERSION, k8s_namespace, PLURAL, copy.deepcopy(body), dry_run="All"
+                )
+                crd_accepts = True
+            except client.ApiException as error:
+                assert error.status == 422, error.body
+                crd_accepts = False
+            try:
+                request = resources.job_spec(k8s_namespace, "probe", body["spec"])
+                validation.job_spec(request, now=now)
+                api_accepts = True
+            except (resources.SpecError, validation.Invalid):
+                api_accepts = False
+            if crd_accepts != api_accepts:
+                disagreements.append((field, value, crd_accepts, api_accepts))
+    assert not disagreements
