@@ -216,22 +216,43 @@ def time_zone_rule(zones: Iterable[str]) -> dict[str, str]:
     }
 
 
+# RFC 3339 with an offset, as the operator reads it. Checked in CEL rather than by the
+# schema's `format: date-time`, whose failure would block every other rule.
+_INSTANT = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
+
 def _instant_rules(words: str) -> list[dict[str, str]]:
-    """An instant within the API's range (a date-time string is a CEL timestamp)."""
+    """An RFC 3339 instant within the API's range."""
     earliest, latest = (
         f"{moment:%Y-%m-%dT%H:%M:%SZ}" for moment in (limits.EARLIEST, limits.LATEST)
     )
     return [
         {
-            "rule": f"self >= timestamp('{earliest}') && self < timestamp('{latest}')",
+            "rule": f"self.matches(r'{_INSTANT}')",
+            "messageExpression": (
+                f'"{words} \'" + self + "\' is not an RFC 3339 date-time with an offset,'
+                ' e.g. 2031-01-01T02:00:00Z or 2031-01-01T03:00:00+01:00"'
+            ),
+        },
+        {
+            "rule": (
+                f"!self.matches(r'{_INSTANT}') || (timestamp(self) >= timestamp('{earliest}')"
+                f" && timestamp(self) < timestamp('{latest}'))"
+            ),
             "message": f"{words} must be from {earliest} up to {latest}",
-        }
+        },
     ]
 
 
 _BOUNDS = [
     {
-        "rule": "!has(self.start) || !has(self.end) || self.end > self.start",
+        "rule": (
+            f"!has(self.start) || !has(self.end) || !self.start.matches(r'{_INSTANT}')"
+            f" || !self.end.matches(r'{_INSTANT}') || timestamp(self.end) > timestamp(self.start)"
+        ),
         "message": "schedule.end must be after schedule.start",
     },
     {
@@ -344,7 +365,7 @@ STATUS: dict[str, Any] = {
 
 
 def _set_rules(field: dict[str, Any], rules: list[dict[str, str]]) -> None:
-    for key in ("pattern", "enum"):
+    for key in ("pattern", "enum", "format"):
         field.pop(key, None)
     field["x-kubernetes-validations"] = rules
 
@@ -392,6 +413,7 @@ def apply(document: dict[str, Any], zones: Iterable[str]) -> dict[str, Any]:
         ("end", "the end"),
     ):
         _set_rules(schedule[field], _instant_rules(words))
+        schedule[field]["maxLength"] = 64  # bounds the rules' cost
     _set_rules(
         schedule["after"],
         duration_rules(

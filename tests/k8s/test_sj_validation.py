@@ -123,6 +123,14 @@ REFUSED: dict[str, tuple[Callable[[dict[str, Any]], None], list[str]]] = {
         lambda s: s.update(schedule={"after": "1h", "end": "2031-01-01T00:00:00Z"}),
         ["spec.schedule", "apply to cron and every schedules only"],
     ),
+    "not a date-time": (
+        lambda s: s.update(schedule={"at": "tomorrow"}),
+        ["spec.schedule.at", "'tomorrow' is not an RFC 3339 date-time with an offset"],
+    ),
+    "a date-time without an offset": (
+        lambda s: s.update(schedule={"at": "2031-01-01T02:00:00"}),
+        ["spec.schedule.at", "is not an RFC 3339 date-time with an offset"],
+    ),
     "an instant before 1970": (
         lambda s: s.update(schedule={"at": "1969-12-31T23:59:59Z"}),
         ["spec.schedule.at", "must be from 1970-01-01T00:00:00Z up to 9000-01-01T00:00:00Z"],
@@ -165,12 +173,14 @@ def test_two_mistakes_get_two_messages_and_no_noise(
     crds: list[str],
 ) -> None:
     def change(spec: dict[str, Any]) -> None:
-        spec.update(overlap="sometimes", timeout="30d")
+        spec.update(overlap="sometimes", timeout="30d", catchUp={"window": "soon"})
         spec["schedule"] = {"cron": {"expression": "61 * * * *", "timeZone": "Mars/Olympus"}}
 
     refused = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(_with(change)))
     assert refused.returncode != 0
-    for fragment in ("spec.overlap", "spec.timeout", "minute field '61'", "Mars/Olympus"):
+    for fragment in (
+        "spec.overlap", "spec.timeout", "minute field '61'", "Mars/Olympus", "spec.catchUp.window",
+    ):  # fmt: skip
         assert fragment in refused.stderr, refused.stderr
     for noise in NOISE:
         assert noise not in refused.stderr, refused.stderr
@@ -229,6 +239,11 @@ def test_the_bounds_themselves_are_accepted(
     body["metadata"]["name"] = "edges"
     applied = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(body))
     assert applied.returncode == 0, applied.stderr
+    for instant in ("2031-05-04T03:02:01.5-07:00", "1970-01-01T00:00:00Z"):
+        body = _with(lambda spec, instant=instant: spec.update(schedule={"at": instant}))
+        body["metadata"]["name"] = "instants"
+        applied = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(body))
+        assert applied.returncode == 0, (instant, applied.stderr)
     for zone in ("Europe/Berlin", "America/Argentina/Buenos_Aires", "UTC", ""):
         body = _with(_cron("0 2 * * *", zone))
         body["metadata"]["name"] = "zones"
