@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from hourglass import limits
-from hourglass.operator import sj_crd
+from hourglass.operator import sj_crd, sj_rules
 
 CRD = Path(__file__).resolve().parents[2] / sj_crd.PATH
 
@@ -57,6 +57,6 @@ def test_every_listed_time_zone_is_one_the_api_loads() -> None:
 def test_int_range_matches_exactly_its_numbers() -> None:
     for low in range(0, 60):
         for high in range(low, 60):
-            pattern = re.compile(f"({sj_crd.int_range(low, high)})")
+            pattern = re.compile(f"({sj_rules.int_range(low, high)})")
             matched = {n for n in range(100) if pattern.fullmatch(str(n))}
             assert matched == set(range(low, high + 1)), (low, high)
