@@ -139,6 +139,7 @@ def job_to_pb(job: Job) -> pb.Job:
         missed_fires=job.missed_fires,
         revision=job.revision,
         namespace=job.namespace,
+        managed_by=job.managed_by,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from hourglass import artifact_quota, artifacts, policies
+from hourglass import artifact_quota, artifacts, ownership, policies
 from hourglass.api import convert, validation
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
@@ -163,6 +163,31 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await _run_not_found(context, run_id)
         return run
 
+    async def _changeable_job(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        job_id: JobId,
+        namespace: str,
+        *,
+        request: Any,
+        change: ownership.Change,
+    ) -> Job:
+        """The caller's job, once it may be changed: a managed job refuses a change that its
+        manager would undo, unless the request names that manager or forces it."""
+        job = await self._own_job(context, job_id, namespace)
+        refused = ownership.refusal(
+            job_id=str(job_id),
+            managed_by=job.managed_by,
+            manager=validation.manager(request.manager),
+            force=request.force,
+            change=change,
+        )
+        if refused is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, refused)
+        if job.managed_by and request.force and request.manager != job.managed_by:
+            log.warning("job %s (managed by %s): forced %s", job_id, job.managed_by, change)
+        return job
+
     @_answers_invalid
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -170,6 +195,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         namespace = await self.auth.namespace(context)
         now = self.clock.now()
         validation.request_id(request.request_id)
+        managed_by = validation.manager(request.managed_by, "managed_by")
         spec = validation.job_spec(request.spec, now=now)
         try:
             async with db.transaction(self.pool) as conn:
@@ -182,6 +208,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     namespace=namespace,
                     request_id=request.request_id,
                     request_digest=request_digest(request) if request.request_id else b"",
+                    managed_by=managed_by,
                 )
                 if created:
                     await quotas.enforce_jobs(conn, namespace)
@@ -206,6 +233,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         for index, item in enumerate(request.requests):
             try:
                 validation.request_id(item.request_id)
+                if item.managed_by:
+                    raise validation.Invalid(
+                        "managed_by", "is for ScheduleJob only: a batch cannot adopt jobs"
+                    )
                 spec = validation.job_spec(item.spec, now=now)
             except validation.Invalid as exc:
                 raise validation.Invalid(f"requests[{index}].{exc.field}", exc.reason) from None
@@ -276,7 +307,9 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         job_id = validation.job_id(request.job_id)
         now = self.clock.now()
         spec = validation.job_spec(request.spec, now=now)
-        await self._own_job(context, job_id, namespace)
+        await self._changeable_job(
+            context, job_id, namespace, request=request, change=ownership.Change.UPDATE
+        )
         async with db.transaction(self.pool) as conn:
             await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
             job = await jobs.update(conn, job_id, spec=spec, now=now)
@@ -290,7 +323,9 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     ) -> pb.PauseJobResponse:
         namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
-        await self._own_job(context, job_id, namespace)
+        await self._changeable_job(
+            context, job_id, namespace, request=request, change=ownership.Change.PAUSE
+        )
         async with db.transaction(self.pool) as conn:
             job = await jobs.pause(conn, job_id, now=self.clock.now())
         if job is None:
@@ -303,7 +338,9 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     ) -> pb.ResumeJobResponse:
         namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
-        await self._own_job(context, job_id, namespace)
+        await self._changeable_job(
+            context, job_id, namespace, request=request, change=ownership.Change.RESUME
+        )
         async with db.transaction(self.pool) as conn:
             job = await jobs.resume(conn, job_id, now=self.clock.now())
         if job is None:
@@ -333,7 +370,9 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     ) -> pb.CancelJobResponse:
         namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
-        await self._own_job(context, job_id, namespace)
+        await self._changeable_job(
+            context, job_id, namespace, request=request, change=ownership.Change.CANCEL
+        )
         async with db.transaction(self.pool) as conn:
             job = await jobs.cancel(conn, job_id, now=self.clock.now())
         if job is None:
@@ -347,7 +386,9 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     ) -> pb.DeleteJobResponse:
         namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
-        await self._own_job(context, job_id, namespace)
+        await self._changeable_job(
+            context, job_id, namespace, request=request, change=ownership.Change.DELETE
+        )
         async with db.transaction(self.pool) as conn:
             if not await jobs.delete(conn, job_id, now=self.clock.now()):
                 await _not_found(context, job_id)

@@ -10,14 +10,14 @@ import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass import ids, schedules
+from hourglass import ids, limits, schedules
 from hourglass.api import convert, kube_task
 from hourglass.artifacts import parse_digest
 from hourglass.domain import (
@@ -41,10 +41,10 @@ MAX_ARGV_BYTES = 128 * 1024
 MAX_ENV_ITEMS = 256
 MAX_ENV_BYTES = 64 * 1024
 MAX_REQUEST_ID = 256
-MAX_ATTEMPTS = 100
-MAX_TIMEOUT = timedelta(days=7)
-MAX_BACKOFF = timedelta(hours=1)
-MAX_INTERVAL = timedelta(days=3650)
+MAX_ATTEMPTS = limits.MAX_ATTEMPTS
+MAX_TIMEOUT = limits.MAX_TIMEOUT
+MAX_BACKOFF = limits.MAX_BACKOFF
+MAX_INTERVAL = limits.MAX_INTERVAL
 # image and working_dir
 MAX_TEXT = 4096
 MAX_CRON_EXPRESSION = 1024
@@ -52,10 +52,9 @@ MAX_TIME_ZONE = 64
 MAX_QUANTITY = 64
 # Instants a request may name: from the Unix epoch to the year 9000. Later ones leave no room
 # for the date arithmetic of fire times (Python's datetime ends with the year 9999).
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-# google.protobuf.Duration's own range: about 10,000 years either way.
-MAX_DURATION_SECONDS = 315_576_000_000
+EARLIEST = limits.EARLIEST
+LATEST = limits.LATEST
+MAX_DURATION_SECONDS = limits.MAX_DURATION_SECONDS
 _MAX_NANOS = 999_999_999
 # "sha256:" and 64 hex digits; anything much longer is not worth quoting back.
 _MAX_DIGEST = 80
@@ -347,6 +346,11 @@ def job_spec(message: pb.JobSpec, *, now: datetime) -> JobSpec:
 
 def request_id(value: str) -> str:
     return _text(value, "request_id", MAX_REQUEST_ID)
+
+
+def manager(value: str, field: str = "manager") -> str:
+    """A manager's name (ScheduleJobRequest.managed_by, and the requests that change a job)."""
+    return _text(value, field, MAX_NAME)
 
 
 def run_id(value: str) -> RunId:

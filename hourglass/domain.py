@@ -196,6 +196,8 @@ class Job:
     missed_fires: int = 0
     revision: int = 1
     namespace: str = "default"
+    # Who keeps the job in step with a declaration ("ScheduledJob <ns>/<name>"); "" for none.
+    managed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from hourglass import durations
+from hourglass import durations, limits
 
 # Nicknames as cron(8) documents them.
 CRON_ALIASES = {
@@ -30,7 +30,7 @@ CRON_ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-MIN_INTERVAL = timedelta(milliseconds=100)
+MIN_INTERVAL = limits.MIN_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ def validate(schedule: Schedule, *, now: datetime) -> None:
         case After(delay=delay):
             if delay < timedelta(0):
                 raise ValueError(f"schedule.after: must not be negative, got {delay}")
-            if delay > timedelta(days=3650):
+            if delay > limits.MAX_AFTER:
                 raise ValueError("schedule.after: must be at most ten years")
         case Cron(expression=expression, time_zone=time_zone):
             if time_zone not in ("", "UTC"):

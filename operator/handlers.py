@@ -2,11 +2,19 @@
 state comes back as the resource's status.
 
 - create, update (of spec) and resume all reconcile: ScheduleJob when the status has no job
-  id yet (request_id "<uid>/<generation>", so a retried handler gets the job it created
-  before), else UpdateJob, skipped when the job already runs that spec.
+  id yet (request_id "<uid>/<generation>", and managed_by "ScheduledJob <ns>/<name>", so a
+  retried handler, or one that lost the id, gets the job it has rather than a second one),
+  then UpdateJob unless the job already runs that spec, then PauseJob or ResumeJob as
+  spec.suspend says.
 - delete: DeleteJob; NOT_FOUND counts as done. kopf holds a finalizer until it succeeds.
-- a timer refreshes the status from GetJobStatus and posts an event for every run that
-  finished since the last refresh.
+- a timer refreshes the status from GetJobStatus (sj_status decides what it says), posts an
+  event for every run that finished since the last refresh, puts back a spec or a pause that
+  a forced request changed, and triggers a run for each new value of the annotation
+  hourglass.io/trigger.
+
+The operator's own bookkeeping lives in annotations, not in the status: which runs were
+reported (hourglass.io/reported-until), the job revision it last wrote (hourglass.io/revision)
+and the last trigger it handled (hourglass.io/triggered).
 
 The API's INVALID_ARGUMENT (and ALREADY_EXISTS, FAILED_PRECONDITION) are permanent: the status
 gets Ready=False with the API's message and an event, and kopf does not retry until the spec
@@ -22,9 +30,10 @@ from typing import Any
 import grpc
 import kopf
 
-from hourglass.operator import kube, resources
+from hourglass import ownership
+from hourglass.operator import kube, resources, sj_status
+from hourglass.operator.api_client import Api
 from hourglass.v1 import scheduler_pb2 as pb
-from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
 FINALIZER = f"{resources.GROUP}/finalizer"
 # gRPC codes that retrying cannot fix: the request itself is wrong for the API.
@@ -35,6 +44,12 @@ PERMANENT = {
 }
 
 
+REPORTED_UNTIL = f"{resources.GROUP}/reported-until"
+REVISION = f"{resources.GROUP}/revision"
+TRIGGER = f"{resources.GROUP}/trigger"
+TRIGGERED = f"{resources.GROUP}/triggered"
+
+
 @dataclass(frozen=True)
 class Config:
     server: str
@@ -42,59 +57,6 @@ class Config:
     rpc_timeout: float = 10.0
     retry_delay: float = 5.0
     recent_runs: int = 20
-
-
-class Api:
-    """The few JobScheduler calls the operator makes, typed, each with a deadline."""
-
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        timeout: float,
-        token: str | Callable[[], str] | None = None,
-    ) -> None:
-        """token: a fixed token, or a callable giving the current one (a rotated file)."""
-        self._stub: Any = pb_grpc.JobSchedulerStub(channel)  # type: ignore[no-untyped-call]
-        self._timeout = timeout
-        self._token = token
-
-    def _options(self) -> dict[str, Any]:
-        token = self._token() if callable(self._token) else self._token
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        return {"timeout": self._timeout, "metadata": metadata}
-
-    async def schedule(self, request_id: str, spec: pb.JobSpec) -> str:
-        request = pb.ScheduleJobRequest(request_id=request_id, spec=spec)
-        response: pb.ScheduleJobResponse = await self._stub.ScheduleJob(request, **self._options())
-        return response.job_id
-
-    async def update(self, job_id: str, spec: pb.JobSpec) -> pb.Job:
-        request = pb.UpdateJobRequest(job_id=job_id, spec=spec)
-        response: pb.UpdateJobResponse = await self._stub.UpdateJob(request, **self._options())
-        return response.job
-
-    async def status(self, job_id: str, recent_runs: int) -> pb.GetJobStatusResponse | None:
-        """None when the job does not exist."""
-        request = pb.GetJobStatusRequest(job_id=job_id, recent_runs=recent_runs)
-        try:
-            response: pb.GetJobStatusResponse = await self._stub.GetJobStatus(
-                request, **self._options()
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        return response
-
-    async def delete(self, job_id: str) -> bool:
-        """False when there was no such job."""
-        try:
-            await self._stub.DeleteJob(pb.DeleteJobRequest(job_id=job_id), **self._options())
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
 
 
 def _set_ready(
@@ -116,6 +78,14 @@ def _set_ready(
     patch.status["observedGeneration"] = generation
 
 
+def _manager(namespace: str | None, name: str | None) -> str:
+    return ownership.scheduled_job(namespace or "", name or "")
+
+
+def _annotate(patch: kopf.Patch, key: str, value: str) -> None:
+    patch.metadata.annotations[key] = value
+
+
 class Reconciler:
     def __init__(self, api: Api, config: Config) -> None:
         self.api = api
@@ -130,9 +100,13 @@ class Reconciler:
         patch: kopf.Patch,
         generation: int,
         doing: str,
+        desired: pb.JobSpec,
     ) -> Exception:
         code = error.code()
         details = error.details() or code.name
+        if not status.get("jobId"):
+            # The SCHEDULE column still says what was asked for.
+            patch.status["schedule"] = resources.describe_schedule(desired.schedule)
         if code in PERMANENT:
             reason = PERMANENT[code]
             message = f"the hourglass API refused the spec: {details}"
@@ -144,6 +118,7 @@ class Reconciler:
             kopf.warn(body, reason=reason, message=message)
             return kopf.PermanentError(message)
         message = f"{doing} failed ({code.name}: {details}); retrying"
+        patch.status["nextFireAt"] = None  # unknown, not stale
         _set_ready(
             patch,
             status,
@@ -153,6 +128,16 @@ class Reconciler:
             generation=generation,
         )
         return kopf.TemporaryError(message, delay=self.config.retry_delay)
+
+    async def _suspend(self, job: pb.Job, *, suspend: bool, manager: str) -> str | None:
+        """Pauses or resumes the job as spec.suspend says; the action taken, if any."""
+        if suspend and job.state == pb.JOB_STATE_ACTIVE:
+            await self.api.pause(job.id, manager=manager)
+            return "Suspended"
+        if not suspend and job.state == pb.JOB_STATE_PAUSED:
+            await self.api.resume(job.id, manager=manager)
+            return "Resumed"
+        return None
 
     async def reconcile(
         self,
@@ -169,10 +154,13 @@ class Reconciler:
         **_: Any,
     ) -> None:
         generation = int(meta.get("generation") or 1)
+        manager = _manager(namespace, name)
         try:
             desired = resources.job_spec(namespace or "", name or "", spec, uid=uid)
         except resources.SpecError as error:
             message = f"invalid spec: {error}"
+            if not status.get("schedule"):
+                patch.status["schedule"] = "invalid"
             _set_ready(
                 patch,
                 status,
@@ -186,53 +174,77 @@ class Reconciler:
 
         job_id = str(status.get("jobId") or "")
         doing = "GetJobStatus"
+        actions: list[str] = []
         try:
             current = await self.api.status(job_id, 1) if job_id else None
             if current is None:
                 if job_id:
                     logger.warning("job %s no longer exists; scheduling it again", job_id)
                 doing = "ScheduleJob"
-                job_id = await self.api.schedule(resources.request_id(uid, generation), desired)
-                action = "Scheduled"
-            elif resources.same_spec(current.job.spec, desired):
-                action = "Unchanged"
-            else:
+                request = resources.request_id(uid, generation)
+                job_id = await self.api.schedule(request, desired, manager=manager)
+                actions.append("Scheduled")
+                doing = "GetJobStatus"
+                current = await self.api.status(job_id, 1)
+            job = current.job if current is not None else None
+            if job is not None and not resources.same_spec(job.spec, desired):
                 doing = "UpdateJob"
-                await self.api.update(job_id, desired)
-                action = "Updated"
+                job = await self.api.update(job_id, desired, manager=manager)
+                actions = ["Updated"] if not actions else ["Adopted"]
+            if job is not None:
+                doing = "PauseJob/ResumeJob"
+                done = await self._suspend(job, suspend=bool(spec.get("suspend")), manager=manager)
+                actions += [done] if done else []
             doing = "GetJobStatus"
             fresh = await self.api.status(job_id, self.config.recent_runs)
         except grpc.aio.AioRpcError as error:
             raise self._fail(
-                error, body=body, status=status, patch=patch, generation=generation, doing=doing
+                error,
+                body=body,
+                status=status,
+                patch=patch,
+                generation=generation,
+                doing=doing,
+                desired=desired,
             ) from None
         if fresh is None:  # deleted in between; the next round schedules it again
             raise kopf.TemporaryError(f"job {job_id} vanished", delay=self.config.retry_delay)
 
-        patch.status.update(resources.job_status(fresh))
+        patch.status.update(sj_status.summary(fresh))
+        annotations = meta.get("annotations") or {}
         previous = status.get("jobId")
-        if not status.get("reportedUntil") or (previous and previous != job_id):
+        if not annotations.get(REPORTED_UNTIL) or (previous and previous != job_id):
             # Runs of this job are reported from its start.
-            patch.status["reportedUntil"] = resources.watermark(fresh.job.created_at)
+            _annotate(patch, REPORTED_UNTIL, resources.watermark(fresh.job.created_at))
         revision = fresh.job.revision
+        _annotate(patch, REVISION, str(revision))
+        readiness = sj_status.health(fresh.recent_runs, job_id=job_id, state=fresh.job.state)
         _set_ready(
             patch,
             status,
-            ready=True,
-            reason=action if action != "Unchanged" else "Scheduled",
-            message=f"job {job_id} runs generation {generation} (revision {revision})",
+            ready=readiness.ready,
+            reason=readiness.reason,
+            message=f"{readiness.message} (generation {generation}, revision {revision})",
             generation=generation,
         )
-        if action != "Unchanged":
+        for action in actions:
             kopf.info(body, reason=action, message=f"job {job_id}, revision {revision}")
             logger.info("%s job %s (revision %d)", action.lower(), job_id, revision)
 
-    async def delete(self, *, status: kopf.Status, logger: kopf.Logger, **_: Any) -> None:
+    async def delete(
+        self,
+        *,
+        status: kopf.Status,
+        namespace: str | None,
+        name: str | None,
+        logger: kopf.Logger,
+        **_: Any,
+    ) -> None:
         job_id = str(status.get("jobId") or "")
         if not job_id:
             return
         try:
-            deleted = await self.api.delete(job_id)
+            deleted = await self.api.delete(job_id, manager=_manager(namespace, name))
         except grpc.aio.AioRpcError as error:
             raise kopf.TemporaryError(
                 f"DeleteJob {job_id} failed ({error.code().name}: {error.details()}); retrying",
@@ -240,10 +252,67 @@ class Reconciler:
             ) from None
         logger.info("job %s %s", job_id, "deleted" if deleted else "was already gone")
 
+    async def _restore(
+        self,
+        response: pb.GetJobStatusResponse,
+        *,
+        body: kopf.Body,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
+        patch: kopf.Patch,
+        manager: str,
+    ) -> bool:
+        """Puts back what the ScheduledJob declares when a forced request changed the job: its
+        spec (seen by a revision the operator did not write) or its pause. True if it did."""
+        job = response.job
+        if job.state == pb.JOB_STATE_CANCELLED:
+            return False  # nothing brings it back; Ready says so
+        annotations = meta.get("annotations") or {}
+        try:
+            desired = resources.job_spec(meta.get("namespace") or "", meta["name"], spec)
+        except resources.SpecError:
+            return False  # the reconcile reports it
+        changed = False
+        written = str(annotations.get(REVISION) or "")
+        if written and written != str(job.revision) and not resources.same_spec(job.spec, desired):
+            job = await self.api.update(job.id, desired, manager=manager)
+            changed = True
+        if await self._suspend(job, suspend=bool(spec.get("suspend")), manager=manager):
+            changed = True
+        if changed:
+            message = f"job {job.id} was changed outside the ScheduledJob; restored its spec"
+            kopf.warn(body, reason="Restored", message=message)
+        if changed or written != str(job.revision):
+            _annotate(patch, REVISION, str(job.revision))
+        return changed
+
+    async def _trigger(
+        self, job_id: str, *, body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch
+    ) -> None:
+        """One run per new value of the annotation hourglass.io/trigger, like `kubectl create
+        job --from=cronjob/x`. At least once: a crash between the call and the annotation's
+        patch triggers that value again."""
+        annotations = meta.get("annotations") or {}
+        value = str(annotations.get(TRIGGER) or "")
+        if not value or value == annotations.get(TRIGGERED):
+            return
+        try:
+            run = await self.api.trigger(job_id)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (*PERMANENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                message = f"{TRIGGER}={value}: TriggerJob refused: {error.details()}"
+                kopf.warn(body, reason="TriggerRefused", message=message)
+                _annotate(patch, TRIGGERED, value)
+            return  # anything else: the next tick tries again
+        _annotate(patch, TRIGGERED, value)
+        kopf.info(body, reason="Triggered", message=f"run {run.id} for {TRIGGER}={value}")
+
     async def refresh(
         self,
         *,
         body: kopf.Body,
+        meta: kopf.Meta,
+        spec: kopf.Spec,
         status: kopf.Status,
         patch: kopf.Patch,
         logger: kopf.Logger,
@@ -252,30 +321,93 @@ class Reconciler:
         job_id = str(status.get("jobId") or "")
         if not job_id:
             return  # not scheduled yet, or the spec was refused: nothing to mirror
+        generation = int(meta.get("generation") or 1)
+        current = sj_status.ready_of(status)
+        manager = _manager(meta.get("namespace"), meta.get("name"))
         try:
             response = await self.api.status(job_id, self.config.recent_runs)
+            may_act = sj_status.refreshed(current, _OK, generation=generation) is not None
+            if (
+                response is not None
+                and may_act
+                and await self._restore(
+                    response, body=body, meta=meta, spec=spec, patch=patch, manager=manager
+                )
+            ):
+                response = await self.api.status(job_id, self.config.recent_runs)
+            if response is not None:
+                await self._trigger(job_id, body=body, meta=meta, patch=patch)
         except grpc.aio.AioRpcError as error:
             logger.warning("GetJobStatus %s: %s %s", job_id, error.code().name, error.details())
+            fields, readiness = sj_status.api_unavailable(f"{error.code().name}: {error.details()}")
+            self._write(status, patch, fields, readiness, current=current, generation=generation)
             return
         if response is None:
-            # Deleted behind the operator's back: the resource still asks for it.
+            # Deleted behind the operator's back (forced): the resource still asks for it.
             message = f"job {job_id} no longer exists in hourglass; scheduling it again"
             kopf.warn(body, reason="JobNotFound", message=message)
             try:
-                await self.reconcile(body=body, status=status, patch=patch, logger=logger, **kwargs)
+                await self.reconcile(
+                    body=body, meta=meta, spec=spec, status=status, patch=patch, logger=logger,
+                    **kwargs,
+                )  # fmt: skip
             except (kopf.PermanentError, kopf.TemporaryError) as error:
                 logger.warning("%s", error)  # the next tick tries again
             return
-        for key, value in resources.job_status(response).items():
-            if status.get(key) != value:
-                patch.status[key] = value
+        annotations = meta.get("annotations") or {}
         events, watermark = resources.finished_runs(
-            response.recent_runs, status.get("reportedUntil")
+            response.recent_runs, annotations.get(REPORTED_UNTIL)
         )
         for event in events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        if watermark and watermark != status.get("reportedUntil"):
-            patch.status["reportedUntil"] = watermark
+        if watermark and watermark != annotations.get(REPORTED_UNTIL):
+            _annotate(patch, REPORTED_UNTIL, watermark)
+        readiness = sj_status.health(response.recent_runs, job_id=job_id, state=response.job.state)
+        self._write(
+            status,
+            patch,
+            sj_status.summary(response),
+            readiness,
+            current=current,
+            generation=generation,
+        )
+
+    @staticmethod
+    def _write(
+        status: Mapping[str, Any],
+        patch: kopf.Patch,
+        fields: Mapping[str, Any],
+        readiness: sj_status.Readiness,
+        *,
+        current: Mapping[str, Any] | None,
+        generation: int,
+    ) -> None:
+        """Patches only what changed, so that a quiet refresh writes nothing."""
+        for key, value in fields.items():
+            if status.get(key) != value:
+                patch.status[key] = value
+        wanted = sj_status.refreshed(current, readiness, generation=generation)
+        if wanted is None or (
+            current is not None
+            and current.get("status") == ("True" if wanted.ready else "False")
+            and current.get("reason") == wanted.reason
+        ):
+            return
+        _set_ready(
+            patch,
+            status,
+            ready=wanted.ready,
+            reason=wanted.reason,
+            message=wanted.message,
+            generation=int(current.get("observedGeneration") or generation)
+            if current
+            else generation,
+        )
+
+
+# Stands for "the refresh may act": sj_status.refreshed answers None when a spec refusal of
+# this generation holds.
+_OK = sj_status.Readiness(True, "Scheduled", "")
 
 
 def build_registry(reconciler: Reconciler, config: Config) -> kopf.OperatorRegistry:

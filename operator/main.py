@@ -25,6 +25,7 @@ from hourglass import cases, health
 from hourglass.operator import cases as case_handlers
 from hourglass.operator import handlers, kube, leader, resources
 from hourglass.operator.token_file import TokenFile
+from hourglass.operator.api_client import Api
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ async def _main(
     else:
         credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
         channel = grpc.aio.secure_channel(server, credentials)
-    reconciler = handlers.Reconciler(handlers.Api(channel, cfg.rpc_timeout, token), cfg)
+    reconciler = handlers.Reconciler(Api(channel, cfg.rpc_timeout, token), cfg)
     checks.add("hourglass api", _api_check(channel, cfg.rpc_timeout))
     monitor = asyncio.create_task(checks.run(), name="health")
     registry = handlers.build_registry(reconciler, cfg)

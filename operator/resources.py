@@ -288,18 +288,9 @@ def run_status(run: pb.Run) -> dict[str, Any]:
     return status
 
 
-def job_status(response: pb.GetJobStatusResponse) -> dict[str, Any]:
-    """The status fields that mirror the job; null clears a field in a merge patch."""
-    job = response.job
-    return {
-        "jobId": job.id,
-        "state": state_name(job.state, "job"),
-        "schedule": describe_schedule(job.spec.schedule),
-        "nextFireAt": _rfc3339(_when(job.next_fire_at)) if job.HasField("next_fire_at") else None,
-        "missedFires": job.missed_fires,
-        "revision": job.revision,
-        "lastRun": run_status(response.recent_runs[0]) if response.recent_runs else None,
-    }
+def rfc3339(message: Timestamp) -> str:
+    """A protobuf instant as the status writes it."""
+    return _rfc3339(_when(message))
 
 
 @dataclass(frozen=True)
@@ -321,6 +312,11 @@ def _run_message(run: pb.Run) -> str:
     elif run.attempts and run.attempts[-1].error:
         text += f": {run.attempts[-1].error}"
     return text
+
+
+def run_message(run: pb.Run) -> str:
+    """One finished run in words, for events and conditions."""
+    return _run_message(run)
 
 
 def finished_runs(runs: Iterable[pb.Run], since: str | None) -> tuple[list[RunEvent], str | None]:

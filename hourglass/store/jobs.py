@@ -126,6 +126,7 @@ def from_row(row: dict[str, Any]) -> Job:
         missed_fires=row["missed_fires"],
         revision=row["revision"],
         namespace=row["namespace"],
+        managed_by=row["managed_by"],
     )
 
 
@@ -208,11 +209,14 @@ async def create(
     namespace: str = "default",
     request_id: str = "",
     request_digest: bytes = b"",
+    managed_by: str = "",
 ) -> tuple[JobId, bool]:
     """Stores a job; returns its id and whether it is new.
 
     A request id seen before with the same digest returns the job it created (a safe retry);
-    with another digest it raises RequestConflict and stores nothing.
+    with another digest it raises RequestConflict and stores nothing. A manager that has a job
+    in the namespace gets that job back, whatever the spec: it adopts it (and its history)
+    rather than running a second one.
     """
     # The insert comes first and the existing row is read only on a conflict: a retry is rare,
     # and a read before every insert cost a round trip per call (docs/benchmarks.md).
@@ -223,23 +227,23 @@ async def create(
         """
         INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
                           working_dir, binary_digest, resources, secret_env, kubernetes,
-                          namespace,
-                          schedule, max_attempts,
+                          namespace, managed_by, schedule, max_attempts,
                           retry_backoff, timeout, overlap, catch_up, catch_up_window, state,
                           next_fire_at, created_at, updated_at)
         VALUES (%(id)s, %(name)s, %(request_id)s, %(digest)s, %(command)s, %(args)s, %(env)s,
                 %(image)s, %(working_dir)s, %(binary)s, %(resources)s, %(secret_env)s,
-                %(kubernetes)s, %(namespace)s, %(schedule)s,
+                 %(kubernetes)s, %(namespace)s, %(managed_by)s, %(schedule)s,
                 %(max_attempts)s,
                 %(backoff)s, %(timeout)s, %(overlap)s, %(catch_up)s, %(catch_up_window)s,
                 %(state)s, %(next_fire_at)s, %(now)s, %(now)s)
-        ON CONFLICT (namespace, request_id) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING id
         """,
         {
             **_spec_params(spec),
             "id": job_id,
             "namespace": namespace,
+            "managed_by": managed_by,
             "request_id": request_id or None,
             "digest": request_digest or None,
             "state": JobState.ACTIVE if first else JobState.COMPLETED,
@@ -247,10 +251,13 @@ async def create(
             "now": now,
         },
     )
-    if await cursor.fetchone() is None:  # a concurrent retry of the same request won
-        existing = await _by_request(conn, namespace, request_id)
-        assert existing is not None
-        return _same_request(request_id, request_digest, existing)
+    if await cursor.fetchone() is None:  # a retry of the same request, or a managed job
+        existing = await _by_request(conn, namespace, request_id) if request_id else None
+        if existing is not None:
+            return _same_request(request_id, request_digest, existing)
+        managed = await by_manager(conn, namespace, managed_by) if managed_by else None
+        assert managed is not None, "a conflict on neither unique key"
+        return managed.id, False
     await conn.execute(
         "INSERT INTO job_revisions (job_id, revision, spec, created_at) VALUES (%s, 1, %s, %s)",
         (job_id, _spec_json(spec), now),
@@ -390,6 +397,16 @@ def _same_request(request_id: str, digest: bytes, existing: dict[str, Any]) -> t
     if existing["request_digest"] != digest:
         raise RequestConflict(request_id, JobId(existing["id"]))
     return JobId(existing["id"]), False
+
+
+async def by_manager(conn: Connection, namespace: str, managed_by: str) -> Job | None:
+    """The job that `managed_by` manages in the namespace, if any."""
+    cursor = await conn.execute(
+        "SELECT * FROM jobs WHERE namespace = %s AND managed_by = %s AND managed_by <> ''",
+        (namespace, managed_by),
+    )
+    row = await cursor.fetchone()
+    return from_row(row) if row else None
 
 
 async def get(

@@ -50,6 +50,8 @@ CREATE TABLE jobs (
     secret_env      jsonb NOT NULL DEFAULT '{}',
     -- The Kubernetes job template, namespace and owner (hourglass.v1.KubernetesJob); NULL: none.
     kubernetes      jsonb,
+    -- Who keeps the job in step with a declaration ("ScheduledJob <ns>/<name>"); '' for none.
+    managed_by      text NOT NULL DEFAULT '',
     CHECK (next_fire_at IS NULL OR state = 'active'),
     CONSTRAINT jobs_namespace_request_id_key UNIQUE (namespace, request_id)
 );
@@ -59,6 +61,9 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_next_fire_at ON jobs (next_fire_at) WHERE next_fire_at IS NOT NULL;
 -- ListJobs pages a namespace newest first.
 CREATE INDEX jobs_namespace_created_at ON jobs (namespace, created_at DESC, id DESC);
+-- One job per manager in a namespace: a ScheduleJob that names a manager adopts its job.
+CREATE UNIQUE INDEX jobs_namespace_managed_by ON jobs (namespace, managed_by)
+    WHERE managed_by <> '';
 
 -- Every spec a job has had; UpdateJob adds one.
 CREATE TABLE job_revisions (

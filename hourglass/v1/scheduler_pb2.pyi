@@ -214,12 +214,14 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., overlap: _Optional[_Union[OverlapPolicy, str]] = ..., catch_up: _Optional[_Union[CatchUp, _Mapping]] = ...) -> None: ...
 
 class ScheduleJobRequest(_message.Message):
-    __slots__ = ("request_id", "spec")
+    __slots__ = ("request_id", "spec", "managed_by")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    MANAGED_BY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     spec: JobSpec
-    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    managed_by: str
+    def __init__(self, request_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., managed_by: _Optional[str] = ...) -> None: ...
 
 class ScheduleJobResponse(_message.Message):
     __slots__ = ("job_id",)
@@ -240,7 +242,7 @@ class ScheduleJobsResponse(_message.Message):
     def __init__(self, job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "next_fire_at", "created_at", "updated_at", "missed_fires", "revision", "namespace")
+    __slots__ = ("id", "spec", "state", "next_fire_at", "created_at", "updated_at", "missed_fires", "revision", "namespace", "managed_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +252,7 @@ class Job(_message.Message):
     MISSED_FIRES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    MANAGED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -259,7 +262,8 @@ class Job(_message.Message):
     missed_fires: int
     revision: int
     namespace: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., next_fire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missed_fires: _Optional[int] = ..., revision: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+    managed_by: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., next_fire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missed_fires: _Optional[int] = ..., revision: _Optional[int] = ..., namespace: _Optional[str] = ..., managed_by: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "state", "worker_id", "fencing_token", "started_at", "finished_at", "exit_code", "stdout_tail", "stderr_tail", "error")
@@ -346,10 +350,14 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "manager", "force")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    manager: str
+    force: bool
+    def __init__(self, job_id: _Optional[str] = ..., manager: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CancelJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -358,12 +366,16 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class UpdateJobRequest(_message.Message):
-    __slots__ = ("job_id", "spec")
+    __slots__ = ("job_id", "spec", "manager", "force")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+    manager: str
+    force: bool
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., manager: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class UpdateJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -372,10 +384,14 @@ class UpdateJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class PauseJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "manager", "force")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    manager: str
+    force: bool
+    def __init__(self, job_id: _Optional[str] = ..., manager: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class PauseJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -384,10 +400,14 @@ class PauseJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ResumeJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "manager", "force")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    manager: str
+    force: bool
+    def __init__(self, job_id: _Optional[str] = ..., manager: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResumeJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -408,10 +428,14 @@ class TriggerJobResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class DeleteJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "manager", "force")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    manager: str
+    force: bool
+    def __init__(self, job_id: _Optional[str] = ..., manager: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class DeleteJobResponse(_message.Message):
     __slots__ = ()

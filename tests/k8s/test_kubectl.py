@@ -63,7 +63,10 @@ def test_kubectl_apply_get_and_delete(
     listed = kubectl("get", "sj")
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()[:2]
-    assert header.split()[:4] == ["NAME", "SCHEDULE", "NEXT", "FIRE"]
+    assert header.split() == [
+        "NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "LAST", "RESULT",
+        "NEXT", "FIRE", "READY", "REASON", "AGE",
+    ]  # fmt: skip
     assert row.split()[0] == "hello" and "every 30s" in row
     assert hourglass_api.job(job_id).job.spec.schedule.every.interval.seconds == 30
 
