@@ -23,7 +23,7 @@ changes. Anything else (the API is down, say) is retried with a delay.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 

@@ -19,10 +19,12 @@ A CRD schema must be *structural*, so the OpenAPI schema is rewritten on the way
   `{}` would fill in objects nobody wrote and "" is not among an enum's values.
 
 `python -m hourglass.operator.job_template_schema [kubeconfig]` reads the document from the
-cluster of the kubeconfig (or $KUBECONFIG) and rewrites the block between the markers in
-charts/hourglass/crds/scheduledjobs.hourglass.io.yaml; tests/k8s/test_job_template.py checks
-that the block equals what this module makes from the test's kube-apiserver, so the copy
-cannot drift from the Kubernetes version the tests run.
+cluster of the kubeconfig (or $KUBECONFIG) and rewrites `spec.jobTemplate` in
+charts/hourglass/crds/scheduledjobs.hourglass.io.yaml, through sj_crd's renderer (the one
+writer of that file, which also owns its rules, status and columns);
+tests/k8s/test_job_template.py checks that the file's jobTemplate equals what this module makes
+from the test's kube-apiserver, so the copy cannot drift from the Kubernetes version the tests
+run.
 """
 
 from __future__ import annotations
@@ -155,27 +157,17 @@ def schema(openapi: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(document: Mapping[str, Any]) -> str:
-    """The block that goes between the markers: `jobTemplate:` and its schema, indented."""
-    import yaml  # type: ignore[import-untyped]  # the kubernetes client's dependency
-
-    text: str = yaml.safe_dump({"jobTemplate": dict(document)}, sort_keys=False, width=100)
-    pad = " " * INDENT
-    lines = [pad + BEGIN, *(pad + line for line in text.splitlines()), pad + END]
-    return "\n".join(lines) + "\n"
+def in_crd(crd: Mapping[str, Any]) -> Any:
+    """The jobTemplate schema as it stands in the (loaded) CRD document."""
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["jobTemplate"]
 
 
-def block(crd_text: str) -> str:
-    """The generated block as it stands in the CRD file, markers included."""
-    start = crd_text.index(BEGIN)
-    start = crd_text.rindex("\n", 0, start) + 1
-    stop = crd_text.index(END, start)
-    stop = crd_text.index("\n", stop) + 1
-    return crd_text[start:stop]
-
-
-def splice(crd_text: str, new_block: str) -> str:
-    return crd_text.replace(block(crd_text), new_block, 1)
+def splice(crd: Mapping[str, Any], job_template: Mapping[str, Any]) -> None:
+    """Puts the jobTemplate schema into the (loaded) CRD document, in place."""
+    (version,) = crd["spec"]["versions"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec["properties"]["jobTemplate"] = dict(job_template)
 
 
 def fetch(kubeconfig: str | None) -> dict[str, Any]:
@@ -199,9 +191,14 @@ def fetch(kubeconfig: str | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv or [])
+    import yaml  # type: ignore[import-untyped]  # the kubernetes client's dependency
+
+    from hourglass.operator import sj_crd
+
     document = fetch(args[0] if args else None)
-    text = CRD_FILE.read_text()
-    CRD_FILE.write_text(splice(text, render(schema(document))))
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    splice(crd, schema(document))
+    CRD_FILE.write_text(sj_crd.render(crd))
     print(f"wrote the jobTemplate schema into {CRD_FILE}")
     return 0
 

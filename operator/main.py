@@ -24,8 +24,8 @@ from kubernetes import client
 from hourglass import cases, health
 from hourglass.operator import cases as case_handlers
 from hourglass.operator import handlers, kube, leader, resources
-from hourglass.operator.token_file import TokenFile
 from hourglass.operator.api_client import Api
+from hourglass.operator.token_file import TokenFile
 
 log = logging.getLogger(__name__)
 
