@@ -54,6 +54,19 @@ _JOB_ACTIONS = {
 }
 
 
+# The changes the API refuses on a job that a manager (the operator) keeps, unless forced.
+_MANAGED_ACTIONS = ("pause", "resume", "cancel", "delete")
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="change a job the operator manages anyway (refused without it, exit 6); the"
+        " operator puts back what its ScheduledJob declares, so prefer kubectl",
+    )
+
+
 def add_parsers(commands: Any) -> None:
     """Adds the client commands to the top-level subparsers."""
     schedule = command(
@@ -82,12 +95,15 @@ def add_parsers(commands: Any) -> None:
     )
     add_client_options(update)
     update.add_argument("job", metavar="JOB", help=JOB_HELP)
+    _add_force(update)
     spec_options.add(update)
 
     for name, (text, examples) in _JOB_ACTIONS.items():
         action = command(commands, name, help=text, examples=examples)
         add_client_options(action)
         action.add_argument("job", metavar="JOB", help=JOB_HELP)
+        if name in _MANAGED_ACTIONS:
+            _add_force(action)
 
     watch = command(
         commands,
@@ -198,7 +214,8 @@ def _update(parser: argparse.ArgumentParser, args: argparse.Namespace, stub: Stu
     job_id = addressing.resolve_job(stub, args.job)
     binary = spec_options.upload(parser, stub, args.binary).digest if args.binary else ""
     spec = spec_options.build(parser, args, binary)
-    reply = stub.UpdateJob(pb.UpdateJobRequest(job_id=job_id, spec=spec), timeout=30)
+    request = pb.UpdateJobRequest(job_id=job_id, spec=spec, force=args.force)
+    reply = stub.UpdateJob(request, timeout=30)
     _show(args, reply, lambda: f"job {reply.job.id} updated (revision {reply.job.revision})")
 
 
@@ -234,7 +251,10 @@ def _runs(parser: argparse.ArgumentParser, args: argparse.Namespace, stub: Stub)
 def _job_action(call: str, request: type[Message], done: str) -> Handler:
     def handle(parser: argparse.ArgumentParser, args: argparse.Namespace, stub: Stub) -> None:
         job_id = addressing.resolve_job(stub, args.job)
-        reply = getattr(stub, call)(request(job_id=job_id), timeout=30)
+        fields: dict[str, Any] = {"job_id": job_id}
+        if getattr(args, "force", False):
+            fields["force"] = True
+        reply = getattr(stub, call)(request(**fields), timeout=30)
         _show(args, reply, lambda: done.format(reply=reply, job_id=job_id))
 
     return handle

@@ -144,3 +144,41 @@ def test_version(dev: Processes) -> None:
 
     shown = dev.cli("--version").stdout.strip()
     assert shown == f"hourglass {metadata.version('hourglass')}"
+
+
+def test_a_job_the_operator_manages_is_refused_with_a_kubectl_hint_unless_forced(
+    dev: Processes,
+) -> None:
+    """What the operator sees as a ScheduledJob's job: the CLI must not undo it by accident."""
+    import grpc
+
+    from hourglass.v1 import scheduler_pb2 as pb
+    from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(dev.env["HOURGLASS_SERVER"]) as channel:
+        stub = pb_grpc.JobSchedulerStub(channel)  # type: ignore[no-untyped-call]
+        spec = pb.JobSpec(
+            name="team/hello",
+            task=pb.Task(command=["true"]),
+            schedule=pb.Schedule(every=pb.Every(interval={"seconds": 3600})),
+        )
+        request = pb.ScheduleJobRequest(
+            request_id=str(uuid.uuid4()), spec=spec, managed_by="ScheduledJob team/hello"
+        )
+        job_id = stub.ScheduleJob(request, timeout=30).job_id
+    run_id = dev.cli("trigger", job_id).stdout.strip()
+    until(lambda: run_id in dev.cli("runs", job_id).stdout, "the triggered run")
+    for words, hint in (
+        (("delete", job_id), "kubectl delete scheduledjob"),
+        (("pause", job_id), "suspend"),
+        (("cancel", job_id), "kubectl"),
+    ):
+        refused = dev.cli(*words, check=False)
+        assert refused.returncode == 6, (words, refused.stderr)
+        assert hint in refused.stderr, refused.stderr
+    status = dev.cli_json("status", job_id)
+    assert status["job"]["state"] == "JOB_STATE_ACTIVE"
+    assert status["job"]["managedBy"] == "ScheduledJob team/hello"
+    assert run_id in dev.cli("runs", job_id).stdout  # nothing of its history went
+    assert f"job {job_id} paused" in dev.cli("pause", job_id, "--force").stdout
+    assert dev.cli_json("status", job_id)["job"]["state"] == "JOB_STATE_PAUSED"
