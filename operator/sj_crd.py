@@ -23,6 +23,7 @@ file (the task or job template) is kept. A unit test checks that the file is up 
 
 from __future__ import annotations
 
+import re
 import sys
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
@@ -247,9 +248,11 @@ def apply(document: dict[str, Any], zones: Iterable[str]) -> dict[str, Any]:
 def _required_names(spec: Mapping[str, Any]) -> list[str]:
     names = list(spec.get("required", ()))
     for rule in spec.get("x-kubernetes-validations", ()):
-        text = rule["rule"]
-        if text.startswith("has(self.") and text.endswith(")") and rule.get("message"):
-            names.append(text[len("has(self.") : -1])
+        # Only this module's own `has(self.<field>)` rules; a hand-written rule that merely
+        # starts with has() (the jobTemplate-or-task rule) is kept as it is.
+        found = re.fullmatch(r"has\(self\.([A-Za-z_][A-Za-z0-9_]*)\)", rule["rule"])
+        if found and rule.get("message"):
+            names.append(found.group(1))
     return list(dict.fromkeys(names))
 
 

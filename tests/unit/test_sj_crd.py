@@ -60,3 +60,22 @@ def test_int_range_matches_exactly_its_numbers() -> None:
             pattern = re.compile(f"({sj_rules.int_range(low, high)})")
             matched = {n for n in range(100) if pattern.fullmatch(str(n))}
             assert matched == set(range(low, high + 1)), (low, high)
+
+
+def test_no_field_repeats_a_rule_which_server_side_apply_refuses() -> None:
+    """`kubectl apply --server-side` (and helm 4) refuse a CRD with two equal rules on one
+    field ("duplicate entries for key [rule=...]"); each generator pass must keep one."""
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            rules = [rule["rule"] for rule in node.get("x-kubernetes-validations", ())]
+            assert len(rules) == len(set(rules)), f"{path}: a rule appears twice"
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    walk(_load(), "")
+    twice = sj_crd.apply(sj_crd.apply(copy.deepcopy(_load()), ["UTC"]), ["UTC"])
+    walk(twice, "")
