@@ -84,8 +84,11 @@ class JobWatch:
             else:
                 async with self.pool.connection() as conn:
                     found = await jobs.get(conn, job_id, namespace=namespace)
+                    pruned_below, xmax_now = await events.horizon(conn)
                 if found is None:
                     await _not_found(context, job_id)
+                # Refused before anything is sent; checked again with every read.
+                await _check(context, cursor, pruned_below=pruned_below, xmax_now=xmax_now)
                 position = cursor
                 sent_job = convert.job_to_pb(found)
                 yield pb.WatchJobResponse(job=sent_job, cursor=str(position))
