@@ -89,7 +89,7 @@ STORED = (attempt(1, RunState.FAILED, 1), attempt(2, RunState.SUCCEEDED, 0))
 
 
 def test_each_change_shows_the_attempts_as_they_stood_then() -> None:
-    first, second = STORED
+    first = STORED[0]
     # Queued for attempt 1: nothing had started.
     assert run_events.attempts_at(RunState.QUEUED, 1, STORED) == ()
     # Running attempt 1: only what its start wrote.
