@@ -1,9 +1,11 @@
 """Fan-out of database change notifications to the streams that wait for them.
 
 One LISTEN connection per API process, on the channels the store's triggers and writers
-notify: `hourglass_events` (payload: ids of jobs whose job or run rows changed) and
-`hourglass_logs` (payload: a run id that got output). Each WatchJob or GetRunLogs stream
-subscribes to the id it follows and is woken when that id is named.
+notify: `hourglass_events` (payload: ids of jobs whose row changed, or whose runs wrote
+run events) and `hourglass_logs` (payload: a run id that got output). Each WatchJob or
+GetRunLogs stream subscribes to the id it follows and is woken when that id is named. A
+notification only wakes: what changed is read from the tables (for WatchJob, the events
+after its cursor), so a lost notification delays a stream by its poll, and loses nothing.
 """
 
 from __future__ import annotations

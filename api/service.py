@@ -7,14 +7,14 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
 from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import convert, validation
+from hourglass.api import convert, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
@@ -143,6 +143,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         )
         # Streams wait at most this long between re-checks of their token.
         self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
+        self.watches = watch.JobWatch(pool, hub=hub, auth=auth, poll=self.stream_poll)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -470,47 +471,15 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        """Sends the job and its recent runs, then each change. Subscribing before the first
-        read means no change falls between the snapshot and the stream."""
+        """Sends the job and its recent runs (or, from a cursor, the job), then every change
+        of every run, in order (`hourglass.api.watch`)."""
         namespace = await self.auth.namespace(context)
         job_id = validation.job_id(request.job_id)
-        with self.hub.subscribe(str(job_id)) as subscription:
-            async with self.pool.connection() as conn:
-                since = await runs.database_now(conn)
-            job = await self._own_job(context, job_id, namespace)
-            async with self.pool.connection() as conn:
-                recent = await runs.list_for_job(conn, job_id, limit=10)
-            sent_job = convert.job_to_pb(job)
-            yield pb.WatchJobResponse(job=sent_job)
-            sent: dict[str, bytes] = {}
-            for run in reversed(recent):
-                message = convert.run_to_pb(run)
-                sent[message.id] = message.SerializeToString(deterministic=True)
-                yield pb.WatchJobResponse(run=message)
-            while True:
-                await subscription.wait(self.stream_poll)
-                await self.auth.recheck(context)
-                async with self.pool.connection() as conn:
-                    # Commits can land slightly out of clock order: look back a little and
-                    # let the comparison with what was sent drop repeats.
-                    checked_at = await runs.database_now(conn)
-                    changed = await runs.list_changed(
-                        conn, job_id, since=since - timedelta(seconds=5)
-                    )
-                    current = await jobs.get(conn, job_id)
-                since = checked_at
-                if current is None:
-                    return  # deleted: the stream ends
-                job_message = convert.job_to_pb(current)
-                if job_message != sent_job:
-                    sent_job = job_message
-                    yield pb.WatchJobResponse(job=job_message)
-                for run in changed:
-                    message = convert.run_to_pb(run)
-                    encoded = message.SerializeToString(deterministic=True)
-                    if sent.get(message.id) != encoded:
-                        sent[message.id] = encoded
-                        yield pb.WatchJobResponse(run=message)
+        cursor = watch.parse_cursor(request.cursor)
+        async for message in self.watches.stream(
+            context, job_id=job_id, namespace=namespace, cursor=cursor
+        ):
+            yield message
 
     @_streams_invalid
     async def GetRunLogs(

@@ -1,6 +1,6 @@
-"""Maintenance: prunes finished runs older than the retention, and deletes uploaded binaries
-that nobody uses any more. Runs beside the claimer and only on its leader, so one process
-does it at a time.
+"""Maintenance: prunes finished runs older than the retention and run events older than the
+event retention, and deletes uploaded binaries that nobody uses any more. Runs beside the
+claimer and only on its leader, so one process does it at a time.
 
 Binaries belong to the namespaces that uploaded them. An ownership that no job of its
 namespace uses is released after the grace; the bytes go only once no namespace owns them and
@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from hourglass import artifacts
+from hourglass import artifacts, run_events
 from hourglass.clock import Clock, SystemClock
 from hourglass.store import artifacts as artifact_rows
-from hourglass.store import db, runs
+from hourglass.store import db, events, runs
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,15 @@ class MaintenanceConfig:
     batch_size: int = 1000
     # An unused upload younger than this is kept: it may be about to be scheduled.
     artifact_grace: timedelta = timedelta(hours=1)
+    # Run events (WatchJob's log) are kept this long: how old a cursor a client may resume
+    # from.
+    event_retention: timedelta = run_events.DEFAULT_RETENTION
 
     def __post_init__(self) -> None:
         if self.retention <= timedelta(0):
             raise ValueError("retention must be positive")
+        if self.event_retention <= timedelta(0):
+            raise ValueError("event retention must be positive")
 
 
 class Maintenance:
@@ -52,6 +57,7 @@ class Maintenance:
     async def run_once(self) -> tuple[int, int]:
         """Returns (runs pruned, binaries deleted)."""
         pruned = await self._prune_runs()
+        events_pruned = await self.prune_events()
         released, removed = 0, 0
         if self.artifact_store is not None:
             released = await self._release_ownerships()
@@ -63,6 +69,8 @@ class Maintenance:
                 released,
                 removed,
             )
+        if events_pruned:
+            log.debug("maintenance: pruned %d run events", events_pruned)
         return pruned, removed
 
     async def _prune_runs(self) -> int:
@@ -78,6 +86,21 @@ class Maintenance:
             if deleted < self.config.batch_size:
                 break
         return pruned
+
+    async def prune_events(self) -> int:
+        """Deletes run events older than the event retention; returns how many. The bound is
+        recorded before anything is deleted, so from then on a cursor that could miss a
+        deleted event is refused as expired rather than served with a gap."""
+        before = run_events.prune_before(self.clock.now(), retention=self.config.event_retention)
+        async with db.transaction(self.pool) as conn:
+            below = await events.prune_bound(conn, before=before)
+        pruned = 0
+        while True:
+            async with db.transaction(self.pool) as conn:
+                deleted = await events.prune(conn, below=below, limit=self.config.batch_size)
+            pruned += deleted
+            if deleted < self.config.batch_size:
+                return pruned
 
     async def _release_ownerships(self) -> int:
         """Ends the ownerships that no job of their namespace uses: the upload no longer

@@ -109,12 +109,25 @@ def add_parsers(commands: Any) -> None:
         commands,
         "watch",
         help="stream a job's changes and its runs' state changes as they happen",
-        description="Stream a job's changes and its runs' state changes as they happen, until"
-        " Ctrl-C. With -o json, one JSON object per line; with -o yaml, one document each.",
-        examples=["hourglass watch ping", "hourglass watch ping -o json | jq .run.state"],
+        description="Stream a job's changes and every state change of its runs, in order, as"
+        " they happen, until Ctrl-C. With -o json, one JSON object per line; with -o yaml,"
+        " one document each; -o wide ends each line with its cursor, from which"
+        " --since-cursor resumes without missing or repeating a change.",
+        examples=[
+            "hourglass watch ping",
+            "hourglass watch ping -o json | jq .run.state",
+            "hourglass watch ping --since-cursor 7301:7305:7302",
+        ],
     )
     add_client_options(watch)
     watch.add_argument("job", metavar="JOB", help=JOB_HELP)
+    watch.add_argument(
+        "--since-cursor",
+        default="",
+        metavar="CURSOR",
+        help="resume after this cursor (from -o wide or .cursor in -o json): the job as it is"
+        " now, then every run change after it",
+    )
 
     backfill = command(
         commands,
@@ -274,27 +287,37 @@ def _cancel_run(parser: argparse.ArgumentParser, args: argparse.Namespace, stub:
     _show(args, reply, lambda: f"run {reply.run.id} cancel requested")
 
 
-def _watch_line(event: pb.WatchJobResponse) -> str:
+def _watch_line(event: pb.WatchJobResponse, *, wide: bool = False) -> str | None:
+    """A message as a line; None for a bookmark (only a cursor) unless `wide`."""
+    cursor = f"  cursor {event.cursor}" if wide and event.cursor else ""
     if event.HasField("job"):
         job = event.job
         return (
             f"job  {job.id}  {views.state(job.state, 'job')}  next fire "
-            f"{views.when(job.next_fire_at, job.HasField('next_fire_at'))}"
+            f"{views.when(job.next_fire_at, job.HasField('next_fire_at'))}{cursor}"
         )
+    if not event.HasField("run"):
+        return f"bookmark{cursor}" if cursor else None
     run = event.run
     last = run.attempts[-1] if run.attempts else None
     detail = f"  exit {last.exit_code}" if last is not None and last.HasField("exit_code") else ""
     return (
         f"run  {run.id}  {views.when(run.scheduled_at)}  {views.state(run.state, 'run')}"
-        f"  attempt {run.attempt}{detail}{'  ' + run.reason if run.reason else ''}"
+        f"  attempt {run.attempt}{detail}{'  ' + run.reason if run.reason else ''}{cursor}"
     )
 
 
 def _watch(parser: argparse.ArgumentParser, args: argparse.Namespace, stub: Stub) -> None:
     job_id = addressing.resolve_job(stub, args.job)
-    for event in stub.WatchJob(pb.WatchJobRequest(job_id=job_id)):
-        line = output.stream_item(args.output, event, table=functools.partial(_watch_line, event))
-        print(line, flush=True)
+    request = pb.WatchJobRequest(job_id=job_id, cursor=args.since_cursor)
+    for event in stub.WatchJob(request):
+        text = _watch_line(event, wide=args.output == "wide")
+        if text is None and args.output in ("table", "wide"):
+            continue
+        print(
+            output.stream_item(args.output, event, table=functools.partial(str, text or "")),
+            flush=True,
+        )
 
 
 def _logs(parser: argparse.ArgumentParser, args: argparse.Namespace, stub: Stub) -> None:

@@ -59,6 +59,13 @@ def add_parsers(commands: Any) -> None:
         default=env("HOURGLASS_RETENTION", "30d"),
         help="keep finished runs this long (env HOURGLASS_RETENTION, default 30d)",
     )
+    claimer.add_argument(
+        "--event-retention",
+        type=duration,
+        default=env("HOURGLASS_EVENT_RETENTION", "15m"),
+        help="keep run state changes this long: how old a `watch` cursor may resume from"
+        " (env HOURGLASS_EVENT_RETENTION, default 15m)",
+    )
     fetch = command(
         commands,
         "fetch-binary",
@@ -400,7 +407,10 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if args.command == "worker"
             else None,
             claimer=ClaimerConfig(lease_ttl=args.lease_ttl) if args.command == "claimer" else None,
-            maintenance=MaintenanceConfig(retention=durations.parse(args.retention))
+            maintenance=MaintenanceConfig(
+                retention=durations.parse(args.retention),
+                event_retention=durations.parse(args.event_retention),
+            )
             if args.command == "claimer"
             else None,
             log_dir=getattr(args, "log_dir", None),

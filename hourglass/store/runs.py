@@ -355,16 +355,23 @@ async def list_by_ids(
     return await _with_attempts(conn, await cursor.fetchall())
 
 
+async def attempts_of(conn: Connection, run_ids: list[RunId]) -> dict[RunId, tuple[Attempt, ...]]:
+    """The attempts of these runs as stored now, each run's in order of number."""
+    if not run_ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT * FROM attempts WHERE run_id = ANY(%s) ORDER BY run_id, number", (run_ids,)
+    )
+    attempts: dict[RunId, list[Attempt]] = {}
+    for row in await cursor.fetchall():
+        attempts.setdefault(RunId(row["run_id"]), []).append(_attempt(row))
+    return {run_id: tuple(found) for run_id, found in attempts.items()}
+
+
 async def _with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[Run]:
     if not rows:
         return []
-    cursor = await conn.execute(
-        "SELECT * FROM attempts WHERE run_id = ANY(%s) ORDER BY run_id, number",
-        ([row["id"] for row in rows],),
-    )
-    attempts: dict[uuid.UUID, list[Attempt]] = {}
-    for row in await cursor.fetchall():
-        attempts.setdefault(row["run_id"], []).append(_attempt(row))
+    attempts = await attempts_of(conn, [RunId(row["id"]) for row in rows])
     return [
         Run(
             id=RunId(row["id"]),
@@ -374,7 +381,7 @@ async def _with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[R
             attempt=row["attempt"],
             created_at=row["created_at"],
             finished_at=row["finished_at"],
-            attempts=tuple(attempts.get(row["id"], ())),
+            attempts=attempts.get(RunId(row["id"]), ()),
             trigger=row["trigger"],
             reason=row["reason"],
         )
@@ -386,22 +393,6 @@ async def get(conn: Connection, run_id: RunId) -> Run | None:
     cursor = await conn.execute("SELECT * FROM runs WHERE id = %s", (run_id,))
     found = await _with_attempts(conn, await cursor.fetchall())
     return found[0] if found else None
-
-
-async def list_changed(conn: Connection, job_id: JobId, *, since: datetime) -> list[Run]:
-    """A job's runs changed at or after `since` (database clock), oldest change first."""
-    cursor = await conn.execute(
-        "SELECT * FROM runs WHERE job_id = %s AND updated_at >= %s ORDER BY updated_at",
-        (job_id, since),
-    )
-    return await _with_attempts(conn, await cursor.fetchall())
-
-
-async def database_now(conn: Connection) -> datetime:
-    cursor = await conn.execute("SELECT clock_timestamp() AS now")
-    row = await cursor.fetchone()
-    assert row is not None
-    return row["now"]  # type: ignore[no-any-return]
 
 
 async def request_cancel(

@@ -469,18 +469,22 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "cursor")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    cursor: str
+    def __init__(self, job_id: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
-    __slots__ = ("job", "run")
+    __slots__ = ("job", "run", "cursor")
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     job: Job
     run: Run
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+    cursor: str
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., run: _Optional[_Union[Run, _Mapping]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class GetRunLogsRequest(_message.Message):
     __slots__ = ("run_id", "follow")

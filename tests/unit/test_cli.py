@@ -330,3 +330,17 @@ def test_zsh_and_fish_scripts_name_every_command(shell: str) -> None:
     checker = shutil.which(shell)
     if checker is not None:  # a syntax check where the shell is installed
         subprocess.run([checker, "-n"], input=done.stdout, text=True, check=True)
+
+
+def test_watch_lines_end_with_their_cursor_in_wide_and_bookmarks_show_only_there() -> None:
+    from hourglass.cli import client
+
+    event = pb.WatchJobResponse(job=_job(), cursor="7301:7305:7302")
+    assert client._watch_line(event).startswith(f"job  {JOB}")  # type: ignore[union-attr]
+    assert "cursor" not in client._watch_line(event)  # type: ignore[operator]
+    assert client._watch_line(event, wide=True).endswith("  cursor 7301:7305:7302")  # type: ignore[union-attr]
+    bookmark = pb.WatchJobResponse(cursor="7310:7310:")
+    assert client._watch_line(bookmark) is None
+    assert client._watch_line(bookmark, wide=True) == "bookmark  cursor 7310:7310:"
+    parsed = main.build_parser().parse_args(["watch", JOB, "--since-cursor", "7301:7305:7302"])
+    assert parsed.since_cursor == "7301:7305:7302"
