@@ -85,6 +85,7 @@ def plan(
     database_url: str,
     redis_url: str,
     etcd_endpoints: str,
+    artifacts: str = "",
 ) -> list[Planned]:
     """Each case's settings: resource `dev`, ports next to the API's."""
     host, _, api_port = listen.rpartition(":")
@@ -108,6 +109,7 @@ def plan(
                     http_listen=f"{host}:{http_port}" if http_port else None,
                     metrics_listen=None,
                     spec={},
+                    artifacts=artifacts,
                 ),
             )
         )
