@@ -59,16 +59,23 @@ class Target:
     @classmethod
     def decode(cls, text: str) -> Target:
         kind, expires, flags, syntax, value = text.split("|", 4)
-        return cls(kind, value, int(expires) if expires else None, "g" in flags, "b" in flags,
-                   syntax)  # fmt: skip
+        return cls(
+            kind, value, int(expires) if expires else None, "g" in flags, "b" in flags, syntax
+        )
 
     @classmethod
     def of(cls, entry: Entry) -> Target:
         expires = None if entry.expires_at is None else int(entry.expires_at.timestamp())
         value = entry.url if entry.kind == "url" else entry.blob
         assert value is not None
-        return cls(entry.kind, value, expires, entry.deleted_at is not None, entry.binary,
-                   entry.syntax or "")  # fmt: skip
+        return cls(
+            entry.kind,
+            value,
+            expires,
+            entry.deleted_at is not None,
+            entry.binary,
+            entry.syntax or "",
+        )
 
 
 class Cache:

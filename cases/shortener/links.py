@@ -105,9 +105,13 @@ class Shortener:
     async def shorten(self, link: validation.Link) -> str:
         key = link.alias or await self.next_key()
         stored = await self._store(
-            key, alias=link.alias is not None, kind="url", url=link.url,
-            expires_at=self._at(link.expires_at), max_visits=link.max_visits,
-        )  # fmt: skip
+            key,
+            alias=link.alias is not None,
+            kind="url",
+            url=link.url,
+            expires_at=self._at(link.expires_at),
+            max_visits=link.max_visits,
+        )
         if not stored:
             raise Taken(key)
         metrics.created.labels("url").inc()
@@ -124,9 +128,15 @@ class Shortener:
         assert stored == digest
         key = await self.next_key()
         await self._store(
-            key, alias=False, kind="paste", blob=digest, size=len(paste.body),
-            binary=paste.binary, syntax=paste.syntax, expires_at=self._at(paste.expires_at),
-        )  # fmt: skip
+            key,
+            alias=False,
+            kind="paste",
+            blob=digest,
+            size=len(paste.body),
+            binary=paste.binary,
+            syntax=paste.syntax,
+            expires_at=self._at(paste.expires_at),
+        )
         metrics.created.labels("paste").inc()
         await self._cache(
             key,

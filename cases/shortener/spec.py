@@ -35,13 +35,23 @@ _HOST = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$"
 
 
 def _duration(default: str, what: str) -> dict[str, Any]:
-    return {"type": "string", "description": what, "pattern": DURATION, "maxLength": 64,
-            "default": default}  # fmt: skip
+    return {
+        "type": "string",
+        "description": what,
+        "pattern": DURATION,
+        "maxLength": 64,
+        "default": default,
+    }
 
 
 def _integer(default: int, low: int, high: int, what: str) -> dict[str, Any]:
-    return {"type": "integer", "description": what, "minimum": low, "maximum": high,
-            "default": default}  # fmt: skip
+    return {
+        "type": "integer",
+        "description": what,
+        "minimum": low,
+        "maximum": high,
+        "default": default,
+    }
 
 
 SCHEMA: dict[str, Any] = {

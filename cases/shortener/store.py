@@ -70,11 +70,19 @@ _ENTRY = (
 
 def _entry(row: dict[str, Any]) -> Entry:
     return Entry(
-        key=row["key"], kind=row["kind"], url=row["url"], blob=row["blob"], size=row["size"],
-        binary=bool(row["binary_body"]), syntax=row["syntax"], created_at=row["created_at"],
-        expires_at=row["expires_at"], max_visits=row["max_visits"], visits=int(row["visits"]),
+        key=row["key"],
+        kind=row["kind"],
+        url=row["url"],
+        blob=row["blob"],
+        size=row["size"],
+        binary=bool(row["binary_body"]),
+        syntax=row["syntax"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        max_visits=row["max_visits"],
+        visits=int(row["visits"]),
         deleted_at=row["deleted_at"],
-    )  # fmt: skip
+    )
 
 
 async def insert(
@@ -167,10 +175,13 @@ async def apply_visits(
         " ON CONFLICT (key, hour, referrer, agent)"
         " DO UPDATE SET count = hourly_visits.count + excluded.count",
         (
-            [g[0] for g, _ in ordered], [g[1] for g, _ in ordered],
-            [g[2] for g, _ in ordered], [g[3] for g, _ in ordered], [n for _, n in ordered],
+            [g[0] for g, _ in ordered],
+            [g[1] for g, _ in ordered],
+            [g[2] for g, _ in ordered],
+            [g[3] for g, _ in ordered],
+            [n for _, n in ordered],
         ),
-    )  # fmt: skip
+    )
     keys = sorted(per_key)
     counted = await (
         await conn.execute(
@@ -184,10 +195,11 @@ async def apply_visits(
     ).fetchall()
     # Exhausted by this batch: the limit lies within what it added.
     exhausted = [
-        r["key"] for r in counted
+        r["key"]
+        for r in counted
         if r["max_visits"] is not None
         and r["visits"] - per_key[r["key"]] < r["max_visits"] <= r["visits"]
-    ]  # fmt: skip
+    ]
     return sum(per_key.values()), exhausted
 
 

@@ -40,8 +40,19 @@ READ_COUNT = 50  # stream entries per drained batch
 CLAIM_AFTER = 30.0
 FORGET_AFTER = 7 * 86400
 GROUP = "drainers"
-_BOTS = ("bot", "crawl", "spider", "slurp", "curl", "wget", "python", "httpclient", "go-http",
-         "java/", "preview")  # fmt: skip
+_BOTS = (
+    "bot",
+    "crawl",
+    "spider",
+    "slurp",
+    "curl",
+    "wget",
+    "python",
+    "httpclient",
+    "go-http",
+    "java/",
+    "preview",
+)
 AGENTS = ("desktop", "mobile", "tablet", "bot", "other", "none")
 
 
