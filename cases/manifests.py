@@ -64,7 +64,7 @@ def deployment(
     (with `config`) the spec ConfigMap mounted where `hourglass serve --spec` reads it; a
     changed spec rolls the pods (the spec-hash annotation)."""
     container = {**container, "securityContext": SECURITY_CONTEXT}
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     if config is not None:
         folder = posixpath.dirname(cases.SPEC_FILE)

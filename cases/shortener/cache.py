@@ -98,7 +98,7 @@ class Cache:
         raw = await self.client(key).get(self.prefix + key)
         if raw is None:
             return None
-        text = raw.decode()
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return False if text == _UNKNOWN else Target.decode(text)
 
     async def put(self, key: str, target: Target | None) -> None:
@@ -190,7 +190,7 @@ class Resolver:
             cached = None
         if cached is not None:
             metrics.lookups.labels("redis").inc()
-            return cached or None
+            return cached if isinstance(cached, Target) else None
         metrics.lookups.labels("postgres").inc()
         entry = await self.find(key)
         target = None if entry is None else Target.of(entry)

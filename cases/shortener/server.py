@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["Shortener"]
 ROLES = ("", "read", "write")
 UNAVAILABLE_ERRORS = store.UNAVAILABLE_ERRORS
+# Refusals the faces answer with a status: bad input, or PostgreSQL away (retry).
+REFUSED: tuple[type[Exception], ...] = (validation.Invalid, *UNAVAILABLE_ERRORS)
 
 
 def _stamp(moment: datetime | None) -> Timestamp | None:
@@ -60,7 +62,7 @@ class Service(pb_grpc.ShortenerServicer):
             key = await self.shortener.shorten(link)
         except Taken as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"alias: {exc} is taken")
-        except (validation.Invalid, *UNAVAILABLE_ERRORS) as exc:
+        except REFUSED as exc:
             await self._refuse(context, exc)
         return pb.ShortenResponse(key=key, short_url=self.shortener.short_url(key))
 
@@ -75,7 +77,7 @@ class Service(pb_grpc.ShortenerServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "pastes need an object store: start the server with --artifacts",
             )
-        except (validation.Invalid, *UNAVAILABLE_ERRORS) as exc:
+        except REFUSED as exc:
             await self._refuse(context, exc)
         return pb.CreatePasteResponse(
             key=key,
@@ -89,7 +91,7 @@ class Service(pb_grpc.ShortenerServicer):
     ) -> pb.DeleteResponse:
         try:
             deleted = await self.shortener.delete(validation.key(request.key))
-        except (validation.Invalid, *UNAVAILABLE_ERRORS) as exc:
+        except REFUSED as exc:
             await self._refuse(context, exc)
         if deleted is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"key: {request.key!r} is unknown")
@@ -100,10 +102,11 @@ class Service(pb_grpc.ShortenerServicer):
     ) -> pb.StatsResponse:
         try:
             found = await self.shortener.stats(validation.key(request.key))
-        except (validation.Invalid, *UNAVAILABLE_ERRORS) as exc:
+        except REFUSED as exc:
             await self._refuse(context, exc)
         if found is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"key: {request.key!r} is unknown")
+        assert found is not None
         entry, counts = found
 
         def counted(items: list[tuple[str, int]]) -> list[pb.Count]:

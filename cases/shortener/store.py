@@ -16,7 +16,7 @@ from psycopg_pool import PoolTimeout
 from hourglass.store import db
 
 # PostgreSQL going away or the pool waiting too long: the caller may retry.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, PoolTimeout)
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
 async def open_pool(dsn: str, *, max_size: int = 8) -> db.Pool:

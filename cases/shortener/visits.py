@@ -23,7 +23,9 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis
@@ -40,6 +42,8 @@ READ_COUNT = 50  # stream entries per drained batch
 CLAIM_AFTER = 30.0
 FORGET_AFTER = 7 * 86400
 GROUP = "drainers"
+# Redis or PostgreSQL away: the batch stays pending and is read again.
+DRAIN_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, *store.UNAVAILABLE_ERRORS)
 _BOTS = (
     "bot",
     "crawl",
@@ -142,7 +146,7 @@ class Drainer:
         stream: str,
         pool: db.Pool,
         *,
-        on_exhausted: object = None,
+        on_exhausted: Callable[[list[str]], Awaitable[None]] | None = None,
         claim_after: float = CLAIM_AFTER,
     ) -> None:
         self.client = client
@@ -170,7 +174,7 @@ class Drainer:
         return entries
 
     async def read(self, block_ms: int = 1000) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        answer = await self.client.xreadgroup(
+        answer: Any = await self.client.xreadgroup(
             GROUP, self.consumer, {self.stream: ">"}, count=READ_COUNT, block=block_ms
         )
         return list(answer[0][1]) if answer else []
@@ -188,7 +192,7 @@ class Drainer:
         await self.client.xack(self.stream, GROUP, *ids)
         await self.client.xdel(self.stream, *ids)
         metrics.visits_applied.inc(applied)
-        if exhausted and callable(self.on_exhausted):
+        if exhausted and self.on_exhausted is not None:
             await self.on_exhausted(exhausted)
         return applied
 
@@ -199,7 +203,7 @@ class Drainer:
                 entries = await self.claim() or await self.read()
                 if entries:
                     await self.apply(entries)
-            except (RedisError, OSError, *store.UNAVAILABLE_ERRORS) as exc:
+            except DRAIN_ERRORS as exc:
                 log.warning("visits: drain failed (%s); retrying", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

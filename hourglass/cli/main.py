@@ -239,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard", add_help=False, prefix_chars="\0", help="a Leaderboard's admin calls"
     )
     leaderboard.add_argument("case_args", nargs="*", metavar="rollup|retention --server HOST:PORT")
+    # The UrlShortener's client (its write service, and what its ScheduledJobs run), the same way.
+    shortener = commands.add_parser(
+        "shortener", add_help=False, prefix_chars="\0", help="a UrlShortener's calls"
+    )
+    shortener.add_argument("case_args", nargs="*", metavar="--server HOST:PORT shorten|paste|...")
 
     quota.add_parser(commands, add_store_options=_add_store_options)
     lock_commands.add_parsers(commands, add_client_options=_add_client_options)
@@ -451,6 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.leaderboard import cli as leaderboard_cli
 
         return leaderboard_cli.main(args.case_args)
+    if args.command == "shortener":
+        from hourglass.cases.shortener import cli as shortener_cli
+
+        return shortener_cli.main(args.case_args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":
