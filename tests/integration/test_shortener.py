@@ -252,7 +252,7 @@ async def test_visits_are_counted_at_least_once_after_a_drainer_sigkill_mid_batc
     client = redis.Redis.from_url(redis_server.url)
     stream = f"hourglass:url:{chosen.schema}:visits"
     sent = 0
-    for batch in range(20):
+    for _ in range(20):
         rows = [(key, int(time.time()), "https://ref.example/", "Mozilla (iPhone) Mobile")] * 50
         client.xadd(stream, {"v": visits.encode(rows)})
         sent += len(rows)
@@ -267,7 +267,7 @@ async def test_visits_are_counted_at_least_once_after_a_drainer_sigkill_mid_batc
             if pending and pending["pending"] > 0:
                 break
             assert process.poll() is None
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         else:
             raise AssertionError("the drainer never read a batch")
         process.send_signal(signal.SIGKILL)
@@ -286,7 +286,7 @@ async def test_visits_are_counted_at_least_once_after_a_drainer_sigkill_mid_batc
                 ]
                 if total >= sent:
                     break
-                time.sleep(0.2)
+                await asyncio.sleep(0.2)
             assert total == sent
             hourly = conn.execute("SELECT sum(count) FROM hourly_visits WHERE key = %s", (key,))
             assert hourly.fetchone()[0] == sent
