@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard] [--profile]
+"""python -m bench [--quick] [--only drain,...,leaderboard,shortener] [--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard")
+SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard", "shortener")
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -30,6 +30,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "locks": 300,
             "locks_handoffs": 1,
             "leaderboard": 200_000,
+            "shortener": 2_000,
         }
     return {
         "drain": 20_000,
@@ -41,6 +42,7 @@ def sizes(quick: bool) -> dict[str, int]:
         "locks": 2_000,
         "locks_handoffs": 3,
         "leaderboard": 1_000_000,
+        "shortener": 5_000,
     }
 
 
@@ -78,7 +80,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, leaderboard, locks, scale, submit
+    from bench import drain, lateness, leaderboard, locks, scale, shortener, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -103,6 +105,8 @@ def main() -> int:
                     rows += locks.run(bench, n["locks"], handoffs=n["locks_handoffs"])
                 elif scenario == "leaderboard":
                     rows += leaderboard.run(bench, n["leaderboard"])
+                elif scenario == "shortener":
+                    rows += shortener.run(bench, n["shortener"])
                 elif scenario == "scale":
                     rows += scale.run(
                         bench,
