@@ -29,12 +29,17 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, service: ServiceDescriptor, latency: Histogram) -> None:
         self.service = service
         self.latency = latency
+        # The wrapped handler of each method, made once: grpcio asks on every call.
+        self.wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        wrapped = self.wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
         service, _, name = details.method.lstrip("/").partition("/")
         if handler is None or service != self.service.full_name or handler.unary_unary is None:
@@ -66,9 +71,11 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 label = code.name if isinstance(code, grpc.StatusCode) else "OK"
                 latency.labels(name, label).observe(time.perf_counter() - started)
 
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
         )
+        self.wrapped[details.method] = wrapped
+        return wrapped
 
 
 async def start_grpc(

@@ -107,6 +107,17 @@ class Cache:
         else:
             await self.client(key).set(self.prefix + key, target.encode(), ex=self.ttl)
 
+    async def put_many(self, entries: list[tuple[str, Target]]) -> None:
+        """Known targets, one pipelined round trip per shard."""
+        by_shard: dict[str, list[tuple[str, Target]]] = {}
+        for key, target in entries:
+            by_shard.setdefault(self.ring.shard(key), []).append((key, target))
+        for shard, chosen in by_shard.items():
+            async with self.clients[shard].pipeline(transaction=False) as pipe:
+                for key, target in chosen:
+                    pipe.set(self.prefix + key, target.encode(), ex=self.ttl)
+                await pipe.execute()
+
     async def forget(self, key: str) -> None:
         await self.client(key).delete(self.prefix + key)
 
@@ -137,6 +148,7 @@ class Resolver:
         self.leased = 0
         self.leased_read = -HIGH_WATER_EVERY
         self.inflight: dict[str, asyncio.Future[Target | None]] = {}
+        self.filling: set[asyncio.Task[None]] = set()
 
     def near_hit(self, key: str, now: float) -> tuple[bool, Target | None]:
         found = self.near.get(key)
@@ -194,11 +206,17 @@ class Resolver:
         metrics.lookups.labels("postgres").inc()
         entry = await self.find(key)
         target = None if entry is None else Target.of(entry)
+        # Filled after the answer, not before: the redirect does not wait for Redis twice.
+        task = asyncio.create_task(self._fill(key, target))
+        self.filling.add(task)
+        task.add_done_callback(self.filling.discard)
+        return target
+
+    async def _fill(self, key: str, target: Target | None) -> None:
         try:
             await self.cache.put(key, target)
         except (RedisError, OSError):
             metrics.cache_errors.inc()
-        return target
 
     def drop(self, key: str) -> None:
         self.near.pop(key, None)

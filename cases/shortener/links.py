@@ -1,7 +1,8 @@
 """The UrlShortener's logic between the faces and the store: keys, links, pastes, purge.
 
 A write server holds one leased block of ids at a time (keys.Block) and spends it in memory:
-a key costs one INSERT, committed before the answer. The block is leased under an asyncio
+a key costs one row of a multi-row INSERT that concurrent calls share (group.py's group
+commit), committed before any of them is answered. The block is leased under an asyncio
 lock, so concurrent Shorten calls of one server never lease two blocks for nothing; ids
 left in a block at exit are never used (the key space is 3.5 * 10**12).
 """
@@ -12,12 +13,16 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import psycopg
 
 from hourglass import artifacts
 from hourglass.cases.shortener import blobs, keys, metrics, store, validation
 from hourglass.cases.shortener.cache import Cache, Target
+from hourglass.cases.shortener.group import GroupCommit
 from hourglass.cases.shortener.spec import Spec
 from hourglass.cases.shortener.visits import FORGET_AFTER
 from hourglass.clock import Clock
@@ -45,10 +50,14 @@ class Shortener:
     cache: Cache
     blob_store: artifacts.ArtifactStore | None = None
     permutation: keys.Permutation | None = None
+    # The read path's pool, whose connections are lent unchecked (one round trip less per
+    # cold redirect): `find` retries once on a connection that turns out broken.
+    reads: db.Pool | None = None
 
     def __post_init__(self) -> None:
         self.block: keys.Block | None = None
         self.lease_lock = asyncio.Lock()
+        self.writes: GroupCommit[store.New, bool] = GroupCommit(self._flush)
 
     async def prepare(self) -> None:
         async with db.transaction(self.pool) as conn:
@@ -82,21 +91,49 @@ class Shortener:
         return int(row["last_value"]) * BLOCK if row["is_called"] else 0
 
     async def find(self, key: str) -> store.Entry | None:
-        async with self.pool.connection() as conn:
-            return await store.find(conn, key)
-
-    async def _store(self, key: str, *, alias: bool, **columns: object) -> bool:
-        async with db.transaction(self.pool) as conn:
-            return await store.insert(conn, key=key, alias=alias, now=self.now(), **columns)  # type: ignore[arg-type]
-
-    async def _cache(self, key: str, target: Target) -> None:
-        """Write-through, replacing a negative entry a scan may have left; best effort (a
-        failure leaves at most negativeTtl of 404 for a key nobody had before)."""
+        pool = self.reads or self.pool
         try:
-            await self.cache.put(key, target)
-        except Exception as exc:  # the key is stored: the answer must not fail
+            async with pool.connection() as conn:
+                return await store.find(conn, key)
+        except psycopg.OperationalError:  # a connection PostgreSQL dropped (a restart)
+            async with pool.connection() as conn:
+                return await store.find(conn, key)
+
+    async def _flush(self, rows: list[store.New]) -> Sequence[bool | Exception]:
+        """One batch of new keys: one INSERT (its own transaction: the pool's connections
+        autocommit), then the cache. True: stored; False: the key was taken (by a row
+        before, or by an earlier row of this batch)."""
+        metrics.batch_size.observe(len(rows))
+        try:
+            async with self.pool.connection() as conn:
+                stored = await store.insert_many(conn, rows)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            if len(rows) == 1:
+                return [exc]
+            # One row the database refuses must not fail the others: each on its own.
+            return [result for row in rows for result in await self._flush([row])]
+        seen: set[str] = set()
+        answers: list[bool | Exception] = []
+        for row in rows:
+            answers.append(row.key in stored and row.key not in seen)
+            seen.add(row.key)
+        aliases = [(row.key, _target(row)) for row in rows if row.alias and row.key in stored]
+        if aliases:
+            await self._cache(aliases)
+        return answers
+
+    async def _cache(self, entries: list[tuple[str, Target]]) -> None:
+        """Write-through of new aliases, replacing the negative entry left by whoever looked
+        the alias up before it existed; best effort (a failure leaves at most negativeTtl of
+        404 for a key nobody had before). A generated key needs none: until its block was
+        leased the read path answered it 404 from the range alone, caching nothing, and after
+        that only a lucky guess among the unused ids of a leased block could cache a
+        negative for it (for negativeTtl at most)."""
+        try:
+            await self.cache.put_many(entries)
+        except Exception as exc:  # the keys are stored: the answers must not fail
             metrics.cache_errors.inc()
-            log.debug("cache put %s failed: %s", key, exc)
+            log.debug("cache put of %d keys failed: %s", len(entries), exc)
 
     @staticmethod
     def _at(seconds: int | None) -> datetime | None:
@@ -104,18 +141,20 @@ class Shortener:
 
     async def shorten(self, link: validation.Link) -> str:
         key = link.alias or await self.next_key()
-        stored = await self._store(
-            key,
-            alias=link.alias is not None,
-            kind="url",
-            url=link.url,
-            expires_at=self._at(link.expires_at),
-            max_visits=link.max_visits,
+        stored = await self.writes.submit(
+            store.New(
+                key=key,
+                kind="url",
+                now=self.now(),
+                url=link.url,
+                alias=link.alias is not None,
+                expires_at=self._at(link.expires_at),
+                max_visits=link.max_visits,
+            )
         )
         if not stored:
             raise Taken(key)
         metrics.created.labels("url").inc()
-        await self._cache(key, Target("url", link.url, link.expires_at))
         return key
 
     async def paste(self, paste: validation.Paste) -> tuple[str, str]:
@@ -127,23 +166,20 @@ class Shortener:
         stored = await blobs.put(self.blob_store, paste.body)
         assert stored == digest
         key = await self.next_key()
-        await self._store(
-            key,
-            alias=False,
-            kind="paste",
-            blob=digest,
-            size=len(paste.body),
-            binary=paste.binary,
-            syntax=paste.syntax,
-            expires_at=self._at(paste.expires_at),
+        made = await self.writes.submit(
+            store.New(
+                key=key,
+                kind="paste",
+                now=self.now(),
+                blob=digest,
+                size=len(paste.body),
+                binary=paste.binary,
+                syntax=paste.syntax,
+                expires_at=self._at(paste.expires_at),
+            )
         )
+        assert made, f"a generated key {key} was taken"
         metrics.created.labels("paste").inc()
-        await self._cache(
-            key,
-            Target(
-                "paste", digest, paste.expires_at, binary=paste.binary, syntax=paste.syntax or ""
-            ),
-        )
         return key, digest
 
     async def delete(self, key: str) -> bool | None:
@@ -205,3 +241,12 @@ class Shortener:
             return await store.rollup(
                 conn, hours_before=hour, forget_before=now - timedelta(seconds=FORGET_AFTER)
             )
+
+
+def _target(row: store.New) -> Target:
+    expires = None if row.expires_at is None else int(row.expires_at.timestamp())
+    if row.kind == "url":
+        assert row.url is not None
+        return Target("url", row.url, expires)
+    assert row.blob is not None
+    return Target("paste", row.blob, expires, binary=bool(row.binary), syntax=row.syntax or "")

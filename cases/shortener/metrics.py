@@ -38,3 +38,8 @@ latency = Histogram(
     ["method", "code"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+batch_size = Histogram(
+    "hourglass_shortener_commit_batch_keys",
+    "New keys per group commit (one INSERT shared by concurrent Shorten and CreatePaste calls).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)

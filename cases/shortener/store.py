@@ -19,10 +19,10 @@ from hourglass.store import db
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
-async def open_pool(dsn: str, *, max_size: int = 8) -> db.Pool:
+async def open_pool(dsn: str, *, max_size: int = 8, checked: bool = True) -> db.Pool:
     """`dsn` is the one `hourglass serve` gives the server: its search_path is the resource's
     schema alone, into which the migrations were already applied."""
-    return await db.open_pool(dsn, max_size=max_size)
+    return await db.open_pool(dsn, max_size=max_size, checked=checked)
 
 
 async def secret(conn: db.Connection, name: str, candidate: bytes) -> bytes:
@@ -85,32 +85,48 @@ def _entry(row: dict[str, Any]) -> Entry:
     )
 
 
-async def insert(
-    conn: db.Connection,
-    *,
-    key: str,
-    kind: str,
-    url: str | None = None,
-    blob: str | None = None,
-    size: int | None = None,
-    binary: bool | None = None,
-    syntax: str | None = None,
-    alias: bool = False,
-    now: datetime,
-    expires_at: datetime | None = None,
-    max_visits: int | None = None,
-) -> bool:
-    """Stores a new key; False (nothing stored) when the key is taken."""
-    row = await (
+@dataclass(frozen=True, slots=True)
+class New:
+    """A key to store: a link (url) or a paste (blob, size, binary, syntax)."""
+
+    key: str
+    kind: str
+    now: datetime
+    url: str | None = None
+    blob: str | None = None
+    size: int | None = None
+    binary: bool | None = None
+    syntax: str | None = None
+    alias: bool = False
+    expires_at: datetime | None = None
+    max_visits: int | None = None
+
+
+_NEW_COLUMNS = (
+    "key", "url", "kind", "blob", "size", "binary", "syntax", "alias", "now", "expires_at",
+    "max_visits",
+)  # fmt: skip
+
+
+async def insert_many(conn: db.Connection, rows: Sequence[New]) -> set[str]:
+    """Stores new keys in ONE statement (one transaction on an autocommit connection); returns
+    the keys it stored. A key already taken is not stored, nor is the second of two rows with
+    the same key. Rows go in key order, so that two concurrent batches with the same aliases
+    lock them in the same order (no deadlock)."""
+    ordered = sorted(rows, key=lambda row: row.key)
+    columns = [[getattr(row, name) for row in ordered] for name in _NEW_COLUMNS]
+    stored = await (
         await conn.execute(
-            "INSERT INTO links (key, kind, url, blob, size, binary_body, syntax, alias,"
+            "INSERT INTO links (key, url, kind, blob, size, binary_body, syntax, alias,"
             " created_at, expires_at, max_visits)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
+            " %s::boolean[], %s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[],"
+            " %s::bigint[])"
             " ON CONFLICT (key) DO NOTHING RETURNING key",
-            (key, kind, url, blob, size, binary, syntax, alias, now, expires_at, max_visits),
+            columns,
         )
-    ).fetchone()
-    return row is not None
+    ).fetchall()
+    return {r["key"] for r in stored}
 
 
 async def find(conn: db.Connection, key: str) -> Entry | None:
