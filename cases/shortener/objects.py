@@ -5,9 +5,15 @@
   write` (gRPC, the visit drainer) and its Service (gRPC and metrics ports);
 - the read service: a Deployment `url-<name>-read` of `... --role read` (HTTP) and its
   Service, scaled apart (spec.readReplicas);
-- with spec.cacheShards > 1, one Redis cache per shard (`url-<name>-cache-<i>`, the
-  redis-server of the hourglass image, no persistence, LRU) and its Service: the servers
-  put them on a consistent-hash ring (cache_urls names them the same way);
+- spec.cacheShards Redis caches (`url-<name>-cache-<i>`, the redis-server of the hourglass
+  image, no persistence, LRU) and their Services: the servers put them on a consistent-hash
+  ring (cache_urls names them the same way). The cache never lives on the platform's Redis:
+  that one fsyncs every write (the visit stream must survive a kill), and a cache fill paying
+  an fsync made the cold redirect several times slower;
+- the shards' password: `requirepass` from the platform Secret's `redis.conf` (mounted, so it
+  never shows in a process list), and the same Secret's `redis-password` in the servers'
+  environment (CACHE_PASSWORD_ENV); a NetworkPolicy `url-<name>-cache` admits only this
+  resource's read and write pods to the shards;
 - the purge and rollup ScheduledJobs, whose pods call the write service's admin RPCs
   (`hourglass shortener purge|rollup --server ...`): job pods hold no credentials.
 
@@ -18,6 +24,7 @@ needs one. ownerReferences are added by the operator to everything it applies.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from hourglass import cases
 from hourglass.cases import GRPC_PORT, METRICS_PORT, Platform, Resource, manifests
@@ -33,12 +40,11 @@ CACHE_EXEC = (
     " b = str(redis_binary()); os.execv(b, [b, *sys.argv[1:]])"
 )
 CACHE_ARGS = [
+    "/etc/hourglass/cache/redis.conf",  # requirepass, from the platform Secret
     "--port",
     str(CACHE_PORT),
     "--bind",
     "0.0.0.0",
-    "--protected-mode",
-    "no",
     "--save",
     "",
     "--appendonly",
@@ -48,6 +54,8 @@ CACHE_ARGS = [
     "--maxmemory-policy",
     "allkeys-lru",
 ]
+# The servers find the shards' password here (the platform Secret's `redis-password`).
+CACHE_PASSWORD_ENV = "HOURGLASS_CACHE_PASSWORD"
 
 
 def names(resource: Resource) -> dict[str, str]:
@@ -62,13 +70,14 @@ def names(resource: Resource) -> dict[str, str]:
     }
 
 
-def cache_urls(name: str, namespace: str, parsed: spec.Spec) -> list[str]:
-    """The cache shards' Redis URLs inside the cluster; [] for one shard (the platform's
-    Redis) or outside a cluster."""
-    if parsed.cache_shards <= 1 or not namespace:
+def cache_urls(name: str, namespace: str, parsed: spec.Spec, password: str = "") -> list[str]:
+    """The cache shards' Redis URLs inside the cluster; [] outside a cluster (`hourglass dev`
+    and tests: the server then caches on the Redis it was given)."""
+    if not namespace:
         return []
+    auth = f":{quote(password, safe='')}@" if password else ""
     return [
-        f"redis://url-{name}-cache-{i}.{namespace}.svc:{CACHE_PORT}/0"
+        f"redis://{auth}url-{name}-cache-{i}.{namespace}.svc:{CACHE_PORT}/0"
         for i in range(parsed.cache_shards)
     ]
 
@@ -108,6 +117,16 @@ def _server(
         "env": [
             *cases.server_env(platform, artifacts=role == "write"),
             {"name": "HOURGLASS_LOG_FORMAT", "value": "json"},
+            {
+                "name": CACHE_PASSWORD_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": platform.secret,
+                        "key": "redis-password",
+                        "optional": True,
+                    }
+                },
+            },
         ],
         "ports": [
             {"name": port_name, "containerPort": number, "protocol": "TCP"}
@@ -125,6 +144,86 @@ def _server(
             "limits": {"memory": "512Mi"},
         },
     }
+
+
+def _caches(resource: Resource, platform: Platform, parsed: spec.Spec) -> list[dict[str, Any]]:
+    """The cache shards' Deployments and Services, and the NetworkPolicy that admits only this
+    resource's servers (never a job pod) to them."""
+    n = names(resource)
+    out: list[dict[str, Any]] = []
+    components = [f"cache-{i}" for i in range(parsed.cache_shards)]
+    for component in components:
+        name = f"url-{resource.name}-{component}"
+        container = {
+            "name": "redis",
+            "image": platform.image,
+            "command": ["python", "-c", CACHE_EXEC],
+            "args": CACHE_ARGS,
+            "ports": [{"name": "redis", "containerPort": CACHE_PORT, "protocol": "TCP"}],
+            "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi"},
+            },
+        }
+        deployment = manifests.deployment(
+            name=name,
+            resource=resource,
+            container=container,
+            replicas=1,
+            pod_labels=labels(resource, component),
+            match=manifests.selector(CASE, resource, component),
+            config=None,
+        )
+        pod = deployment["spec"]["template"]["spec"]
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": "password", "mountPath": "/etc/hourglass/cache", "readOnly": True}
+        )
+        pod["volumes"].append(
+            {
+                "name": "password",
+                "secret": {
+                    "secretName": platform.secret,
+                    "items": [{"key": "redis.conf", "path": "redis.conf"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        out.append(deployment)
+        port = [{"name": "redis", "port": CACHE_PORT, "targetPort": "redis"}]
+        out.append(_service(resource, name, component, port))
+
+    def pods(chosen: list[str]) -> dict[str, Any]:
+        return {
+            "matchLabels": manifests.selector(CASE, resource),
+            "matchExpressions": [
+                {"key": "app.kubernetes.io/component", "operator": "In", "values": chosen},
+                {"key": "hourglass.io/run", "operator": "DoesNotExist"},
+            ],
+        }
+
+    out.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "namespace": resource.namespace,
+                "name": n["cache"],
+                "labels": labels(resource, "cache"),
+            },
+            "spec": {
+                "podSelector": pods(components),
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": pods(["read", "write"])}],
+                        "ports": [{"port": CACHE_PORT, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        }
+    )
+    return out
 
 
 def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
@@ -163,39 +262,7 @@ def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
             for name, number in ports.items()
         ]
         out.append(_service(resource, n[role], role, service_ports))
-    for i in range(len(cache_urls(resource.name, resource.namespace, parsed))):
-        name, component = f"{n['cache']}-{i}", f"cache-{i}"
-        container = {
-            "name": "redis",
-            "image": platform.image,
-            "command": ["python", "-c", CACHE_EXEC],
-            "args": CACHE_ARGS,
-            "ports": [{"name": "redis", "containerPort": CACHE_PORT, "protocol": "TCP"}],
-            "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
-            "resources": {
-                "requests": {"cpu": "50m", "memory": "64Mi"},
-                "limits": {"memory": "256Mi"},
-            },
-        }
-        out.append(
-            manifests.deployment(
-                name=name,
-                resource=resource,
-                container=container,
-                replicas=1,
-                pod_labels=labels(resource, component),
-                match=manifests.selector(CASE, resource, component),
-                config=None,
-            )
-        )
-        out.append(
-            _service(
-                resource,
-                name,
-                component,
-                [{"name": "redis", "port": CACHE_PORT, "targetPort": "redis"}],
-            )
-        )
+    out += _caches(resource, platform, parsed)
     for action, every in (("purge", "1h"), ("rollup", "15m")):
         out.append(
             manifests.scheduled_job(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from hourglass.cases.shortener import blobs, metrics, spec, store, validation, v
 from hourglass.cases.shortener.cache import Cache, Resolver
 from hourglass.cases.shortener.http import HttpFace
 from hourglass.cases.shortener.links import NoObjectStore, Shortener, Taken
-from hourglass.cases.shortener.objects import cache_urls
+from hourglass.cases.shortener.objects import CACHE_PASSWORD_ENV, cache_urls
 from hourglass.cases.shortener.v1 import shortener_pb2 as pb
 from hourglass.cases.shortener.v1 import shortener_pb2_grpc as pb_grpc
 from hourglass.clock import Clock, SystemClock
@@ -164,6 +165,7 @@ class Running:
     async def stop(self, grace: float | None = 5) -> None:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
+        await self.shortener.writes.close()
         if self.http is not None:
             await self.http.stop()
         self.stopping.set()
@@ -176,6 +178,8 @@ class Running:
             with contextlib.suppress(Exception):
                 await self.recorder.flush()
         await self.shortener.pool.close()
+        if self.shortener.reads is not None:
+            await self.shortener.reads.close()
         for close in self.closers:
             await close()
 
@@ -188,11 +192,17 @@ async def start(
     claim_after: float = visits.CLAIM_AFTER,
 ) -> Running:
     """Connects and starts serving the settings' role; returns at once. `cache` overrides the
-    cache shards' Redis URLs (default: the spec's cacheShards, or the platform Redis)."""
+    cache shards' Redis URLs (default: the spec's cacheShards in a cluster, with the password
+    in CACHE_PASSWORD_ENV; the platform Redis outside one)."""
     if settings.role not in ROLES:
         raise ValueError(f"--role: {settings.role!r} is not one of read, write (or empty: both)")
     parsed = spec.parse(settings.spec)
-    urls = cache or cache_urls(settings.name, settings.namespace, parsed) or [settings.redis_url]
+    password = os.environ.get(CACHE_PASSWORD_ENV, "")
+    urls = (
+        cache
+        or cache_urls(settings.name, settings.namespace, parsed, password)
+        or [settings.redis_url]
+    )
     shards = {url: serving.redis_client(url) for url in urls}
     platform = serving.redis_client(settings.redis_url)
     prefix = f"hourglass:url:{settings.schema}:"
@@ -204,6 +214,8 @@ async def start(
         cache=Cache(shards, prefix=prefix, ttl=parsed.cache_ttl, negative_ttl=parsed.negative_ttl),
         blob_store=blobs.open_blobs(settings.artifacts, settings.schema),
     )
+    if settings.role in ("", "read"):
+        shortener.reads = await store.open_pool(settings.database_url, max_size=8, checked=False)
     await shortener.prepare()
     assert shortener.permutation is not None
     running = Running(shortener, None, 0, None)

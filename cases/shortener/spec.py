@@ -93,8 +93,8 @@ SCHEMA: dict[str, Any] = {
             1,
             1,
             MAX_SHARDS,
-            "Redis cache shards (a Deployment each when"
-            " more than 1), on a consistent-hash ring of the key.",
+            "Redis cache shards (a Deployment each, no persistence),"
+            " on a consistent-hash ring of the key.",
         ),
         "purgeAfter": _duration(
             "1d",

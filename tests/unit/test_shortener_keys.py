@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from hourglass.cases import Invalid, Platform, Resource
 from hourglass.cases.shortener import keys, spec, validation, visits
-from hourglass.cases.shortener.objects import objects
+from hourglass.cases.shortener.objects import CACHE_PASSWORD_ENV, cache_urls, objects
 from hourglass.cases.shortener.ring import Ring
+from tests.k8s.netpol import Endpoint, allowed
 
 PERM = keys.Permutation(b"0123456789abcdef0123456789abcdef")
 ids = st.integers(min_value=0, max_value=keys.DOMAIN - 1)
@@ -175,5 +176,44 @@ def test_objects_are_a_read_and_a_write_service_the_jobs_and_the_cache_shards() 
     purge = made[("ScheduledJob", "url-links-purge")]["spec"]["task"]["args"]
     assert purge == ["shortener", "purge", "--server", "url-links-write.team.svc:50051"]
     assert ("ScheduledJob", "url-links-rollup") in made
+    cache = made[("Deployment", "url-links-cache-2")]["spec"]["template"]["spec"]
+    assert cache["containers"][0]["args"][0] == "/etc/hourglass/cache/redis.conf"
+    assert "requirepass" not in str(cache["containers"][0])  # never in a process list
+    assert {"key": "redis.conf", "path": "redis.conf"} in cache["volumes"][-1]["secret"]["items"]
+    env = {e["name"]: e for e in read["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env[CACHE_PASSWORD_ENV]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("sec", "redis-password")
     with pytest.raises(ValueError, match=r"spec\.redirect"):
         objects(Resource("x", "team", "u", 1, {"redirect": 303}), Platform("i", "s", "e"))
+
+
+def test_the_cache_shards_admit_only_the_resources_own_servers_and_need_a_password() -> None:
+    """One shard by default (never the platform's fsync-every-write Redis); its
+    NetworkPolicy lets this resource's read and write pods in, and nobody else: not a job
+    pod wearing the same labels, not another resource's servers."""
+    made = _by(objects(Resource("links", "team", "u", 1, {}), Platform("i", "sec", "e")))
+    assert ("Deployment", "url-links-cache-0") in made and ("Service", "url-links-cache-0") in made
+    parsed = spec.parse({"cacheShards": 2})
+    assert cache_urls("links", "team", parsed, "p@ss/w") == [
+        f"redis://:p%40ss%2Fw@url-links-cache-{i}.team.svc:6379/0" for i in range(2)
+    ]
+    assert cache_urls("links", "", parsed, "pw") == []  # outside a cluster: the given Redis
+    policies = [m for (kind, _), m in made.items() if kind == "NetworkPolicy"]
+    assert [p["metadata"]["name"] for p in policies] == ["url-links-cache"]
+
+    def pod(component: str, instance: str = "links", **extra: str) -> Endpoint:
+        labels = {"app.kubernetes.io/name": "shortener", "app.kubernetes.io/instance": instance,
+                  "app.kubernetes.io/component": component, **extra}  # fmt: skip
+        return Endpoint("10.0.0.9", "team", labels)
+
+    shard = pod("cache-0")
+    for source, admitted in (
+        (pod("read"), True),
+        (pod("write"), True),
+        (pod("read", **{"hourglass.io/run": "r1"}), False),  # a job pod dressed up
+        (pod("read", instance="other"), False),
+        (pod("purge"), False),
+        (Endpoint("10.0.0.7", "other", {}), False),
+    ):
+        assert allowed(policies, source, shard, 6379) is admitted, source
+    assert allowed(policies, pod("cache-0"), pod("read"), 8080)  # the servers stay open

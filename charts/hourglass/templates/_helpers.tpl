@@ -257,6 +257,9 @@ annotations:
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
 
