@@ -7,7 +7,9 @@
     hourglass shortener purge|rollup     (what the resource's ScheduledJobs run)
 
 `main(argv)` is the whole command; the CLI registers it as `hourglass shortener`.
-Exit codes: 0 done, 1 the server refused or could not be reached, 2 bad arguments.
+Exit codes: 0 done; 1 a failure (the server could not be reached, an unknown key); 2 bad
+input, whether argparse or the server (INVALID_ARGUMENT, ALREADY_EXISTS) found it, as for
+every `hourglass` command.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hourglass import durations
 from hourglass.cases.shortener.v1 import shortener_pb2 as pb
 from hourglass.cases.shortener.v1 import shortener_pb2_grpc as pb_grpc
+
+_BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS)
 
 
 def _duration(text: str) -> float:
@@ -78,12 +82,12 @@ def call(args: argparse.Namespace) -> str:
             return str(answer.short_url or answer.key)
         if args.action == "paste":
             data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-            made = stub.CreatePaste(
-                pb.CreatePasteRequest(
-                    data=data, syntax=args.syntax, expires_at=_expiry(args.expires_in)
-                ),
-                **options,
-            )
+            request = pb.CreatePasteRequest(syntax=args.syntax, expires_at=_expiry(args.expires_in))
+            try:  # text is shown as text; anything else is served as a download
+                request.text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                request.data = data
+            made = stub.CreatePaste(request, **options)
             return str(made.short_url or made.key)
         if args.action == "delete":
             deleted = stub.Delete(pb.DeleteRequest(key=args.key), **options)
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"hourglass shortener {args.action}: {exc.code().name}: {exc.details()}",
             file=sys.stderr,
         )
-        return 1
+        return 2 if exc.code() in _BAD_INPUT else 1
     return 0
 
 
