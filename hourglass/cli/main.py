@@ -244,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
         "shortener", add_help=False, prefix_chars="\0", help="a UrlShortener's calls"
     )
     shortener.add_argument("case_args", nargs="*", metavar="--server HOST:PORT shorten|paste|...")
+    # The FileSync case's calls, and its sync client, the same way.
+    filesync = commands.add_parser(
+        "filesync", add_help=False, prefix_chars="\0", help="a FileSync service's calls"
+    )
+    filesync.add_argument("case_args", nargs="*", metavar="workspace|upload|share|gc|... ")
+    sync = commands.add_parser(
+        "sync", add_help=False, prefix_chars="\0", help="sync a folder with a FileSync workspace"
+    )
+    sync.add_argument("case_args", nargs="*", metavar="DIR --workspace W --server HOST:PORT")
 
     quota.add_parser(commands, add_store_options=_add_store_options)
     lock_commands.add_parsers(commands, add_client_options=_add_client_options)
@@ -460,6 +469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.shortener import cli as shortener_cli
 
         return shortener_cli.main(args.case_args)
+    if args.command in ("filesync", "sync"):
+        from hourglass.cases.filesync import cli as filesync_cli
+
+        if args.command == "sync":
+            return filesync_cli.sync_main(args.case_args)
+        return filesync_cli.main(args.case_args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":
