@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,...,leaderboard,shortener] [--profile]
+"""python -m bench [--quick] [--only drain,...,leaderboard,shortener,filesync] [--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard", "shortener")
+SCENARIOS = (
+    "drain", "lateness", "submit", "scale", "locks", "leaderboard", "shortener", "filesync",
+)  # fmt: skip
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -31,6 +33,8 @@ def sizes(quick: bool) -> dict[str, int]:
             "locks_handoffs": 1,
             "leaderboard": 200_000,
             "shortener": 2_000,
+            "filesync": 2_000,
+            "filesync_edits": 50,
         }
     return {
         "drain": 20_000,
@@ -43,6 +47,8 @@ def sizes(quick: bool) -> dict[str, int]:
         "locks_handoffs": 3,
         "leaderboard": 1_000_000,
         "shortener": 5_000,
+        "filesync": 10_000,
+        "filesync_edits": 200,
     }
 
 
@@ -80,7 +86,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, leaderboard, locks, scale, shortener, submit
+    from bench import drain, filesync, lateness, leaderboard, locks, scale, shortener, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -107,6 +113,8 @@ def main() -> int:
                     rows += leaderboard.run(bench, n["leaderboard"])
                 elif scenario == "shortener":
                     rows += shortener.run(bench, n["shortener"])
+                elif scenario == "filesync":
+                    rows += filesync.run(bench, n["filesync"], edits=n["filesync_edits"])
                 elif scenario == "scale":
                     rows += scale.run(
                         bench,

@@ -312,6 +312,8 @@ class Running:
             await self.http.stop()
         await self.wakeups.stop()
         await self.files.pool.close()
+        if self.files.chunk_pool is not None:
+            await self.files.chunk_pool.close()
 
 
 async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
@@ -324,6 +326,7 @@ async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
         spec=parsed,
         clock=clock or SystemClock(),
         blob_store=blobs.open_blobs(settings.artifacts, settings.schema),
+        chunk_pool=await store.open_pool(settings.database_url, checked=False),
     )
     wakeups = db.Wakeups(settings.database_url, store.CHANNEL, on_payload=files.notified)
     await wakeups.start()

@@ -26,8 +26,10 @@ RETRY_ERRORS: tuple[type[Exception], ...] = (
 CHANNEL = "filesync_changes"
 
 
-async def open_pool(dsn: str, *, max_size: int = 16) -> db.Pool:
-    return await db.open_pool(dsn, max_size=max_size)
+async def open_pool(dsn: str, *, max_size: int = 16, checked: bool = True) -> db.Pool:
+    """`checked=False` saves a round trip per loan, for calls whose client retries a failed
+    one on its own (HaveChunks, PutChunk)."""
+    return await db.open_pool(dsn, max_size=max_size, checked=checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,13 @@ async def record_chunks(
         " ON CONFLICT (workspace_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
         (workspace, now, [d for d, _ in chunks], [s for _, s in chunks]),
     )
+
+
+async def relax_durability(conn: db.Connection) -> None:
+    """This transaction's commit does not wait for the WAL flush. Only for chunk rows: a row
+    lost in a crash is a chunk the client is told to send again (HaveChunks) and whose bytes
+    the sweep collects; a commit, which checks its chunks' rows, always waits for the flush."""
+    await conn.execute("SET LOCAL synchronous_commit = off")
 
 
 def lock_key(digest: str) -> int:

@@ -142,5 +142,5 @@ def test_objects_are_a_server_its_service_and_three_scheduled_jobs() -> None:
         f"fs-team-{a}": ["filesync", a, "--server", "fs-team.files.svc:50051"]
         for a in ("gc", "retention", "expire")
     }
-    with pytest.raises(ValueError, match="^spec.keepVersions:"):
+    with pytest.raises(ValueError, match=r"^spec\.keepVersions:"):
         objects(resource(keepVersions=0), PLATFORM)
