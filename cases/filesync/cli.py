@@ -106,7 +106,8 @@ def token(path: Path | None) -> str:
 
 
 def _show(message: object) -> str:
-    return json.dumps(MessageToDict(message), indent=2)  # type: ignore[arg-type]
+    shown = MessageToDict(message, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+    return json.dumps(shown, indent=2)
 
 
 async def call(args: argparse.Namespace) -> str:

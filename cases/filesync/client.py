@@ -35,6 +35,8 @@ from hourglass.cases.filesync.remote import Remote, Upload
 from hourglass.cases.filesync.v1 import filesync_pb2 as pb
 
 log = logging.getLogger(__name__)
+# watchfiles says "N changes detected" at INFO for every event: not news in a sync log.
+logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 RESCAN = 30.0
 BATCH_FILES = 500
@@ -137,7 +139,7 @@ class Syncer:
                 # Kept: an edit here outlives a deletion there; the next push sends it.
                 self.state.put([Row(path, version, "", -1, -1, -1)])
                 return
-            if st is not None:
+            if st is not None and self._inside(self.local(path)):
                 with contextlib.suppress(FileNotFoundError):
                     self.local(path).unlink()
                 self._prune(path)
@@ -150,6 +152,9 @@ class Syncer:
                 return
             self._conflict(path)
         target = self.local(path)
+        if not self._inside(target):
+            log.warning("ignoring remote change of %r: a folder on its way is a symlink", path)
+            return
         temp = self.state.tmp / f"{secrets.token_hex(8)}.part"
         try:
             await self.remote.download(path, version, digest, temp)
@@ -167,6 +172,14 @@ class Syncer:
         if done is not None:
             self.state.put([self._row(path, version, digest, done)])
         log.info("applied %s version %d", path, version)
+
+    def _inside(self, target: Path) -> bool:
+        """Whether `target`'s folder really is inside the synced folder: a symlinked folder
+        (made here, never synced) must not lead a remote write elsewhere."""
+        folder = target.parent
+        while not folder.exists() and folder != self.root:
+            folder = folder.parent
+        return folder.resolve() == self.root or self.root in folder.resolve().parents
 
     def _conflict(self, path: str) -> None:
         taken = set(self.scan())

@@ -372,3 +372,29 @@ async def test_gc_racing_commits_loses_no_chunk_a_version_refers_to(
         assert {d.partition(":")[2] for d in await store.list()} == referenced
     finally:
         await live.stop()
+
+
+async def test_the_client_never_writes_through_a_symlinked_folder(
+    live: Live, tmp_path: Path
+) -> None:
+    """A member commits "docs/x.txt"; on a device where docs/ is a symlink to a folder
+    outside the synced one, the client leaves that folder alone and syncs the rest."""
+    from hourglass.cases.filesync.client import Syncer
+    from hourglass.cases.filesync.remote import Remote
+
+    ws, auth = await live.workspace()
+    await live.commit(ws, auth, "docs/x.txt", b"remote", 0)
+    await live.commit(ws, auth, "top.txt", b"fine", 0)
+    outside, folder = tmp_path / "outside", tmp_path / "synced"
+    outside.mkdir()
+    folder.mkdir()
+    (folder / "docs").symlink_to(outside)
+    remote = Remote(f"127.0.0.1:{live.running.port}", ws, auth[0][1].split()[1], device="pc")
+    try:
+        syncer = Syncer(folder, remote, device="pc")
+        await syncer.round()
+        syncer.state.close()
+    finally:
+        await remote.close()
+    assert list(outside.iterdir()) == []
+    assert (folder / "top.txt").read_bytes() == b"fine"
