@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard] [--profile]
+"""python -m bench [--quick] [--only drain,...,leaderboard,shortener,filesync] [--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard")
+SCENARIOS = (
+    "drain", "lateness", "submit", "scale", "locks", "leaderboard", "shortener", "filesync",
+)  # fmt: skip
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -30,6 +32,9 @@ def sizes(quick: bool) -> dict[str, int]:
             "locks": 300,
             "locks_handoffs": 1,
             "leaderboard": 200_000,
+            "shortener": 2_000,
+            "filesync": 2_000,
+            "filesync_edits": 50,
         }
     return {
         "drain": 20_000,
@@ -41,6 +46,9 @@ def sizes(quick: bool) -> dict[str, int]:
         "locks": 2_000,
         "locks_handoffs": 3,
         "leaderboard": 1_000_000,
+        "shortener": 5_000,
+        "filesync": 10_000,
+        "filesync_edits": 200,
     }
 
 
@@ -78,7 +86,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, leaderboard, locks, scale, submit
+    from bench import drain, filesync, lateness, leaderboard, locks, scale, shortener, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -103,6 +111,10 @@ def main() -> int:
                     rows += locks.run(bench, n["locks"], handoffs=n["locks_handoffs"])
                 elif scenario == "leaderboard":
                     rows += leaderboard.run(bench, n["leaderboard"])
+                elif scenario == "shortener":
+                    rows += shortener.run(bench, n["shortener"])
+                elif scenario == "filesync":
+                    rows += filesync.run(bench, n["filesync"], edits=n["filesync_edits"])
                 elif scenario == "scale":
                     rows += scale.run(
                         bench,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 # Every case, by package name. A case is listed here once it works end to end.
-NAMES: tuple[str, ...] = ("leaderboard",)
+NAMES: tuple[str, ...] = ("leaderboard", "shortener", "filesync")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,12 @@ class Settings:
     # `Case.migrations` were applied into it before `serve` was called.
     namespace: str = ""
     schema: str = "public"
+    # Which of the case's servers this process runs, for a case with several Deployments
+    # (the shortener's "read" and "write"); "" runs all of them, as `hourglass dev` does.
+    role: str = ""
+    # The object store (hourglass.artifacts.open_store's URL) for cases that keep blobs;
+    # `hourglass dev` gives its own artifact folder.
+    artifacts: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,16 @@ class Case:
     description: str = ""
 
 
+class Invalid(ValueError):
+    """A request field a case refuses: its gRPC face answers INVALID_ARGUMENT
+    "<field>: <reason>", its HTTP face 400 with {"error": ..., "field": ...}."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 def get(name: str) -> Case:
     """The case called `name`; ValueError naming the known cases otherwise."""
     if name not in NAMES:
@@ -156,6 +172,7 @@ def server_args(
     grpc_port: int = GRPC_PORT,
     http_port: int | None = None,
     metrics_port: int = METRICS_PORT,
+    role: str = "",
 ) -> list[str]:
     """The container args of a case's server for `resource`: `hourglass serve ...` on all
     interfaces of the pod, reading the spec from SPEC_FILE (mount the resource's spec
@@ -170,22 +187,31 @@ def server_args(
     ]  # fmt: skip
     if http_port is not None:
         args += ["--http-listen", f"0.0.0.0:{http_port}"]
+    if role:
+        args += ["--role", role]
     return args
 
 
-def server_env(platform: Platform) -> list[dict[str, Any]]:
+def server_env(platform: Platform, *, artifacts: bool = False) -> list[dict[str, Any]]:
     """The environment of a case's server container: the database and Redis URLs from the
-    platform's Secret, and the etcd endpoints."""
+    platform's Secret, and the etcd endpoints; with `artifacts`, also the object store's URL
+    from the Secret's optional key `artifacts-url` (the server runs without one, and says so
+    when asked to store a blob)."""
 
-    def secret(variable: str, key: str) -> dict[str, Any]:
-        ref = {"secretKeyRef": {"name": platform.secret, "key": key}}
-        return {"name": variable, "valueFrom": ref}
+    def secret(variable: str, key: str, optional: bool = False) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": platform.secret, "key": key}
+        if optional:
+            ref["optional"] = True
+        return {"name": variable, "valueFrom": {"secretKeyRef": ref}}
 
-    return [
+    env = [
         secret("HOURGLASS_DATABASE_URL", "database-url"),
         secret("HOURGLASS_REDIS_URL", "redis-url"),
         {"name": "HOURGLASS_ETCD_ENDPOINTS", "value": platform.etcd_endpoints},
     ]
+    if artifacts:
+        env.append(secret("HOURGLASS_ARTIFACTS", "artifacts-url", optional=True))
+    return env
 
 
 def spec_configmap(case: str, resource: Resource) -> dict[str, Any]:

@@ -55,6 +55,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("v1", "Service", "services"),
     Kind("v1", "ConfigMap", "configmaps"),
+    # A case's own fences (the shortener's cache shards admit only its servers).
+    Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
 )
 _BY_KIND = {(kind.api_version, kind.kind): kind for kind in KINDS}
 

@@ -16,33 +16,17 @@ ownerReferences are not set here: the operator adds them to everything it applie
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from hourglass import cases
-from hourglass.cases import GRPC_PORT, METRICS_PORT, Platform, Resource
+from hourglass.cases import GRPC_PORT, METRICS_PORT, Platform, Resource, manifests
 from hourglass.cases.leaderboard import buckets, spec
 
 CASE = "leaderboard"
 HTTP_PORT = 8080
-# The ScheduledJob CRD's group/version (charts/hourglass/crds/scheduledjobs.hourglass.io.yaml),
-# which is also what the operator lets a case own (operator/owned.py, KINDS).
-SCHEDULED_JOB_API = "hourglass.io/v1"
-
-SECURITY_CONTEXT: dict[str, Any] = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-POD_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "runAsUser": 10001,
-    "runAsGroup": 10001,
-    "fsGroup": 10001,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+SCHEDULED_JOB_API = manifests.SCHEDULED_JOB_API
+SECURITY_CONTEXT = manifests.SECURITY_CONTEXT
+POD_SECURITY_CONTEXT = manifests.POD_SECURITY_CONTEXT
 
 
 def names(resource: Resource) -> dict[str, str]:
@@ -61,13 +45,7 @@ def address(resource: Resource) -> str:
 
 
 def labels(resource: Resource, component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "leaderboard",
-        "app.kubernetes.io/instance": resource.name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": "hourglass",
-        "app.kubernetes.io/managed-by": "hourglass-operator",
-    }
+    return manifests.labels(CASE, resource, component)
 
 
 def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
@@ -75,10 +53,7 @@ def objects(resource: Resource, platform: Platform) -> list[dict[str, Any]]:
     parsed = spec.parse(resource.spec)
     n = names(resource)
     meta = {"namespace": resource.namespace}
-    selector = {
-        "app.kubernetes.io/name": "leaderboard",
-        "app.kubernetes.io/instance": resource.name,
-    }
+    selector = manifests.selector(CASE, resource)
     config = cases.spec_configmap(CASE, resource)
     config["metadata"]["labels"].update(labels(resource, "config"))
     return [
@@ -152,38 +127,16 @@ def _deployment(
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },
-        "securityContext": SECURITY_CONTEXT,
-        "volumeMounts": [
-            {"name": "spec", "mountPath": posixpath.dirname(cases.SPEC_FILE), "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {**meta, "name": n["server"], "labels": labels(resource, "server")},
-        "spec": {
-            "replicas": parsed.replicas,
-            "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": labels(resource, "server"),
-                    # A changed spec rolls the pods, so they read the new ConfigMap.
-                    "annotations": {"hourglass.io/spec-hash": cases.spec_hash(resource)},
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": POD_SECURITY_CONTEXT,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "spec", "configMap": {"name": n["config"]}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                    ],
-                },
-            },
-        },
-    }
+    return manifests.deployment(
+        name=n["server"],
+        resource=resource,
+        container=container,
+        replicas=parsed.replicas,
+        pod_labels=labels(resource, "server"),
+        match=selector,
+        config=n["config"],
+    )
 
 
 def _scheduled_job(
@@ -194,19 +147,7 @@ def _scheduled_job(
     every: str,
     meta: dict[str, str],
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": SCHEDULED_JOB_API,
-        "kind": "ScheduledJob",
-        "metadata": {**meta, "name": name, "labels": labels(resource, what)},
-        "spec": {
-            "schedule": {"every": {"interval": every}},
-            "task": {
-                "image": platform.image,
-                "command": ["hourglass"],
-                "args": ["leaderboard", what, "--server", address(resource)],
-            },
-            "maxAttempts": 3,
-            "timeout": "10m",
-            "overlap": "skip",
-        },
-    }
+    return manifests.scheduled_job(
+        case=CASE, resource=resource, platform=platform, name=name, action=what, every=every,
+        server=address(resource),
+    )  # fmt: skip

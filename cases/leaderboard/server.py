@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import redis.asyncio as redis
-from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from hourglass.cases import Settings
+from hourglass.cases import Settings, serving
 from hourglass.cases.leaderboard import board as boards
 from hourglass.cases.leaderboard import buckets, metrics, spec, store, validation
 from hourglass.cases.leaderboard.cache import Cache
@@ -33,7 +26,6 @@ from hourglass.clock import Clock, SystemClock
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Leaderboard"]
-HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # PostgreSQL going away: the caller may retry (a batch with the same batch_id counts once).
 UNAVAILABLE_ERRORS = store.UNAVAILABLE_ERRORS
 
@@ -104,49 +96,6 @@ class Service(pb_grpc.LeaderboardServicer):
         return pb.EnforceRetentionResponse(buckets_deleted=deleted, horizon=_stamp(horizon))
 
 
-class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Measures every Leaderboard call, and answers a request that does not even parse (a
-    string that is not UTF-8, bytes cut short) with INVALID_ARGUMENT, not grpcio's INTERNAL."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        service, _, name = details.method.lstrip("/").partition("/")
-        if handler is None or service != SERVICE.full_name or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        parse = handler.request_deserializer
-        undecodable = object()
-
-        def deserialize(data: bytes) -> Any:
-            try:
-                return parse(data)
-            except DecodeError:
-                return undecodable
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            try:
-                if request is undecodable:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"request: not a valid {SERVICE.methods_by_name[name].input_type.name}"
-                        " (a string that is not UTF-8, or bytes cut short)",
-                    )
-                return await inner(request, context)
-            finally:
-                code = context.code()
-                label = code.name if isinstance(code, grpc.StatusCode) else "OK"
-                metrics.latency.labels(name, label).observe(time.perf_counter() - started)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=deserialize, response_serializer=handler.response_serializer
-        )
-
-
 @dataclass
 class Running:
     """A started server: its ports (useful when asked for port 0) and how to stop it."""
@@ -169,15 +118,8 @@ class Running:
         await self.redis_client.aclose()
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client that fails fast when Redis is away (the query then answers from PostgreSQL)
-    rather than retrying with a backoff while the caller waits."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=1,
-        socket_timeout=10,
-        retry=Retry(NoBackoff(), 1),
-    )
+# Kept under its old name: tests and the bench import it from here.
+redis_client = serving.redis_client
 
 
 async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
@@ -197,17 +139,12 @@ async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
         clock=clock or SystemClock(),
     )
     await board.prepare()
-    server = grpc.aio.server(interceptors=[Guard()])
-    pb_grpc.add_LeaderboardServicer_to_server(Service(board), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE.full_name, HEALTH_NAME, reflection.SERVICE_NAME), server
+    server, port = await serving.start_grpc(
+        settings.listen,
+        SERVICE,
+        lambda grpc_server: pb_grpc.add_LeaderboardServicer_to_server(Service(board), grpc_server),
+        metrics.latency,
     )
-    port = server.add_insecure_port(settings.listen)
-    await server.start()
-    for name in ("", SERVICE.full_name):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     http = None
     if settings.http_listen:
         http = HttpFace(board, asyncio.get_running_loop(), settings.http_listen).start()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from hourglass.cases import Invalid as Invalid
 from hourglass.cases.leaderboard import buckets
 from hourglass.cases.leaderboard.board import MAX_AHEAD, Batch, digest
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
@@ -27,13 +28,6 @@ MIN_SECONDS, MAX_SECONDS = -62135596800, 253402300799
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Invalid(ValueError):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 database_url=dsn,
                 redis_url=redis.url,
                 etcd_endpoints=etcd.endpoint,
+                artifacts=str(data_dir / "artifacts"),
             )
             if redis is not None
             else []

@@ -65,6 +65,9 @@ def _port(host: str, wanted: int) -> int:
     if wanted <= 0 or wanted > 65535:
         return free_port(host)
     with socket.socket() as probe:
+        # As the servers bind: a port whose old connections linger in TIME_WAIT (a restarted
+        # dev) is free to them, so a restart keeps the addresses clients were given.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, wanted))
         except OSError:
@@ -85,6 +88,7 @@ def plan(
     database_url: str,
     redis_url: str,
     etcd_endpoints: str,
+    artifacts: str = "",
 ) -> list[Planned]:
     """Each case's settings: resource `dev`, ports next to the API's."""
     host, _, api_port = listen.rpartition(":")
@@ -108,6 +112,7 @@ def plan(
                     http_listen=f"{host}:{http_port}" if http_port else None,
                     metrics_listen=None,
                     spec={},
+                    artifacts=artifacts,
                 ),
             )
         )

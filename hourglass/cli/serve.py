@@ -80,6 +80,19 @@ def add_parser(commands: Any, *, add_metrics_option: Any) -> None:
         help="HTTP address, for cases with an HTTP face (env HOURGLASS_HTTP_LISTEN)",
     )
     serve.add_argument(
+        "--role",
+        default=env("HOURGLASS_CASE_ROLE", ""),
+        help="which of the case's servers to run, for a case with several (the shortener:"
+        " read, write); default all (env HOURGLASS_CASE_ROLE)",
+    )
+    serve.add_argument(
+        "--artifacts",
+        default=env("HOURGLASS_ARTIFACTS", ""),
+        metavar="URL",
+        help="object store for cases that keep blobs: a folder or s3://bucket/prefix"
+        "?endpoint=... (env HOURGLASS_ARTIFACTS)",
+    )
+    serve.add_argument(
         "--spec",
         type=Path,
         default=Path(env("HOURGLASS_SPEC_FILE", "")) if env("HOURGLASS_SPEC_FILE") else None,
@@ -115,6 +128,8 @@ def settings(
     http_listen: str | None,
     metrics_listen: str | None,
     spec: Mapping[str, Any],
+    role: str = "",
+    artifacts: str = "",
 ) -> cases.Settings:
     """The case's Settings for one resource: its schema, and a database URL scoped to it."""
     from hourglass.store import migrate
@@ -131,6 +146,8 @@ def settings(
         spec=spec,
         namespace=namespace,
         schema=schema,
+        role=role,
+        artifacts=artifacts,
     )
 
 
@@ -171,6 +188,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             http_listen=args.http_listen,
             metrics_listen=args.metrics_listen,
             spec=spec,
+            role=args.role,
+            artifacts=args.artifacts,
         )
     except ValueError as error:
         parser.error(str(error))

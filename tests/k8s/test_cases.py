@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,9 @@ import yaml
 from kubernetes import client
 
 from hourglass import cases
-from hourglass.operator import crds, main, owned
+from hourglass.operator import crds, owned
+from tests.k8s import case_helpers
+from tests.k8s.case_helpers import Kubectl, get
 from tests.k8s.conftest import KubeApiServer
 from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
@@ -166,29 +167,8 @@ def start_case_operator(
 
     def start(kubeconfig: Path | None = None) -> RunningOperator:
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube_apiserver.kubeconfig))
-        stop, ready = threading.Event(), threading.Event()
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                main.run(
-                    hourglass_api.address,
-                    [k8s_namespace],
-                    None,
-                    token=hourglass_api.token,
-                    refresh_interval=0.5,
-                    platform=PLATFORM,
-                    stop=stop,
-                    ready=ready,
-                )
-            except BaseException as error:
-                errors.append(error)
-
-        thread = threading.Thread(target=target, name="case-operator", daemon=True)
-        running = RunningOperator(thread, stop, ready, errors)
+        running = case_helpers.start_case_operator(hourglass_api, k8s_namespace, PLATFORM)
         started.append(running)
-        thread.start()
-        assert ready.wait(30), f"the operator did not start: {errors!r}"
         return running
 
     yield start
@@ -199,9 +179,6 @@ def start_case_operator(
 @pytest.fixture
 def case_operator(start_case_operator: Callable[[Path | None], RunningOperator]) -> RunningOperator:
     return start_case_operator(None)
-
-
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -229,15 +206,6 @@ def probe(name: str, **spec: Any) -> str:
     document = {"apiVersion": owned.API_VERSION, "kind": "Probe", "metadata": {"name": name},
                 "spec": spec}  # fmt: skip
     return yaml.safe_dump(document)
-
-
-def get(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any] | None:
-    done = kubectl("get", kind, name, "-o", "json", "--show-managed-fields", check=False)
-    if done.returncode != 0:
-        assert "NotFound" in done.stderr, done.stderr
-        return None
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
 
 
 def condition(resource: dict[str, Any] | None, kind: str) -> dict[str, Any]:

@@ -124,6 +124,7 @@ def test_the_operators_rules_are_least_privilege(template: Render) -> None:
     assert ("", "secrets") not in granted  # the operator never reads the Secret it names
     assert ("hourglass.io", "leaderboards/status") in granted
     assert {("apps", "deployments"), ("", "services"), ("", "configmaps")} <= granted
+    assert ("networking.k8s.io", "networkpolicies") in granted  # a case's own fences
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 

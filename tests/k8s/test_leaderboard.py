@@ -14,10 +14,6 @@ collector would follow in a cluster are checked too.
 
 from __future__ import annotations
 
-import base64
-import os
-import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,11 +30,11 @@ from kubernetes import client
 from hourglass import cases
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as pb_grpc
-from hourglass.embedded import EmbeddedRedis, free_port
-from hourglass.operator import main, owned
-from tests.acceptance.conftest import HOURGLASS
+from hourglass.embedded import EmbeddedRedis
+from hourglass.operator import owned
+from tests.k8s.case_helpers import Kubectl, Kubelet, get, start_case_operator
 from tests.k8s.conftest import KubeApiServer
-from tests.k8s.test_cases import Kubectl, _make_available, condition, get
+from tests.k8s.test_cases import _make_available, condition
 from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
 pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases"]
@@ -68,28 +64,7 @@ def leaderboard_operator(
     assert "leaderboards.hourglass.io" in crds  # the chart's generated CRD file
     assert "leaderboard" in cases.NAMES
     monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            main.run(
-                hourglass_api.address,
-                [k8s_namespace],
-                None,
-                token=hourglass_api.token,
-                refresh_interval=0.5,
-                platform=PLATFORM,
-                stop=stop,
-                ready=ready,
-            )
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, name="leaderboard-operator", daemon=True)
-    running = RunningOperator(thread, stop, ready, errors)
-    thread.start()
-    assert ready.wait(30), f"the operator did not start: {errors!r}"
+    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name="leaderboard")
     yield running
     running.shutdown()
 
@@ -99,79 +74,6 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis").start()
     yield server
     server.stop()
-
-
-class Kubelet:
-    """Runs one container of a Deployment the way a kubelet would, on this machine: its args,
-    its env with secretKeyRefs resolved from the Secret, its ConfigMap volume as files, and
-    each containerPort on a free local port (0.0.0.0:P in the args becomes 127.0.0.1:F)."""
-
-    def __init__(self, kubectl: Kubectl, deployment: dict[str, Any], folder: Path) -> None:
-        pod = deployment["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
-        self.ports = {p["name"]: free_port() for p in container["ports"]}
-        by_number = {p["containerPort"]: self.ports[p["name"]] for p in container["ports"]}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HOURGLASS_")}
-        for entry in container["env"]:
-            if "value" in entry:
-                env[entry["name"]] = entry["value"]
-            else:
-                ref = entry["valueFrom"]["secretKeyRef"]
-                secret = get(kubectl, "secret", ref["name"])
-                assert secret is not None, f"no Secret {ref['name']}"
-                env[entry["name"]] = _b64(secret["data"][ref["key"]])
-        mounts: dict[str, Path] = {}
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        for mount in container["volumeMounts"]:
-            volume = volumes[mount["name"]]
-            local = folder / mount["name"]
-            local.mkdir(parents=True)
-            if "configMap" in volume:
-                config = get(kubectl, "configmap", volume["configMap"]["name"])
-                assert config is not None
-                for key, text in config["data"].items():
-                    (local / key).write_text(text)
-            mounts[mount["mountPath"]] = local
-        args = []
-        for arg in container["args"]:
-            for path, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
-                if arg.startswith(path + "/"):
-                    arg = str(local) + arg[len(path) :]
-                    break
-            host, _, port = arg.rpartition(":")
-            if host == "0.0.0.0" and int(port) in by_number:
-                arg = f"127.0.0.1:{by_number[int(port)]}"
-            args.append(arg)
-        self.args = args
-        self.probe = container["readinessProbe"]["httpGet"]
-        self.log = folder / "server.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*HOURGLASS, *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-
-    def ready(self) -> bool:
-        """The readiness probe: GET path on the named port answers 200."""
-        assert self.process.poll() is None, self.log.read_text(errors="replace")
-        url = f"http://127.0.0.1:{self.ports[self.probe['port']]}{self.probe['path']}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _b64(text: str) -> str:
-    return base64.b64decode(text).decode()
 
 
 def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it(

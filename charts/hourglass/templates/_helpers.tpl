@@ -122,7 +122,7 @@ URL, so the cases stay off (NOTES.txt says so). */}}
 
 {{/* The case kinds the chart installs (crds/), as plurals: the operator's RBAC names them. */}}
 {{- define "hourglass.casePlurals" -}}
-{{- list "leaderboards" | toJson }}
+{{- list "leaderboards" "urlshorteners" "filesyncs" | toJson }}
 {{- end }}
 
 {{/* Every member of the bundled etcd, each by its own DNS name when there are several, so
@@ -328,6 +328,9 @@ annotations:
   verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "list", "create", "patch", "delete"]
 {{- end }}
 {{- end }}

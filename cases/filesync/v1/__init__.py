@@ -1,0 +1,1 @@
+"""Generated from protos/hourglass/filesync/v1/filesync.proto (scripts/generate-protos)."""
