@@ -65,7 +65,11 @@ class Service(pb_grpc.ShortenerServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"alias: {exc} is taken")
         except REFUSED as exc:
             await self._refuse(context, exc)
-        return pb.ShortenResponse(key=key, short_url=self.shortener.short_url(key))
+        return pb.ShortenResponse(
+            key=key,
+            short_url=self.shortener.short_url(key),
+            delete_token=self.shortener.delete_token(key),
+        )
 
     async def CreatePaste(
         self, request: pb.CreatePasteRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -85,13 +89,25 @@ class Service(pb_grpc.ShortenerServicer):
             short_url=self.shortener.short_url(f"p/{key}"),
             size=len(paste.body),
             digest=digest,
+            delete_token=self.shortener.delete_token(key),
         )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteResponse:
         try:
-            deleted = await self.shortener.delete(validation.key(request.key))
+            key = validation.key(request.key)
+            if not request.delete_token:
+                raise validation.Invalid(
+                    "delete_token", "is required: the one that made the key was answered it"
+                )
+            if not self.shortener.may_delete(key, request.delete_token):
+                # Whether or not the key exists: a refusal tells nothing about other keys.
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "delete_token: is not the one answered to the call that made this key",
+                )
+            deleted = await self.shortener.delete(key)
         except REFUSED as exc:
             await self._refuse(context, exc)
         if deleted is None:
