@@ -184,6 +184,8 @@ class Running:
         await self.shortener.writes.close()
         if self.http is not None:
             await self.http.stop()
+            filling = list(self.http.resolver.filling)  # cache fills after answers
+            await asyncio.wait(filling, timeout=2) if filling else None
         self.stopping.set()
         await asyncio.wait(self.tasks, timeout=5) if self.tasks else None
         for task in self.tasks:
