@@ -161,6 +161,20 @@ async def test_shorten_resolve_expire_delete_and_paste_round_trip(live: Live) ->
     await wait_for("404 after purge", lambda: _status(live, f"/{short.key}", 404))
 
 
+async def test_a_key_from_a_block_leased_a_moment_ago_resolves_at_once(live: Live) -> None:
+    """The read server rereads the leased range once a second; a key from a block that a
+    write server leased since then still redirects (not 404 from a stale range)."""
+    first = await live.stub.Shorten(pb.ShortenRequest(url="https://e.example/first"))
+    assert (await live.aget(f"/{first.key}"))[0] == 302  # the range was read just now
+    shortener = live.running.shortener
+    assert shortener.block is not None
+    for _ in range(shortener.block.left):  # spend the block: the next key needs a new one
+        await shortener.next_key()
+    fresh = await live.stub.Shorten(pb.ShortenRequest(url="https://e.example/fresh"))
+    status, headers, _ = await live.aget(f"/{fresh.key}")
+    assert (status, headers.get("Location")) == (302, "https://e.example/fresh")
+
+
 async def _status(live: Live, path: str, want: int) -> bool:
     return (await live.aget(path))[0] == want
 
