@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -224,7 +225,9 @@ async def start(
     shards = {url: serving.redis_client(url) for url in urls}
     platform = serving.redis_client(settings.redis_url)
     prefix = f"hourglass:url:{settings.schema}:"
-    pool = await store.open_pool(settings.database_url, max_size=16)
+    # Connections idle a second are checked before a loan; a busy write path skips that
+    # round trip (a group commit's batch waits on it).
+    pool = await store.open_pool(settings.database_url, max_size=16, check_idle_after=1.0)
     shortener = Shortener(
         pool=pool,
         spec=parsed,
@@ -233,7 +236,9 @@ async def start(
         blob_store=blobs.open_blobs(settings.artifacts, settings.schema),
     )
     if settings.role in ("", "read"):
-        shortener.reads = await store.open_pool(settings.database_url, max_size=8, checked=False)
+        shortener.reads = await store.open_pool(
+            settings.database_url, max_size=8, check_idle_after=math.inf
+        )
     await shortener.prepare()
     assert shortener.permutation is not None
     running = Running(shortener, None, 0, None)
