@@ -175,7 +175,9 @@ def test_kubectl_apply_of_the_example_serves_short_links_and_delete_removes_it(
             kubelet.stop()
 
     kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
-    for kind, name in OWNED:  # a ScheduledJob's finalizer first removes its hourglass job
+    # A ScheduledJob's finalizer first deletes its hourglass job: one DeleteJob may time out
+    # (10 s) on a busy machine and be retried 5 s later.
+    for kind, name in OWNED:
         wait_for(
             f"{kind} {name} gone",
             lambda kind=kind, name=name: get(kubectl, kind, name) is None,
