@@ -2,8 +2,11 @@
 
     hourglass shortener shorten URL [--alias A] [--expires-in 7d] [--max-visits N]
     hourglass shortener paste FILE|- [--syntax python] [--expires-in 1d]
-    hourglass shortener delete KEY
+    hourglass shortener delete KEY --token TOKEN
     hourglass shortener stats KEY
+
+`shorten` and `paste` print the short URL (or the key, without a baseUrl) on the first line
+and the delete token on the second: keep it to delete the key later.
     hourglass shortener purge|rollup     (what the resource's ScheduledJobs run)
 
 `main(argv)` is the whole command; the CLI registers it as `hourglass shortener`.
@@ -55,8 +58,10 @@ def parser() -> argparse.ArgumentParser:
     paste.add_argument("file")
     paste.add_argument("--syntax", default="")
     paste.add_argument("--expires-in", type=_duration, metavar="DURATION")
-    for name in ("delete", "stats"):
-        actions.add_parser(name).add_argument("key")
+    delete = actions.add_parser("delete", help="delete a key you made (410 until purged)")
+    delete.add_argument("key")
+    delete.add_argument("--token", required=True, help="the delete token that made it")
+    actions.add_parser("stats", help="visit counts of a key").add_argument("key")
     actions.add_parser("purge", help="admin: remove expired and deleted keys and blobs")
     actions.add_parser("rollup", help="admin: roll hourly visit counts into days")
     return parser
@@ -79,7 +84,7 @@ def call(args: argparse.Namespace) -> str:
                 ),
                 **options,
             )  # fmt: skip
-            return str(answer.short_url or answer.key)
+            return f"{answer.short_url or answer.key}\ndelete token: {answer.delete_token}"
         if args.action == "paste":
             data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
             request = pb.CreatePasteRequest(syntax=args.syntax, expires_at=_expiry(args.expires_in))
@@ -88,9 +93,11 @@ def call(args: argparse.Namespace) -> str:
             except UnicodeDecodeError:
                 request.data = data
             made = stub.CreatePaste(request, **options)
-            return str(made.short_url or made.key)
+            return f"{made.short_url or made.key}\ndelete token: {made.delete_token}"
         if args.action == "delete":
-            deleted = stub.Delete(pb.DeleteRequest(key=args.key), **options)
+            deleted = stub.Delete(
+                pb.DeleteRequest(key=args.key, delete_token=args.token), **options
+            )
             return "deleted" if deleted.deleted else "already deleted"
         if args.action == "stats":
             stats = stub.Stats(pb.StatsRequest(key=args.key), **options)

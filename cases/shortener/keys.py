@@ -18,7 +18,9 @@ most; `key_of` refuses an id outside the domain rather than wrap.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -131,3 +133,16 @@ def block_ids(block: int, size: int) -> Block:
     if block < 1 or size < 1:
         raise ValueError("blocks and their size start at 1")
     return Block(next=(block - 1) * size, end=block * size)
+
+
+def delete_token(secret: bytes, key: str) -> str:
+    """What proves that a caller made `key`, so may delete it: a keyed hash (HMAC-SHA256, 128
+    bits kept) of the key under the resource's delete secret. Shorten and CreatePaste answer
+    it; nothing stores it, and without the secret nobody can make one for another key."""
+    digest = hmac.new(secret, b"delete\0" + key.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def token_matches(secret: bytes, key: str, token: str) -> bool:
+    """In constant time: a wrong token's prefix tells nothing."""
+    return hmac.compare_digest(delete_token(secret, key).encode(), token.encode())

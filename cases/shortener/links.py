@@ -56,13 +56,21 @@ class Shortener:
 
     def __post_init__(self) -> None:
         self.block: keys.Block | None = None
+        self.delete_secret = b""
         self.lease_lock = asyncio.Lock()
         self.writes: GroupCommit[store.New, bool] = GroupCommit(self._flush)
 
     async def prepare(self) -> None:
         async with db.transaction(self.pool) as conn:
             secret = await store.secret(conn, "keys", secrets.token_bytes(32))
+            self.delete_secret = await store.secret(conn, "delete", secrets.token_bytes(32))
         self.permutation = keys.Permutation(secret)
+
+    def delete_token(self, key: str) -> str:
+        return keys.delete_token(self.delete_secret, key)
+
+    def may_delete(self, key: str, token: str) -> bool:
+        return keys.token_matches(self.delete_secret, key, token)
 
     def now(self) -> datetime:
         return self.clock.now()

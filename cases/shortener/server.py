@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +66,11 @@ class Service(pb_grpc.ShortenerServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"alias: {exc} is taken")
         except REFUSED as exc:
             await self._refuse(context, exc)
-        return pb.ShortenResponse(key=key, short_url=self.shortener.short_url(key))
+        return pb.ShortenResponse(
+            key=key,
+            short_url=self.shortener.short_url(key),
+            delete_token=self.shortener.delete_token(key),
+        )
 
     async def CreatePaste(
         self, request: pb.CreatePasteRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -85,13 +90,25 @@ class Service(pb_grpc.ShortenerServicer):
             short_url=self.shortener.short_url(f"p/{key}"),
             size=len(paste.body),
             digest=digest,
+            delete_token=self.shortener.delete_token(key),
         )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteResponse:
         try:
-            deleted = await self.shortener.delete(validation.key(request.key))
+            key = validation.key(request.key)
+            if not request.delete_token:
+                raise validation.Invalid(
+                    "delete_token", "is required: the one that made the key was answered it"
+                )
+            if not self.shortener.may_delete(key, request.delete_token):
+                # Whether or not the key exists: a refusal tells nothing about other keys.
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "delete_token: is not the one answered to the call that made this key",
+                )
+            deleted = await self.shortener.delete(key)
         except REFUSED as exc:
             await self._refuse(context, exc)
         if deleted is None:
@@ -168,6 +185,8 @@ class Running:
         await self.shortener.writes.close()
         if self.http is not None:
             await self.http.stop()
+            filling = list(self.http.resolver.filling)  # cache fills after answers
+            await asyncio.wait(filling, timeout=2) if filling else None
         self.stopping.set()
         await asyncio.wait(self.tasks, timeout=5) if self.tasks else None
         for task in self.tasks:
@@ -206,7 +225,9 @@ async def start(
     shards = {url: serving.redis_client(url) for url in urls}
     platform = serving.redis_client(settings.redis_url)
     prefix = f"hourglass:url:{settings.schema}:"
-    pool = await store.open_pool(settings.database_url, max_size=16)
+    # Connections idle a second are checked before a loan; a busy write path skips that
+    # round trip (a group commit's batch waits on it).
+    pool = await store.open_pool(settings.database_url, max_size=16, check_idle_after=1.0)
     shortener = Shortener(
         pool=pool,
         spec=parsed,
@@ -215,7 +236,9 @@ async def start(
         blob_store=blobs.open_blobs(settings.artifacts, settings.schema),
     )
     if settings.role in ("", "read"):
-        shortener.reads = await store.open_pool(settings.database_url, max_size=8, checked=False)
+        shortener.reads = await store.open_pool(
+            settings.database_url, max_size=8, check_idle_after=math.inf
+        )
     await shortener.prepare()
     assert shortener.permutation is not None
     running = Running(shortener, None, 0, None)

@@ -11,7 +11,7 @@ the API server (operator/crds.py makes the CRD from it), with the same defaults 
       maxPasteBytes: 1048576
       cacheTtl: 1h                      # Redis read-through TTL; negativeTtl for unknown keys
       negativeTtl: 1m
-      cacheShards: 1                    # Redis cache shards on a consistent-hash ring
+      cacheShards: 1                    # Redis cache Deployments (no persistence), hash ring
       purgeAfter: 1d                    # expired/deleted keys answer 410 this long, then 404
       readReplicas: 2                   # the HTTP read service
       writeReplicas: 1                  # the gRPC write service (and the visit drainer)

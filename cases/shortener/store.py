@@ -19,10 +19,10 @@ from hourglass.store import db
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
-async def open_pool(dsn: str, *, max_size: int = 8, checked: bool = True) -> db.Pool:
+async def open_pool(dsn: str, *, max_size: int = 8, check_idle_after: float = 0.0) -> db.Pool:
     """`dsn` is the one `hourglass serve` gives the server: its search_path is the resource's
     schema alone, into which the migrations were already applied."""
-    return await db.open_pool(dsn, max_size=max_size, checked=checked)
+    return await db.open_pool(dsn, max_size=max_size, check_idle_after=check_idle_after)
 
 
 async def secret(conn: db.Connection, name: str, candidate: bytes) -> bytes:

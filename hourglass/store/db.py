@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -40,17 +43,20 @@ AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 async def open_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 8, checked: bool = True
+    dsn: str, *, min_size: int = 1, max_size: int = 8, check_idle_after: float = 0.0
 ) -> Pool:
     """A pool that checks connections before lending them, so a restarted server costs one
-    failed check rather than a failed statement. `checked=False` saves that round trip per
-    loan, for a caller that retries a failed statement itself (a read)."""
+    failed check rather than a failed statement. With `check_idle_after` > 0 only a
+    connection idle that many seconds is checked (one round trip less per loan on a busy
+    pool, where a restart is noticed within that time anyway); math.inf never checks, for
+    a caller that retries a failed statement itself (a read)."""
     pool: Pool = AsyncConnectionPool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
-        check=AsyncConnectionPool.check_connection if checked else None,
+        check=_checker(check_idle_after),
+        reset=_returned if check_idle_after > 0 else None,
         open=False,
         reconnect_timeout=3600,
     )
@@ -62,6 +68,27 @@ async def ping(pool: Pool, *, timeout: float = 5.0) -> None:
     """Raises unless PostgreSQL answers a query through the pool now (readiness probes)."""
     async with pool.connection(timeout=timeout) as conn:
         await conn.execute("SELECT 1")
+
+
+# When each connection of a pool with check_idle_after last came back to it.
+_RETURNED: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+async def _returned(conn: Connection) -> None:
+    _RETURNED[conn] = time.monotonic()
+
+
+def _checker(idle_after: float) -> Callable[[Connection], Awaitable[None]] | None:
+    if idle_after <= 0:
+        return AsyncConnectionPool.check_connection
+    if math.isinf(idle_after):
+        return None
+
+    async def check(conn: Connection) -> None:
+        if time.monotonic() - _RETURNED.get(conn, 0.0) >= idle_after:
+            await AsyncConnectionPool.check_connection(conn)
+
+    return check
 
 
 @contextlib.asynccontextmanager

@@ -57,9 +57,15 @@ class Dev:
         done = self.procs.cli("shortener", "--server", self.grpc, *args, check=check)
         return done.returncode, done.stdout.strip(), done.stderr.strip()
 
+    def made(self, *args: str) -> tuple[str, str]:
+        """(key, delete token) of what `shorten`/`paste` made: the first line is the short
+        URL (or the key), the second the token."""
+        first, second = self.cli(*args)[1].splitlines()
+        assert second.startswith("delete token: ")
+        return first.rsplit("/", 1)[-1], second.removeprefix("delete token: ")
+
     def key(self, *args: str) -> str:
-        """The key of what `shorten`/`paste` made (its short URL's last segment, if any)."""
-        return self.cli(*args)[1].rsplit("/", 1)[-1]
+        return self.made(*args)[0]
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         host, _, port = self.http.rpartition(":")
@@ -88,11 +94,22 @@ def test_shorten_with_the_cli_and_follow_over_http(dev: Dev) -> None:
     status, headers, _ = dev.get(f"/{key}")
     assert (status, headers["Location"]) == (302, target)
     # A custom alias: served, and refused when taken (bad input: exit code 2).
-    assert dev.key("shorten", "https://example.org/", "--alias", "my-docs") == "my-docs"
+    alias, aliased = dev.made("shorten", "https://example.org/", "--alias", "my-docs")
+    assert alias == "my-docs"
     assert dev.get("/my-docs")[1]["Location"] == "https://example.org/"
     code, _, err = dev.cli("shorten", "https://example.net/", "--alias", "my-docs", check=False)
     assert code == 2 and "ALREADY_EXISTS" in err and "alias" in err
     assert dev.get("/my-docs")[1]["Location"] == "https://example.org/"
+    # Only the token answered to its maker deletes a key; then it is 410.
+    other = dev.made("shorten", "https://example.com/other")[1]
+    code, _, err = dev.cli("delete", key, "--token", other, check=False)
+    assert code == 1 and "PERMISSION_DENIED" in err
+    assert dev.get(f"/{key}")[0] == 302
+    assert dev.cli("delete", "my-docs", "--token", aliased)[1] == "deleted"
+    deadline = time.monotonic() + WAIT  # the read server's near cache keeps it 2 s at most
+    while (status := dev.get("/my-docs")[0]) != 410:
+        assert status == 302 and time.monotonic() < deadline, status
+        time.sleep(0.2)
     # Unknown keys are 404 with a JSON body, whether generated-shaped or alias-shaped.
     for unknown in ("/zzzzzzz", "/no-such-link"):
         status, headers, body = dev.get(unknown)
@@ -136,7 +153,8 @@ def test_pastes_round_trip_byte_for_byte(dev: Dev, tmp_path: Path) -> None:
         [*HOURGLASS, "shortener", "--server", dev.grpc, "paste", "-"],
         input=text.encode(), capture_output=True, env=dev.procs.env, timeout=60, check=True,
     )  # fmt: skip
-    assert dev.get(f"/p/{piped.stdout.decode().strip()}?format=raw")[2] == text.encode()
+    key = piped.stdout.decode().splitlines()[0]
+    assert dev.get(f"/p/{key}?format=raw")[2] == text.encode()
     (tmp_path / "empty.txt").write_bytes(b"")
     code, out, err = dev.cli("paste", str(tmp_path / "empty.txt"), check=False)
     assert code == 2 and not out and "text: must not be empty" in err, err

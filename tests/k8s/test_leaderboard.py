@@ -177,9 +177,13 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
 
     # Deleting the resource removes everything it owns, the ScheduledJobs' jobs included.
     kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
+    # A ScheduledJob's finalizer first deletes its hourglass job: one DeleteJob may time out
+    # (10 s) on a busy machine and be retried 5 s later.
     for kind, name in OWNED:
         wait_for(
-            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
+            f"{kind} {name} gone",
+            lambda kind=kind, name=name: get(kubectl, kind, name) is None,
+            timeout=60,
         )
     assert get(kubectl, "lb", "games") is None
     assert not job_ids & {job.id for job in hourglass_api.jobs()}

@@ -155,7 +155,8 @@ def test_kubectl_apply_of_the_example_serves_short_links_and_delete_removes_it(
              "https://example.com/from/k8s"],
             capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
-        short = made.stdout.strip()
+        short, token_line = made.stdout.strip().splitlines()
+        assert token_line.startswith("delete token: ")
         assert short.startswith("https://sho.rt/")  # the example's baseUrl
         key = short.rsplit("/", 1)[1]
         assert _follow(read.ports["http"], f"/{key}") == (302, "https://example.com/from/k8s")
@@ -174,9 +175,13 @@ def test_kubectl_apply_of_the_example_serves_short_links_and_delete_removes_it(
             kubelet.stop()
 
     kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
+    # A ScheduledJob's finalizer first deletes its hourglass job: one DeleteJob may time out
+    # (10 s) on a busy machine and be retried 5 s later.
     for kind, name in OWNED:
         wait_for(
-            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
+            f"{kind} {name} gone",
+            lambda kind=kind, name=name: get(kubectl, kind, name) is None,
+            timeout=60,
         )
     assert get(kubectl, "url", "links") is None
     assert not job_ids & {job.id for job in hourglass_api.jobs()}

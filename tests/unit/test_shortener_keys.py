@@ -217,3 +217,13 @@ def test_the_cache_shards_admit_only_the_resources_own_servers_and_need_a_passwo
     ):
         assert allowed(policies, source, shard, 6379) is admitted, source
     assert allowed(policies, pod("cache-0"), pod("read"), 8080)  # the servers stay open
+
+
+def test_a_delete_token_belongs_to_one_key_and_one_secret() -> None:
+    secret, other = b"s" * 32, b"t" * 32
+    token = keys.delete_token(secret, "abcDEF1")
+    assert len(token) == 22 and keys.token_matches(secret, "abcDEF1", token)
+    assert not keys.token_matches(secret, "abcDEF2", token)
+    assert not keys.token_matches(other, "abcDEF1", token)
+    assert not keys.token_matches(secret, "abcDEF1", token[:-1])
+    assert not keys.token_matches(secret, "abcDEF1", "")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,hourglass/cases/shortener/v1/shortener.proto\x12\x16hourglass.shortener.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x0eShortenRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_visits\x18\x04 \x01(\x03\"1\n\x0fShortenResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\"|\n\x12\x43reatePasteRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06syntax\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04\x62ody\"S\n\x13\x43reatePasteResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x1b\n\x0cStatsRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"$\n\x05\x43ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc8\x02\n\rStatsResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_visits\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12+\n\x04\x64\x61ys\x18\x08 \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\x12\x30\n\treferrers\x18\t \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\x12-\n\x06\x61gents\x18\n \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\"\x0e\n\x0cPurgeRequest\"<\n\rPurgeResponse\x12\x14\n\x0ckeys_deleted\x18\x01 \x01(\x03\x12\x15\n\rblobs_deleted\x18\x02 \x01(\x03\"\x0f\n\rRollupRequest\"@\n\x0eRollupResponse\x12\x13\n\x0brows_rolled\x18\x01 \x01(\x03\x12\x19\n\x11\x62\x61tches_forgotten\x18\x02 \x01(\x03\x32\xad\x04\n\tShortener\x12Z\n\x07Shorten\x12&.hourglass.shortener.v1.ShortenRequest\x1a\'.hourglass.shortener.v1.ShortenResponse\x12\x66\n\x0b\x43reatePaste\x12*.hourglass.shortener.v1.CreatePasteRequest\x1a+.hourglass.shortener.v1.CreatePasteResponse\x12W\n\x06\x44\x65lete\x12%.hourglass.shortener.v1.DeleteRequest\x1a&.hourglass.shortener.v1.DeleteResponse\x12T\n\x05Stats\x12$.hourglass.shortener.v1.StatsRequest\x1a%.hourglass.shortener.v1.StatsResponse\x12T\n\x05Purge\x12$.hourglass.shortener.v1.PurgeRequest\x1a%.hourglass.shortener.v1.PurgeResponse\x12W\n\x06Rollup\x12%.hourglass.shortener.v1.RollupRequest\x1a&.hourglass.shortener.v1.RollupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,hourglass/cases/shortener/v1/shortener.proto\x12\x16hourglass.shortener.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x0eShortenRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_visits\x18\x04 \x01(\x03\"G\n\x0fShortenResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65lete_token\x18\x03 \x01(\t\"|\n\x12\x43reatePasteRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06syntax\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04\x62ody\"i\n\x13\x43reatePasteResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tshort_url\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x65lete_token\x18\x05 \x01(\t\"2\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65lete_token\x18\x02 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x1b\n\x0cStatsRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"$\n\x05\x43ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc8\x02\n\rStatsResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmax_visits\x18\x06 \x01(\x03\x12\r\n\x05total\x18\x07 \x01(\x03\x12+\n\x04\x64\x61ys\x18\x08 \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\x12\x30\n\treferrers\x18\t \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\x12-\n\x06\x61gents\x18\n \x03(\x0b\x32\x1d.hourglass.shortener.v1.Count\"\x0e\n\x0cPurgeRequest\"<\n\rPurgeResponse\x12\x14\n\x0ckeys_deleted\x18\x01 \x01(\x03\x12\x15\n\rblobs_deleted\x18\x02 \x01(\x03\"\x0f\n\rRollupRequest\"@\n\x0eRollupResponse\x12\x13\n\x0brows_rolled\x18\x01 \x01(\x03\x12\x19\n\x11\x62\x61tches_forgotten\x18\x02 \x01(\x03\x32\xad\x04\n\tShortener\x12Z\n\x07Shorten\x12&.hourglass.shortener.v1.ShortenRequest\x1a\'.hourglass.shortener.v1.ShortenResponse\x12\x66\n\x0b\x43reatePaste\x12*.hourglass.shortener.v1.CreatePasteRequest\x1a+.hourglass.shortener.v1.CreatePasteResponse\x12W\n\x06\x44\x65lete\x12%.hourglass.shortener.v1.DeleteRequest\x1a&.hourglass.shortener.v1.DeleteResponse\x12T\n\x05Stats\x12$.hourglass.shortener.v1.StatsRequest\x1a%.hourglass.shortener.v1.StatsResponse\x12T\n\x05Purge\x12$.hourglass.shortener.v1.PurgeRequest\x1a%.hourglass.shortener.v1.PurgeResponse\x12W\n\x06Rollup\x12%.hourglass.shortener.v1.RollupRequest\x1a&.hourglass.shortener.v1.RollupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,29 +35,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHORTENREQUEST']._serialized_start=105
   _globals['_SHORTENREQUEST']._serialized_end=217
   _globals['_SHORTENRESPONSE']._serialized_start=219
-  _globals['_SHORTENRESPONSE']._serialized_end=268
-  _globals['_CREATEPASTEREQUEST']._serialized_start=270
-  _globals['_CREATEPASTEREQUEST']._serialized_end=394
-  _globals['_CREATEPASTERESPONSE']._serialized_start=396
-  _globals['_CREATEPASTERESPONSE']._serialized_end=479
-  _globals['_DELETEREQUEST']._serialized_start=481
-  _globals['_DELETEREQUEST']._serialized_end=509
-  _globals['_DELETERESPONSE']._serialized_start=511
-  _globals['_DELETERESPONSE']._serialized_end=544
-  _globals['_STATSREQUEST']._serialized_start=546
-  _globals['_STATSREQUEST']._serialized_end=573
-  _globals['_COUNT']._serialized_start=575
-  _globals['_COUNT']._serialized_end=611
-  _globals['_STATSRESPONSE']._serialized_start=614
-  _globals['_STATSRESPONSE']._serialized_end=942
-  _globals['_PURGEREQUEST']._serialized_start=944
-  _globals['_PURGEREQUEST']._serialized_end=958
-  _globals['_PURGERESPONSE']._serialized_start=960
-  _globals['_PURGERESPONSE']._serialized_end=1020
-  _globals['_ROLLUPREQUEST']._serialized_start=1022
-  _globals['_ROLLUPREQUEST']._serialized_end=1037
-  _globals['_ROLLUPRESPONSE']._serialized_start=1039
-  _globals['_ROLLUPRESPONSE']._serialized_end=1103
-  _globals['_SHORTENER']._serialized_start=1106
-  _globals['_SHORTENER']._serialized_end=1663
+  _globals['_SHORTENRESPONSE']._serialized_end=290
+  _globals['_CREATEPASTEREQUEST']._serialized_start=292
+  _globals['_CREATEPASTEREQUEST']._serialized_end=416
+  _globals['_CREATEPASTERESPONSE']._serialized_start=418
+  _globals['_CREATEPASTERESPONSE']._serialized_end=523
+  _globals['_DELETEREQUEST']._serialized_start=525
+  _globals['_DELETEREQUEST']._serialized_end=575
+  _globals['_DELETERESPONSE']._serialized_start=577
+  _globals['_DELETERESPONSE']._serialized_end=610
+  _globals['_STATSREQUEST']._serialized_start=612
+  _globals['_STATSREQUEST']._serialized_end=639
+  _globals['_COUNT']._serialized_start=641
+  _globals['_COUNT']._serialized_end=677
+  _globals['_STATSRESPONSE']._serialized_start=680
+  _globals['_STATSRESPONSE']._serialized_end=1008
+  _globals['_PURGEREQUEST']._serialized_start=1010
+  _globals['_PURGEREQUEST']._serialized_end=1024
+  _globals['_PURGERESPONSE']._serialized_start=1026
+  _globals['_PURGERESPONSE']._serialized_end=1086
+  _globals['_ROLLUPREQUEST']._serialized_start=1088
+  _globals['_ROLLUPREQUEST']._serialized_end=1103
+  _globals['_ROLLUPRESPONSE']._serialized_start=1105
+  _globals['_ROLLUPRESPONSE']._serialized_end=1169
+  _globals['_SHORTENER']._serialized_start=1172
+  _globals['_SHORTENER']._serialized_end=1729
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,14 @@ class ShortenRequest(_message.Message):
     def __init__(self, url: _Optional[str] = ..., alias: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_visits: _Optional[int] = ...) -> None: ...
 
 class ShortenResponse(_message.Message):
-    __slots__ = ("key", "short_url")
+    __slots__ = ("key", "short_url", "delete_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SHORT_URL_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
     short_url: str
-    def __init__(self, key: _Optional[str] = ..., short_url: _Optional[str] = ...) -> None: ...
+    delete_token: str
+    def __init__(self, key: _Optional[str] = ..., short_url: _Optional[str] = ..., delete_token: _Optional[str] = ...) -> None: ...
 
 class CreatePasteRequest(_message.Message):
     __slots__ = ("text", "data", "syntax", "expires_at")
@@ -42,22 +44,26 @@ class CreatePasteRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., data: _Optional[bytes] = ..., syntax: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreatePasteResponse(_message.Message):
-    __slots__ = ("key", "short_url", "size", "digest")
+    __slots__ = ("key", "short_url", "size", "digest", "delete_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SHORT_URL_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
     short_url: str
     size: int
     digest: str
-    def __init__(self, key: _Optional[str] = ..., short_url: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+    delete_token: str
+    def __init__(self, key: _Optional[str] = ..., short_url: _Optional[str] = ..., size: _Optional[int] = ..., digest: _Optional[str] = ..., delete_token: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "delete_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: str
-    def __init__(self, key: _Optional[str] = ...) -> None: ...
+    delete_token: str
+    def __init__(self, key: _Optional[str] = ..., delete_token: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted",)

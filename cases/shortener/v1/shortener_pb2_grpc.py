@@ -84,7 +84,8 @@ class ShortenerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Deletes a link or a paste: it answers 410 until the purge removes it.
+        """Deletes a link or a paste, for whoever holds its delete_token: it answers 410 until
+        the purge removes it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
