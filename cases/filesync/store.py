@@ -4,6 +4,7 @@ connection's search_path), so no name here is qualified."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ CHANNEL = "filesync_changes"
 async def open_pool(dsn: str, *, max_size: int = 16, checked: bool = True) -> db.Pool:
     """`checked=False` saves a round trip per loan, for calls whose client retries a failed
     one on its own (HaveChunks, PutChunk)."""
-    return await db.open_pool(dsn, max_size=max_size, checked=checked)
+    return await db.open_pool(dsn, max_size=max_size, check_idle_after=0.0 if checked else math.inf)
 
 
 @dataclass(frozen=True, slots=True)
