@@ -326,6 +326,10 @@ async def test_gc_racing_commits_loses_no_chunk_a_version_refers_to(
         rng = random.Random(7)
         shared = os.urandom(300_000)  # a chunk many versions share
         stop = asyncio.Event()
+        # The sweeper races every commit but lets one commit try between two sweeps: on a
+        # loaded machine a sweeper that never waits starves writers (grace 0 is a stress
+        # setting; liveness is what gcGrace gives), and this test is about safety.
+        attempted = asyncio.Event()
         sweeps = 0
 
         async def sweeper() -> None:
@@ -334,6 +338,12 @@ async def test_gc_racing_commits_loses_no_chunk_a_version_refers_to(
                 await live.stub.CollectGarbage(pb.CollectGarbageRequest())
                 await live.stub.EnforceRetention(pb.EnforceRetentionRequest())
                 sweeps += 1
+                attempted.clear()
+                stopped = asyncio.ensure_future(stop.wait())
+                tried = asyncio.ensure_future(attempted.wait())
+                await asyncio.wait({stopped, tried}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                tried.cancel()
 
         async def writer(n: int) -> None:
             base = 0
@@ -345,6 +355,8 @@ async def test_gc_racing_commits_loses_no_chunk_a_version_refers_to(
                         break
                     except grpc.aio.AioRpcError as exc:
                         assert "unknown chunk" in (exc.details() or ""), exc.details()
+                    finally:
+                        attempted.set()
                 else:
                     raise AssertionError("never committed")
                 assert done.committed
