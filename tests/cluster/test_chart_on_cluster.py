@@ -15,7 +15,11 @@ Each test prints the pods and Jobs it saw. The tests run in this order on one re
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ from tests.cluster.conftest import BUSYBOX, REPO, Cluster, Release, install_valu
 pytestmark = pytest.mark.timeout(1800)
 
 RUN_LABEL = "hourglass.io/run"
+HOURGLASS = Path(sys.executable).with_name("hourglass")
 JOB_LABEL = "hourglass.io/job"
 
 
@@ -151,6 +156,53 @@ def test_deleted_worker_pod_successor_adopts_the_job(cluster: Cluster, release: 
         "--namespace", ns, "logs", f"deployment/{release.component('worker')}"
     )
     assert f"run {run_id} attempt 2: adopted Job hg-{run_id}-1" in worker_log
+
+
+def test_cli_through_port_forward_with_a_token(cluster: Cluster, release: Release) -> None:
+    """NOTES.txt's path from a laptop: `kubectl port-forward` to the API's Service, then this
+    checkout's CLI on the forwarded loopback port, with a token."""
+    ns = release.namespace
+    forward = subprocess.Popen(
+        [str(cluster.tools / "kubectl"), "--namespace", ns, "port-forward",
+         f"service/{release.component('api')}", ":50051"],
+        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # Forwarding from 127.0.0.1:PORT -> 50051
+        print(line.strip())
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        env = {**os.environ, "HOURGLASS_SERVER": f"127.0.0.1:{port}",
+               "HOURGLASS_TOKEN": release.token}  # fmt: skip
+
+        def cli(*args: str) -> str:
+            result = subprocess.run(
+                [str(HOURGLASS), *args], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        job_id = cli("schedule", "--after", "1s", "--image", BUSYBOX, "--name", "forwarded",
+                     "--", "echo", "through the forward").strip()  # fmt: skip
+
+        def succeeded() -> dict[str, Any] | None:
+            runs = json.loads(cli("status", job_id, "-o", "json")).get("recentRuns") or []
+            return runs[0] if runs and runs[0]["state"] == "RUN_STATE_SUCCEEDED" else None
+
+        run = wait_until("the forwarded job's run to succeed", succeeded, timeout=180)
+        print(cli("status", job_id))
+        assert run["attempts"][-1]["stdoutTail"].strip() == "through the forward"
+        # Without the token, the same API refuses.
+        refused = subprocess.run(
+            [str(HOURGLASS), "jobs"], env={**env, "HOURGLASS_TOKEN": ""},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
+        cli("delete", job_id)
+    finally:
+        forward.terminate()
+        forward.wait(10)
+    cluster.show(ns, "pods,jobs", "-l", f"{RUN_LABEL}={run['id']}")
 
 
 def test_helm_test_upgrade_and_uninstall(cluster: Cluster, release: Release) -> None:
