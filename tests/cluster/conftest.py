@@ -4,8 +4,8 @@
 containerd + kubelet, kube-proxy, CoreDNS; it builds what is missing, once, into
 ~/.cache/hourglass), and `scripts/k8s-images` builds the images (hourglass from the
 Dockerfile, PostgreSQL, Redis, etcd, busybox) without a registry and imports them into the
-node. A cluster that this session brought up is brought down at its end; one that already
-ran is left running.
+node. A cluster that these tests brought up is brought down after them; one that already
+ran is left running (and HOURGLASS_KEEP_CLUSTER=1 keeps it up too).
 
 Without root, Go or Debian's packages the suite skips, unless `HOURGLASS_REQUIRE_CLUSTER=1`
 (as in CI), where it fails.
@@ -123,8 +123,10 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
+    """The cluster for this package's tests; brought down after the last one (not at the end
+    of the whole session), so that the rest of the suite does not run beside it."""
     if os.geteuid() != 0:
         _unavailable("the cluster test bed needs root (containerd, kubelet, iptables)")
     already = subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode == 0
