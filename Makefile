@@ -19,12 +19,16 @@ dev: install
 	$(BIN)/hourglass dev $(DEV_ARGS)
 
 # Real servers the tests need beyond PostgreSQL and etcd, built once from their Go modules
-# into ~/.cache/hourglass (kube-apiserver, helm, kubeconform, grpcurl; an S3 server).
-tools:
+# into ~/.cache/hourglass (kube-apiserver, helm, kubeconform, grpcurl; an S3 server). As root,
+# also the single-node cluster of tests/cluster (kubelet & co., CNI, CoreDNS, Debian's
+# containerd) and its images (hourglass from the Dockerfile, PostgreSQL, Redis, etcd).
+tools: install
 	./scripts/k8s-tools
 	./scripts/s3-server
+	@if [ "$$(id -u)" = 0 ]; then ./scripts/k8s-cluster build && ./scripts/k8s-images; \
+	else echo "make tools: the cluster of tests/cluster needs root; not built"; fi
 
-# Static checks, then every test (unit, integration, k8s, acceptance) on real servers.
+# Static checks, then every test (unit, integration, k8s, cluster, acceptance) on real servers.
 test: check tools
 	$(BIN)/python -m pytest
 

