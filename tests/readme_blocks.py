@@ -9,6 +9,8 @@ lines may come between):
 
     <!-- readme-test: dev -->           run in order against a real `hourglass dev`
     <!-- readme-test: k8s -->           run against the Kubernetes test bed
+    <!-- readme-test: cluster -->       run as written, as one bash script, on the real
+                                          cluster of tests/cluster (as root)
     <!-- readme-test: output COMMAND --> a sample of what COMMAND (as written in an earlier
                                           dev block) prints; its shape must match
     <!-- readme-test: skip REASON -->   not run, for the reason given
@@ -22,11 +24,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-CLASSES = ("dev", "k8s", "output", "skip")
+CLASSES = ("dev", "k8s", "cluster", "output", "skip")
 UNMARKED = (
     "README.md:{line} (under '{heading}'): a code block without a marker. Put one of\n"
     "  <!-- readme-test: dev -->            (run against `hourglass dev`)\n"
     "  <!-- readme-test: k8s -->            (run against the Kubernetes test bed)\n"
+    "  <!-- readme-test: cluster -->        (run as one script on tests/cluster's cluster)\n"
     "  <!-- readme-test: output COMMAND --> (a sample of what COMMAND prints)\n"
     "  <!-- readme-test: skip REASON -->    (never run; say why)\n"
     "on the line before its opening ``` (see tests/readme_blocks.py)."

@@ -72,8 +72,7 @@ def test_install_ran_migrations_as_a_real_job(cluster: Cluster, release: Release
 def test_scheduledjob_runs_as_a_job_on_the_node(cluster: Cluster, release: Release) -> None:
     ns = release.namespace
     document = yaml.safe_load((REPO / "examples" / "scheduledjob.yaml").read_text())
-    # The example's `busybox` has no tag, so the kubelet would pull it (imagePullPolicy
-    # Always); this node has no registry, so the same busybox comes from a local tag.
+    # This node has no registry: the same busybox comes from a local tag.
     document["spec"]["task"]["image"] = BUSYBOX
     cluster.kubectl("--namespace", ns, "apply", "-f", "-", input=yaml.safe_dump(document))
     name = document["metadata"]["name"]
@@ -106,6 +105,52 @@ def test_scheduledjob_runs_as_a_job_on_the_node(cluster: Cluster, release: Relea
     assert "LAST RESULT" in header
     assert row.split()[0] == name and "succeeded" in row.split()
     # It stops firing into the next tests: the operator deletes the job in hourglass.
+    cluster.kubectl("--namespace", ns, "delete", "sj", name, "--timeout=120s", timeout=150)
+
+
+def test_a_job_template_pod_reads_its_secret_config_and_service_account(
+    cluster: Cluster, release: Release
+) -> None:
+    """A CronJob-shaped ScheduledJob (examples/scheduledjob-template.yaml) on a real node: the
+    Job runs in the ScheduledJob's namespace, owned and labelled by it, and its pod gets the
+    ServiceAccount, the secretKeyRef env and the ConfigMap volume the template names."""
+    ns = release.namespace
+    cluster.kubectl("--namespace", ns, "create", "serviceaccount", "reporter")
+    cluster.kubectl(
+        "--namespace", ns, "create", "secret", "generic", "db-creds",
+        "--from-literal=password=s3cret",
+    )  # fmt: skip
+    cluster.kubectl(
+        "--namespace", ns, "create", "configmap", "report-settings", "--from-literal=limit=100"
+    )
+    document = yaml.safe_load((REPO / "examples" / "scheduledjob-template.yaml").read_text())
+    pod_spec = document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod_spec["containers"][0]["image"] = BUSYBOX  # no registry on this node
+    cluster.kubectl("--namespace", ns, "apply", "-f", "-", input=yaml.safe_dump(document))
+    name = document["metadata"]["name"]
+    # It fires hourly: run it now, as `kubectl create job --from=cronjob/...` would.
+    wait_until(
+        "the operator to give the ScheduledJob its job",
+        lambda: _scheduled_job(cluster, ns, name).get("status", {}).get("jobId"),
+        timeout=120,
+    )
+    cluster.kubectl("--namespace", ns, "annotate", "sj", name, "hourglass.io/trigger=first")
+
+    def succeeded() -> dict[str, Any] | None:
+        jobs = _jobs(cluster, ns, f"hourglass.io/scheduledjob={name}")
+        done = [job for job in jobs if job["status"].get("succeeded") == 1]
+        return done[0] if done else None
+
+    job = wait_until("the triggered Job to succeed on the node", succeeded, timeout=240)
+    cluster.show(ns, "pods,jobs", "-l", f"hourglass.io/scheduledjob={name}")
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("ScheduledJob", name)
+    assert job["metadata"]["labels"]["team"] == "billing"
+    (pod,) = _pods_of_job(cluster, ns, job["metadata"]["name"])
+    assert pod["spec"]["serviceAccountName"] == "reporter"
+    log = cluster.kubectl("--namespace", ns, "logs", f"job/{job['metadata']['name']}")
+    print(f"$ kubectl logs job/{job['metadata']['name']}\n{log}")
+    assert log.split() == ["100", "password", "of", "6", "characters"]
     cluster.kubectl("--namespace", ns, "delete", "sj", name, "--timeout=120s", timeout=150)
 
 
