@@ -90,8 +90,9 @@ async def create(
     job_id = JobId(uuid.uuid4())
     first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
     defaults = Quota()
+    spec_params = _spec_params(spec)
     params = {
-        **_spec_params(spec),
+        **spec_params,
         "id": job_id,
         "namespace": namespace,
         "managed_by": managed_by,
@@ -100,7 +101,7 @@ async def create(
         "state": (JobState.ACTIVE if first else JobState.COMPLETED).value,
         "next_fire_at": first,
         "now": now,
-        "revision": _spec_json(spec),
+        "revision": _spec_json(spec, spec_params),
         "rate": rate,
         "channel": JOBS_CHANNEL,
         "default_max_jobs": defaults.max_jobs,
