@@ -70,8 +70,7 @@ def _scheduled_calls(port: int) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("hourglass_api_request_seconds_count")
-        and 'method="ScheduleJob"' in line
+        if line.startswith("hourglass_api_request_seconds_count") and 'method="ScheduleJob"' in line
     )
 
 
