@@ -87,7 +87,11 @@ async def start(
     )
     hub = Hub(dsn)
     await hub.start()
-    server = grpc.aio.server(interceptors=[Metrics(), UndecodableIsInvalid()])
+    # SO_REUSEPORT: `hourglass api --processes N` binds one port in N processes, and the
+    # kernel spreads the connections over them (hourglass/cli/api_processes.py).
+    server = grpc.aio.server(
+        interceptors=[Metrics(), UndecodableIsInvalid()], options=[("grpc.so_reuseport", 1)]
+    )
     service = JobScheduler(
         pool,
         hub=hub,

@@ -20,7 +20,7 @@ from hourglass.api.events import Hub
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
-from hourglass.store import db, fires, jobs, quotas, runs
+from hourglass.store import admitted, db, fires, jobs, quotas, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -198,6 +198,22 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         validation.request_id(request.request_id)
         managed_by = validation.manager(request.managed_by, "managed_by")
         spec = validation.job_spec(request.spec, now=now)
+        digest = request_digest(request) if request.request_id else b""
+        # The common case in one round trip; None: something to decide, on the full path.
+        async with self.pool.connection() as conn:
+            stored = await admitted.create(
+                conn,
+                spec=spec,
+                rate=policies.admission_rate(spec.schedule, now=now),
+                now=now,
+                namespace=namespace,
+                request_id=request.request_id,
+                request_digest=digest,
+                managed_by=managed_by,
+            )
+        if stored is not None:
+            log.info("job %s (%s) scheduled in namespace %s", stored, spec.name, namespace)
+            return pb.ScheduleJobResponse(job_id=str(stored))
         try:
             async with db.transaction(self.pool) as conn:
                 await quotas.lock(conn, namespace)
@@ -208,7 +224,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     now=now,
                     namespace=namespace,
                     request_id=request.request_id,
-                    request_digest=request_digest(request) if request.request_id else b"",
+                    request_digest=digest,
                     managed_by=managed_by,
                 )
                 if created:

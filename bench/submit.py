@@ -12,13 +12,22 @@ Baselines, same call counts and client processes:
     (`LIKE jobs INCLUDING ALL`: the same columns and indexes): the floor of the store.
 The table's ratio is against the health check (see docs/benchmarks.md for why); the INSERT
 floor gets its own row.
+
+Peer, same PostgreSQL, same run, same client counts: pgqueuer's enqueue (bench/pgqueuer_submit.py),
+one job per call (durable on return, like ScheduleJob) and 1,000 per call (like ScheduleJobs).
+The issue's targets are ratios to it: ScheduleJob >= 0.5x pgqueuer from 1 client, >= 3,000/s from
+8 clients with API processes filling the machine (`hourglass api --processes <cores>`), and
+ScheduleJobs >= 0.5x pgqueuer's bulk enqueue.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.env import BENCH, HOURGLASS, Bench, CpuMeter, Process, load, port, say
@@ -27,6 +36,10 @@ from bench.report import Row
 
 # Jobs per ScheduleJobs call.
 BATCH = 1_000
+PGQUEUER = [sys.executable, "-m", "bench.pgqueuer_submit"]
+# The issue's targets: ScheduleJob and ScheduleJobs against pgqueuer, and from 8 clients.
+TARGET_RATIO = 0.5
+TARGET_8_CLIENTS = 3_000.0
 
 
 def has_batch() -> bool:
@@ -43,14 +56,19 @@ def clients(
     calls: int,
     args: dict[str, Any],
     server: Process | None = None,
+    *,
+    program: list[str] = BENCH,
 ) -> tuple[float, dict[str, float]]:
     """Runs `count` client processes of `calls` each, started together. Returns calls/s and
-    the CPU ms per call of the clients, the server process (if any) and PostgreSQL."""
-    meter = CpuMeter(bench).start(**({"api": server.pid} if server else {}))
+    the CPU ms per call of the clients, the server's processes (if any) and PostgreSQL."""
+    servers = {}
+    if server is not None:
+        servers = {f"api {i}": pid for i, pid in enumerate([server.pid, *_children(server.pid)])}
+    meter = CpuMeter(bench).start(**servers)
     start_at = time.time() + 3.0  # time for the processes to import, connect and warm up
     popens = [
         subprocess.Popen(
-            [*BENCH, mode, json.dumps({**args, "calls": calls, "start_at": start_at})],
+            [*program, mode, json.dumps({**args, "calls": calls, "start_at": start_at})],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             cwd=bench.work,
@@ -73,13 +91,35 @@ def clients(
     # The clients' CPU includes their start-up (imports); it is a small share at these counts.
     cpu = {"clients": sum(r["cpu"]["self"] for r in results) * 1000 / total}
     if server is not None:
-        cpu["api"] = spent["api"] * 1000 / total
+        cpu["api"] = sum(spent[name] for name in servers) * 1000 / total
     cpu["postgres"] = spent["postgres"] * 1000 / total
     cpu["machine busy"] = spent["machine busy"] / spent["machine total"]
     return total / (last - first), cpu
 
 
-def start_api(bench: Bench, name: str) -> tuple[Process, str, str, str]:
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (the API's processes 1..N-1)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2 :].split()[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+def has_processes() -> bool:
+    """Whether `hourglass api` has --processes (SO_REUSEPORT)."""
+    done = subprocess.run(
+        [*HOURGLASS, "api", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--processes" in done.stdout
+
+
+def start_api(bench: Bench, name: str, *, processes: int = 1) -> tuple[Process, str, str, str]:
     """A migrated database, a real token, and `hourglass api`: (process, dsn, address, token)."""
     dsn = bench.database(f"bench_{name}")
     import psycopg
@@ -100,7 +140,8 @@ def start_api(bench: Bench, name: str) -> tuple[Process, str, str, str]:
         raise RuntimeError(f"hourglass token create failed: {made.stderr.strip()}")
     token = made.stdout.strip().splitlines()[0]
     listen = f"127.0.0.1:{port()}"
-    api = bench.hourglass(f"{name}-api", "api", env, "--listen", listen)
+    more = ["--processes", str(processes)] if processes > 1 else []
+    api = bench.hourglass(f"{name}-api", "api", env, "--listen", listen, *more)
     return api, dsn, listen, token
 
 
@@ -119,116 +160,146 @@ def profile(bench: Bench, calls: int, profiler: Profiler) -> None:
 
 
 def run(bench: Bench, calls: int) -> list[Row]:
-    say(f"submit: {calls:,} ScheduleJob calls from 1 client, {calls * 4:,} from 8; {load()}")
-    api, dsn, listen, token = start_api(bench, "submit")
+    processes = (os.cpu_count() or 1) if has_processes() else 1
+    say(
+        f"submit: {calls:,} ScheduleJob calls from 1 client, {calls * 4:,} from 8, against"
+        f" `hourglass api` in {processes} process(es); pgqueuer alike; {load()}"
+    )
+    api, dsn, listen, token = start_api(bench, "submit", processes=processes)
+    pgqueuer = _install_pgqueuer(bench, dsn)
     rows: list[Row] = []
     results: dict[str, float] = {}
     cpu: dict[str, dict[str, float]] = {}
+
+    def measure(key: str, label: str, count: int, per_client: int, **how: Any) -> float:
+        say(f"  {count} client(s): {per_client * count * how['args'].get('batch', 1):,} {label}")
+        rate, used = clients(bench, how.pop("mode"), count, per_client, **how)
+        results[key], cpu[key] = rate, used
+        say(f"  {count} client(s): {label} {rate:,.0f}/s; {_cpu(used)}; {load()}")
+        return rate
+
     try:
         for count in (1, 8):
             per_client = calls if count == 1 else calls * 4 // count
-            total = per_client * count
-            for kind in ("health", "schedule"):
-                label = "ScheduleJob" if kind == "schedule" else "health Check"
-                say(f"  {count} client(s): {total:,} {label} calls")
-                rate, used = clients(
-                    bench,
-                    "rpc",
-                    count,
-                    per_client,
-                    {"target": listen, "kind": kind, "token": token},
-                    server=api,
-                )
-                results[f"{kind} x{count}"] = rate
-                cpu[f"{kind} x{count}"] = used
-                say(f"  {count} client(s): {label} {rate:,.0f} calls/s; {_cpu(used)}")
-            say(f"  {count} client(s): {total:,} single-row INSERTs through psycopg")
-            rate, used = clients(bench, "inserts", count, per_client, {"dsn": dsn})
-            results[f"insert x{count}"] = rate
-            cpu[f"insert x{count}"] = used
-            say(f"  {count} client(s): INSERT {rate:,.0f}/s; {_cpu(used)}")
-            schedule = results[f"schedule x{count}"]
+            rpc = {"target": listen, "token": token}
+            health = measure(
+                f"health x{count}", "health Check", count, per_client,
+                mode="rpc", args={**rpc, "kind": "health"}, server=api,
+            )  # fmt: skip
+            schedule = measure(
+                f"schedule x{count}", "ScheduleJob", count, per_client,
+                mode="rpc", args={**rpc, "kind": "schedule"}, server=api,
+            )  # fmt: skip
+            peer = None
+            if pgqueuer:
+                peer = measure(
+                    f"pgqueuer x{count}", "pgqueuer enqueue", count, per_client,
+                    mode="enqueue", args={"dsn": dsn}, program=PGQUEUER,
+                )  # fmt: skip
+            insert = measure(
+                f"insert x{count}", "single-row INSERT (psycopg)", count, per_client,
+                mode="inserts", args={"dsn": dsn},
+            )  # fmt: skip
             who = "1 client" if count == 1 else f"{count} clients"
-            rows.append(
-                Row(
-                    "submit",
-                    f"ScheduleJob, {who} vs RPC floor",
-                    schedule,
-                    "calls/s",
-                    results[f"health x{count}"],
-                    "health Check",
+            rows.append(_vs_pgqueuer(f"ScheduleJob, {who}, durable on return", schedule, peer))
+            if count == 8:
+                rows.append(
+                    Row(
+                        "submit",
+                        f"ScheduleJob, 8 clients, api --processes {processes}",
+                        schedule,
+                        "calls/s",
+                        peer,
+                        "pgqueuer enqueue, 8 clients" if peer else "",
+                        target=f">= {TARGET_8_CLIENTS:,.0f}/s",
+                        met=schedule >= TARGET_8_CLIENTS,
+                    )
                 )
-            )
             rows.append(
-                Row(
-                    "submit",
-                    f"ScheduleJob, {who} vs store floor",
-                    schedule,
-                    "calls/s",
-                    results[f"insert x{count}"],
-                    "1-row INSERT, psycopg",
-                )
-            )
+                Row("submit", f"ScheduleJob, {who} vs RPC floor", schedule, "calls/s", health,
+                    "health Check")
+            )  # fmt: skip
+            rows.append(
+                Row("submit", f"ScheduleJob, {who} vs store floor", schedule, "calls/s", insert,
+                    "1-row INSERT, psycopg")
+            )  # fmt: skip
         if not has_batch():
             rows.append(
                 Row("submit", "batch (ScheduleJobs)", None, "jobs/s", note="n/a - no ScheduleJobs")
             )
         else:
             batches = max(3, calls // 100)
-            say(f"  1 client: {batches} ScheduleJobs calls of {BATCH:,} jobs")
-            rate, used = clients(
-                bench,
-                "rpc",
-                1,
-                batches,
-                {"target": listen, "kind": "batch", "token": token, "batch": BATCH},
-                server=api,
-            )
-            results["batch x1"] = rate
-            cpu["batch x1"] = used
-            say(f"  1 client: ScheduleJobs {rate:,.0f} jobs/s; {_cpu(used)}")
-            say(f"  1 client: {batches} transactions that COPY {BATCH:,} rows through psycopg")
-            floor, floor_cpu = clients(bench, "inserts", 1, batches, {"dsn": dsn, "batch": BATCH})
-            results["copy x1"] = floor
-            cpu["copy x1"] = floor_cpu
-            say(f"  1 client: COPY {floor:,.0f} rows/s; {_cpu(floor_cpu)}")
+            rate = measure(
+                "batch x1", f"jobs by ScheduleJobs of {BATCH:,}", 1, batches,
+                mode="rpc", args={"target": listen, "kind": "batch", "token": token,
+                                  "batch": BATCH}, server=api,
+            )  # fmt: skip
+            peer = None
+            if pgqueuer:
+                peer = measure(
+                    "pgqueuer bulk x1", f"jobs by pgqueuer enqueue of {BATCH:,}", 1, batches,
+                    mode="enqueue", args={"dsn": dsn, "batch": BATCH}, program=PGQUEUER,
+                )  # fmt: skip
+            floor = measure(
+                "copy x1", f"rows by COPY of {BATCH:,} per transaction", 1, batches,
+                mode="inserts", args={"dsn": dsn, "batch": BATCH},
+            )  # fmt: skip
+            rows.append(_vs_pgqueuer(f"ScheduleJobs ({BATCH:,} per call)", rate, peer, bulk=True))
             rows.append(
-                Row(
-                    "submit",
-                    f"ScheduleJobs (batches of {BATCH:,}), 1 client vs store floor",
-                    rate,
-                    "jobs/s",
-                    floor,
-                    f"COPY {BATCH:,} rows per transaction",
-                )
-            )
+                Row("submit", f"ScheduleJobs ({BATCH:,} per call) vs store floor", rate, "jobs/s",
+                    floor, f"COPY {BATCH:,} rows per transaction")
+            )  # fmt: skip
             rows.append(
-                Row(
-                    "submit",
-                    f"ScheduleJobs (batches of {BATCH:,}) vs ScheduleJob, 1 client",
-                    rate,
-                    "jobs/s",
-                    results["schedule x1"],
-                    "ScheduleJob, 1 client",
-                )
-            )
+                Row("submit", f"ScheduleJobs ({BATCH:,} per call) vs ScheduleJob, 1 client", rate,
+                    "jobs/s", results["schedule x1"], "ScheduleJob, 1 client")
+            )  # fmt: skip
     finally:
         bench.stop(api)
-    bench.notes["submit"] = {"rates": results, "cpu_ms_per_call": cpu}
-    used, floor = cpu["schedule x8"], cpu["insert x8"]
+    bench.notes["submit"] = {"rates": results, "cpu_ms_per_call": cpu, "processes": processes}
+    used, floor_cpu = cpu["schedule x8"], cpu["insert x8"]
     rows.append(
         Row(
             "submit",
             "ScheduleJob, 8 clients: server CPU ms per call (api + PostgreSQL)",
             used.get("api", 0) + used["postgres"],
             "ms",
-            floor["postgres"],
+            floor_cpu["postgres"],
             "PostgreSQL per INSERT",
             better="lower",
-            note=f"ScheduleJob: {_cpu(used)}; INSERT: {_cpu(floor)}",
+            note=f"ScheduleJob: {_cpu(used)}; INSERT: {_cpu(floor_cpu)}",
         )
     )
     return rows
+
+
+def _install_pgqueuer(bench: Bench, dsn: str) -> bool:
+    """pgqueuer's tables in the same database; False (and the rows say n/a) without it."""
+    done = subprocess.run(
+        [*PGQUEUER, "install", json.dumps({"dsn": dsn})],
+        capture_output=True,
+        text=True,
+        cwd=bench.work,
+        env=bench.helper_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        say(f"  pgqueuer unavailable (pip install -e '.[bench]'): {done.stderr.strip()[-200:]}")
+        return False
+    return True
+
+
+def _vs_pgqueuer(measure: str, value: float, peer: float | None, *, bulk: bool = False) -> Row:
+    """A target row: hourglass beside pgqueuer's enqueue, at least TARGET_RATIO of it."""
+    return Row(
+        "submit",
+        f"{measure} vs pgqueuer",
+        value,
+        "jobs/s" if bulk else "calls/s",
+        peer,
+        f"pgqueuer {'bulk ' if bulk else ''}enqueue" if peer else "pgqueuer not installed",
+        target=f">= {TARGET_RATIO}x",
+        met=None if peer is None else value >= TARGET_RATIO * peer,
+    )
 
 
 def _cpu(used: dict[str, float]) -> str:

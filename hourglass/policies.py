@@ -340,6 +340,16 @@ def cron_ceiling(schedule: Cron) -> float:
     return 1.0 if len(text.split()) == 6 else 1 / 60
 
 
+def admission_rate(schedule: Schedule, *, now: datetime) -> float:
+    """A bound on the fires per second a schedule makes that is cheap to know: its max_rate,
+    but for a cron the ceiling of its shape (computing its max_rate walks upcoming fires).
+    A quota of at least this admits the schedule (check_rate); below it, only check_rate can
+    tell."""
+    if isinstance(schedule, Cron):
+        return cron_ceiling(schedule)
+    return max_rate(schedule, now=now)
+
+
 def check_rate(quota: Quota, *, namespace: str, schedule: Schedule, now: datetime) -> None:
     """Admission control: one job alone may not fire faster than its namespace may."""
     if isinstance(schedule, Cron) and cron_ceiling(schedule) <= quota.max_fires_per_second:

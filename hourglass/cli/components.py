@@ -13,7 +13,7 @@ from typing import Any
 import platformdirs
 
 from hourglass import artifact_quota, durations
-from hourglass.cli import admin, api_auth_options, dev_cases, sandbox_options
+from hourglass.cli import admin, api_auth_options, api_processes, dev_cases, sandbox_options
 from hourglass.cli.options import (
     DEFAULT_LISTEN,
     add_artifacts_option,
@@ -124,6 +124,7 @@ def _add_api(commands: Any) -> None:
         action="store_true",
         help="serve without tokens: every caller is in the default namespace",
     )
+    api_processes.add_option(api)
     api_auth_options.add(api)
     api.add_argument("--tls-cert", type=Path, default=env_path("HOURGLASS_TLS_CERT"))
     api.add_argument("--tls-key", type=Path, default=env_path("HOURGLASS_TLS_KEY"))
@@ -425,11 +426,19 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except ValueError as exc:
         parser.error(str(exc))
 
+    others = api_processes.others(parser, args)
+
     def ready(port: int | None) -> None:
-        if port is not None:
-            print(f"hourglass api serving on {args.listen.rsplit(':', 1)[0]}:{port}", flush=True)
-        else:
+        if port is None:
             print(f"hourglass {args.command} running", flush=True)
+            return
+        host = args.listen.rsplit(":", 1)[0]
+        if api_processes.index():
+            api_processes.say_ready()
+        elif others is None:
+            print(f"hourglass api serving on {host}:{port}", flush=True)
+        else:
+            api_processes.start_in_background(others, host=host, port=port)
 
     from hourglass.workers.executors.sandbox import SandboxError
 
@@ -438,4 +447,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except SandboxError as exc:
         print(f"hourglass {args.command}: cannot sandbox attempts: {exc}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        if others is not None:
+            others.stop()
+    return 1 if others is not None and others.failed else 0

@@ -157,23 +157,29 @@ def _kubernetes(spec: JobSpec) -> Jsonb | None:
     return None if column is None else Jsonb(column)
 
 
+# Resources' fields, read once: dataclasses.asdict deep-copied every value, a fifth of
+# ScheduleJobs' time per job (docs/benchmarks.md).
+_RESOURCE_FIELDS = tuple(field.name for field in dataclasses.fields(Resources))
+
+
 def _resources_json(resources: Resources) -> dict[str, str]:
-    return {name: value for name, value in dataclasses.asdict(resources).items() if value}
+    return {name: value for name in _RESOURCE_FIELDS if (value := getattr(resources, name))}
 
 
-def _spec_json(spec: JobSpec) -> Jsonb:
-    """A job revision as stored in job_revisions: the spec columns, as JSON."""
-    params = _spec_params(spec)
+def _spec_json(spec: JobSpec, params: dict[str, Any] | None = None) -> Jsonb:
+    """A job revision as stored in job_revisions: the spec columns, as JSON. `params`:
+    _spec_params(spec), when the caller has it already."""
+    params = params if params is not None else _spec_params(spec)
     return Jsonb(
         {
             **{k: v for k, v in params.items() if not isinstance(v, Jsonb | timedelta)},
             "env": spec.task.env,
-            "resources": _resources_json(spec.task.resources),
+            "resources": params["resources"].obj,
             # The names only: a secret's value is never kept in the history.
             "secret_env": sorted(spec.task.secret_env),
             # The template holds references to Secrets, never their values.
-            "kubernetes": job_columns.kubernetes_json(spec.task.kubernetes),
-            "schedule": schedule_to_json(spec.schedule, spec.bounds),
+            "kubernetes": params["kubernetes"].obj if params["kubernetes"] else None,
+            "schedule": params["schedule"].obj,
             "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
             "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
             "catch_up_window_seconds": (
@@ -301,6 +307,34 @@ _COPY_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# Their types: COPY in binary, each value's dumper chosen once per COPY rather than per value.
+_COPY_TYPES = (
+    "uuid",
+    "text",
+    "text",
+    "bytea",
+    "text[]",
+    "text[]",
+    "jsonb",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "jsonb",
+    "jsonb",
+    "text",
+    "jsonb",
+    "int4",
+    "interval",
+    "interval",
+    "text",
+    "text",
+    "interval",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+)
 
 
 async def create_many(
@@ -370,15 +404,19 @@ async def create_many(
                 now,
             )
         )
-        revisions.append((job_id, 1, _spec_json(spec), now))
+        revisions.append((job_id, 1, _spec_json(spec, params), now))
     if rows:
         cursor = conn.cursor()
-        async with cursor.copy(f"COPY jobs ({', '.join(_COPY_COLUMNS)}) FROM STDIN") as copy:
+        async with cursor.copy(
+            f"COPY jobs ({', '.join(_COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(_COPY_TYPES)
             for row in rows:
                 await copy.write_row(row)
         async with cursor.copy(
-            "COPY job_revisions (job_id, revision, spec, created_at) FROM STDIN"
+            "COPY job_revisions (job_id, revision, spec, created_at) FROM STDIN (FORMAT BINARY)"
         ) as copy:
+            copy.set_types(("uuid", "int4", "jsonb", "timestamptz"))
             for revision in revisions:
                 await copy.write_row(revision)
         await notify(conn, JOBS_CHANNEL)

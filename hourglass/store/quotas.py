@@ -20,7 +20,7 @@ from hourglass.schedules import Schedule
 from hourglass.store.db import Connection
 
 # The class id of hourglass's namespace advisory locks (the other key is hashtext(namespace)).
-_NAMESPACE_LOCK = 0x4E53
+NAMESPACE_LOCK = 0x4E53
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ async def reset(conn: Connection, namespace: str) -> bool:
 async def lock(conn: Connection, namespace: str) -> None:
     """Serializes the quota-checked requests of one namespace until the transaction ends."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_NAMESPACE_LOCK, namespace)
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAMESPACE_LOCK, namespace)
     )
 
 

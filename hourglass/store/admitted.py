@@ -1,0 +1,114 @@
+"""ScheduleJob's common case in one round trip: a new job, within its namespace's quotas.
+
+jobs.create under quotas.lock, admit_schedules and enforce_jobs costs nine statements, each
+waiting on the last; a ScheduleJob spent most of its time on those round trips
+(docs/benchmarks.md). Here the same decisions are made by PostgreSQL, in one pipeline:
+
+    BEGIN; the namespace's advisory lock; one INSERT of the job and its first revision,
+    made only if the quotas allow it; COMMIT
+
+The INSERT's snapshot is taken after the lock is held, so its count of the namespace's jobs
+includes every job committed by a request that held the lock before: the count is as exact
+as enforce_jobs' (READ COMMITTED takes a snapshot per statement).
+
+Anything but the plain case (a retried request id, a job a manager adopts, a quota that
+would refuse, a binary to check) stores nothing here and returns None: the caller then takes
+the full path (jobs.create with the quota checks), which decides it and says why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from hourglass import schedules
+from hourglass.domain import JobId, JobSpec, JobState
+from hourglass.policies import Quota
+from hourglass.store.db import JOBS_CHANNEL, Connection
+from hourglass.store.jobs import _spec_json, _spec_params
+from hourglass.store.quotas import NAMESPACE_LOCK
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+
+# Typed placeholders: an INSERT ... SELECT does not infer parameter types from the columns.
+_INSERT = """
+WITH quota AS (
+    SELECT coalesce(q.max_jobs, %(default_max_jobs)s::int) AS max_jobs,
+           coalesce(q.max_fires_per_second, %(default_rate)s::float8) AS max_rate
+    FROM (SELECT 1) AS one
+    LEFT JOIN namespace_quotas q ON q.namespace = %(namespace)s::text
+),
+held AS (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM jobs WHERE namespace = %(namespace)s::text
+        LIMIT (SELECT max_jobs FROM quota)) AS bounded
+),
+stored AS (
+    INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
+                      working_dir, binary_digest, resources, secret_env, kubernetes,
+                      namespace, managed_by, schedule, max_attempts,
+                      retry_backoff, timeout, overlap, catch_up, catch_up_window, state,
+                      next_fire_at, created_at, updated_at)
+    SELECT %(id)s::uuid, %(name)s::text, %(request_id)s::text, %(digest)s::bytea,
+           %(command)s::text[], %(args)s::text[], %(env)s::jsonb, %(image)s::text,
+           %(working_dir)s::text, NULL, %(resources)s::jsonb, %(secret_env)s::jsonb,
+           %(kubernetes)s::jsonb, %(namespace)s::text, %(managed_by)s::text,
+           %(schedule)s::jsonb, %(max_attempts)s::int, %(backoff)s::interval,
+           %(timeout)s::interval, %(overlap)s::text, %(catch_up)s::text,
+           %(catch_up_window)s::interval, %(state)s::text, %(next_fire_at)s::timestamptz,
+           %(now)s::timestamptz, %(now)s::timestamptz
+    FROM quota, held
+    WHERE held.n < quota.max_jobs AND %(rate)s::float8 <= quota.max_rate
+    ON CONFLICT DO NOTHING
+    RETURNING id
+),
+revision AS (
+    INSERT INTO job_revisions (job_id, revision, spec, created_at)
+    SELECT id, 1, %(revision)s::jsonb, %(now)s::timestamptz FROM stored
+)
+SELECT id, pg_notify(%(channel)s::text, '') FROM stored
+"""
+
+
+async def create(
+    conn: Connection,
+    *,
+    spec: JobSpec,
+    rate: float,
+    now: datetime,
+    namespace: str,
+    request_id: str = "",
+    request_digest: bytes = b"",
+    managed_by: str = "",
+) -> JobId | None:
+    """Stores a new job in one round trip if nothing stands in its way; returns its id, or
+    None when nothing was stored (see the module's docstring). `rate` is the most fires a
+    second the quota must allow (policies.admission_rate). `conn` must be outside a
+    transaction: this makes its own."""
+    if spec.task.binary:
+        return None  # the ownership check (jobs._check_binary) is the full path's
+    job_id = JobId(uuid.uuid4())
+    first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
+    defaults = Quota()
+    spec_params = _spec_params(spec)
+    params = {
+        **spec_params,
+        "id": job_id,
+        "namespace": namespace,
+        "managed_by": managed_by,
+        "request_id": request_id or None,
+        "digest": request_digest or None,
+        "state": (JobState.ACTIVE if first else JobState.COMPLETED).value,
+        "next_fire_at": first,
+        "now": now,
+        "revision": _spec_json(spec, spec_params),
+        "rate": rate,
+        "channel": JOBS_CHANNEL,
+        "default_max_jobs": defaults.max_jobs,
+        "default_rate": defaults.max_fires_per_second,
+    }
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(_LOCK, (NAMESPACE_LOCK, namespace), prepare=True)
+        cursor = await conn.execute(_INSERT, params, prepare=True)
+    row = await cursor.fetchone()
+    return None if row is None else JobId(row["id"])
