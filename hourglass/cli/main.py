@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "shortener", add_help=False, prefix_chars="\0", help="a UrlShortener's calls"
     )
     shortener.add_argument("case_args", nargs="*", metavar="--server HOST:PORT shorten|paste|...")
+    # The MetricsPipeline's client (sends, reads, and what its ScheduledJobs run), the same way.
+    metrics_case = commands.add_parser(
+        "metrics", add_help=False, prefix_chars="\0", help="a MetricsPipeline's calls"
+    )
+    metrics_case.add_argument("case_args", nargs="*", metavar="--server HOST:PORT send|fetch|...")
 
     quota.add_parser(commands, add_store_options=_add_store_options)
     lock_commands.add_parsers(commands, add_client_options=_add_client_options)
@@ -460,6 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.shortener import cli as shortener_cli
 
         return shortener_cli.main(args.case_args)
+    if args.command == "metrics":
+        from hourglass.cases.metrics import cli as metrics_cli
+
+        return metrics_cli.main(args.case_args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":
