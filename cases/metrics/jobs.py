@@ -102,7 +102,11 @@ async def downsample(pool: db.Pool, files: Files, writer: Consumer, *, now_ms: i
                 )
             minute = [s for s in found if s.resolution == 60]
             old = [s for s in found if s.resolution == level]
-            if not minute:
+            async with pool.connection() as conn:
+                raw = await store.segments(
+                    conn, kinds=("points",), first_hour=hour, last_hour=hour, shards=[shard]
+                )
+            if not minute or len(raw) > 1:  # not compacted yet: its 1m files may overlap
                 continue
             table = columns.concat(await _read_all(files, minute), "rollups")
             rolled = await asyncio.to_thread(columns.rollup, table, level * 1000)

@@ -83,25 +83,36 @@ async def _tables(
     return [await asyncio.to_thread(_read, bodies, ids, start, end)]
 
 
-def _choose(segments: Sequence[store.Segment], step_s: int) -> tuple[list[store.Segment], int]:
-    """Per partition, the coarsest up-to-date rollup dividing the step; the finest used."""
+def _choose(
+    segments: Sequence[store.Segment], step_s: int
+) -> tuple[list[store.Segment], list[store.Segment], int]:
+    """Per partition, the coarsest up-to-date rollup dividing the step; or, for a partition
+    of several raw files (not compacted yet: a point a sender sent twice may be in two of
+    them, and counted twice in their 1m rollups), its raw files. (rollup files, raw files,
+    the finest resolution used)."""
     by_part: dict[tuple[int, int], list[store.Segment]] = {}
     for segment in segments:
         by_part.setdefault((segment.hour, segment.shard), []).append(segment)
     chosen: list[store.Segment] = []
+    raw: list[store.Segment] = []
     finest = LEVELS[0]
     for part in by_part.values():
+        points = [s for s in part if s.kind == "points"]
+        if len(points) > 1:
+            raw += points
+            finest = 60
+            continue
         minute = [s for s in part if s.resolution == 60]
         newest = max((s.id for s in minute), default=0)
         for level in LEVELS:
             if step_s % level:
                 continue
-            files = [s for s in part if s.resolution == level]
+            files = [s for s in part if s.kind == "rollups" and s.resolution == level]
             if level == 60 or (files and max(s.covers for s in files) >= newest):
                 chosen += files
                 finest = min(finest, level)
                 break
-    return chosen, finest
+    return chosen, raw, finest
 
 
 async def fetch(
@@ -121,7 +132,7 @@ async def fetch(
     first, last = start - start % HOUR_MS, end - end % HOUR_MS
     if step:
         first -= HOUR_MS  # a bucket of a step > 1h may start in an earlier hour
-    kinds = ("rollups",) if step else ("points",)
+    kinds = ("rollups", "points") if step else ("points",)
     for attempt in range(3):  # a file compacted away between the catalogue and the read
         async with pool.connection() as conn:
             found = await store.segments(
@@ -129,13 +140,13 @@ async def fetch(
                 shards=sorted({sid % shards for sid in ids}),
             )  # fmt: skip
         resolution = 0
+        raw: list[store.Segment] = []
         if step:
-            found, resolution = _choose(found, step // 1000)
-        else:
-            found = [s for s in found if s.resolution == 0]
+            found, raw, resolution = _choose(found, step // 1000)
         try:
             low = start - start % step if step else start
             tables = await _tables(files, found, ids, low, end)
+            raw_tables = await _tables(files, raw, ids, low, end)
             break
         except artifacts.ArtifactNotFound:
             if attempt == 2:
@@ -145,6 +156,9 @@ async def fetch(
     if table.num_rows > MAX_POINTS:
         raise Invalid("end_ms", "the range holds more than 5,000,000 points; narrow it")
     if step:
+        if raw_tables:
+            fresh = columns.unique(columns.concat(raw_tables, "points"), "points")
+            table = columns.concat([table, columns.rollup(fresh, 60_000)], "rollups")
         table = await asyncio.to_thread(columns.rollup, table, step)
     else:
         table = await asyncio.to_thread(columns.unique, table, "points")
