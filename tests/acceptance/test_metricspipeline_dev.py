@@ -132,9 +132,9 @@ def _redis_pid(parent: int, port: int) -> int:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        if b"redis-server" in title and title.rstrip().endswith(f":{port}".encode()):
-            if f"\nPPid:\t{parent}\n" in status:
-                return int(entry.name)
+        mine = f"\nPPid:\t{parent}\n" in status
+        if mine and b"redis-server" in title and title.rstrip().endswith(f":{port}".encode()):
+            return int(entry.name)
     raise AssertionError(f"no redis-server of process {parent} on port {port}")
 
 

@@ -89,7 +89,9 @@ def test_kubectl_apply_of_the_example_ingests_and_serves_and_delete_removes_it(
     assert "metricspipeline.hourglass.io/telemetry created" in applied.stdout
     resource = wait_for(
         "the MetricsPipeline's status",
-        lambda: condition(get(kubectl, "mp", "telemetry"), "Ready") and get(kubectl, "mp", "telemetry"),
+        lambda: (
+            condition(get(kubectl, "mp", "telemetry"), "Ready") and get(kubectl, "mp", "telemetry")
+        ),
     )
     uid = resource["metadata"]["uid"]
     assert resource["spec"]["replicas"] == 1  # a CRD default, filled in by the API server
