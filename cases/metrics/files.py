@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hourglass import artifacts
+from hourglass.cases.metrics import columns
 
 CACHE_BYTES = 256 * 1024 * 1024
 
@@ -46,6 +47,7 @@ class Files:
         self.schema = schema
         self.stores: dict[str, artifacts.ArtifactStore] = {}
         self.cache: OrderedDict[str, bytes] = OrderedDict()
+        self.readers: OrderedDict[str, columns.Reader] = OrderedDict()
         self.cached = 0
         self.cache_bytes = cache_bytes
 
@@ -87,7 +89,22 @@ class Files:
         self._remember(digest, body)
         return body
 
+    async def reader(self, partition: Partition, digest: str) -> columns.Reader:
+        """The file, footer parsed, kept while its bytes are (ArtifactNotFound if gone)."""
+        found = self.readers.get(digest)
+        if found is not None and digest in self.cache:
+            self.readers.move_to_end(digest)
+            self.cache.move_to_end(digest)
+            return found
+        body = await self.get(partition, digest)
+        made = columns.Reader(body)
+        self.readers[digest] = made
+        while len(self.readers) > max(16, len(self.cache)):
+            self.readers.popitem(last=False)
+        return made
+
     async def delete(self, partition: Partition, digest: str) -> None:
+        self.readers.pop(digest, None)
         if self.cache.pop(digest, None) is not None:
             self.cached = sum(len(b) for b in self.cache.values())
         await self.store(partition).delete(artifacts.parse_digest(digest))

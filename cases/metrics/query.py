@@ -67,20 +67,27 @@ async def pick(
     return picked
 
 
-def _read(bodies: Sequence[bytes], ids: list[int], start: int, end: int) -> pa.Table:
-    return pa.concat_tables([columns.decode(b, series=ids, start=start, end=end) for b in bodies])
+def _read(readers: Sequence[columns.Reader], ids: list[int], start: int, end: int) -> pa.Table:
+    return pa.concat_tables([r.read(series=ids, start=start, end=end) for r in readers])
 
 
 async def _tables(
     files: Files, wanted: Sequence[store.Segment], ids: list[int], start: int, end: int
 ) -> list[pa.Table]:
-    bodies = []
+    readers = []
     for segment in wanted:
         partition = Partition(segment.kind, segment.resolution, segment.hour, segment.shard)
-        bodies.append(await files.get(partition, segment.digest))
-    if not bodies:
+        readers.append(await files.reader(partition, segment.digest))
+    if not readers:
         return []
-    return [await asyncio.to_thread(_read, bodies, ids, start, end)]
+    return [await asyncio.to_thread(_read, readers, ids, start, end)]
+
+
+def _overlapping(segments: Sequence[store.Segment]) -> bool:
+    """Whether two of these files share a partition (so may hold the same point): files of
+    different partitions never do, and compaction leaves one file per partition."""
+    seen = {(s.kind, s.resolution, s.hour, s.shard) for s in segments}
+    return len(seen) < len(segments)
 
 
 def _choose(
@@ -160,8 +167,10 @@ async def fetch(
             fresh = columns.unique(columns.concat(raw_tables, "points"), "points")
             table = columns.concat([table, columns.rollup(fresh, 60_000)], "rollups")
         table = await asyncio.to_thread(columns.rollup, table, step)
-    else:
+    elif _overlapping(found):
         table = await asyncio.to_thread(columns.unique, table, "points")
+    else:  # one file per partition: no duplicates; order by series, then time
+        table = table.sort_by([("series", "ascending"), ("ts", "ascending")])
     return _split(table, dict(picked), step), resolution
 
 
