@@ -78,6 +78,15 @@ class Load:
             self.pool.append(walk)
         self.jitter = [[rng.randint(0, 3) for _ in range(RUN)] for _ in range(16)]
 
+    def values(self, s: int, offset: int) -> list[float]:
+        """Series s's next RUN values: a pool walk, shifted per series so that no two
+        series hold the same bytes (that would flatter the compression)."""
+        walk = self.pool[s % 64][offset : offset + RUN]
+        if s % 2:
+            return [v + (s // 64) * 4096 for v in walk]
+        shift = (s // 64) * 1.37
+        return [round(v + shift, 2) for v in walk]
+
     def request(self, k: int) -> Any:
         from hourglass.cases.metrics.v1 import metrics_pb2 as pb
 
@@ -94,7 +103,7 @@ class Load:
                             pb.Label(name="host", value=f"h{s:04d}"),
                             pb.Label(name="kind", value="int" if s % 2 else "float")],
                     timestamps_ms=[base + j * STEP + jitter[j] for j in range(RUN)],
-                    values=self.pool[s % 64][offset:offset + RUN],
+                    values=self.values(s, offset),
                 )
             )  # fmt: skip
         return request

@@ -45,12 +45,40 @@ _ENCODINGS = {
     "logs": {"ts": "DELTA_BINARY_PACKED"},
 }
 _DICTIONARY = {"points": ["series"], "rollups": ["series"], "logs": ["series", "line"]}
+# Set in a points file whose values are all short decimals (as most gauges are: 47.29, 1024):
+# they are stored as int64 mantissas of that many decimal places, delta-encoded, as
+# VictoriaMetrics stores values. Decoding divides by 10**scale, which gives back exactly the
+# double that was sent: encode checks that before choosing it.
+SCALE_KEY = b"hourglass.value_scale"
+MAX_SCALE = 6
 ROW_GROUP = 16_384  # rows: a read of a few series skips the other groups by their statistics
+
+
+def decimal_scale(values: pa.ChunkedArray | pa.Array) -> int | None:
+    """The fewest decimal places that hold every value exactly (None: not short decimals)."""
+    if len(values) == 0:
+        return None
+    for scale in range(MAX_SCALE + 1):
+        factor = 10.0**scale
+        rounded = pc.round(pc.multiply(values, factor))
+        if (pc.max(pc.abs(rounded)).as_py() or 0) >= 2**53:
+            return None
+        if pc.all(pc.equal(pc.divide(rounded, factor), values)).as_py():
+            return scale
+    return None
 
 
 def encode(table: pa.Table, kind: str) -> bytes:
     """The table as one Parquet file, sorted by (series, ts), zstd-compressed."""
     table = table.sort_by([("series", "ascending"), ("ts", "ascending")])
+    encodings = dict(_ENCODINGS[kind])
+    if kind == "points":
+        scale = decimal_scale(table["value"])
+        if scale is not None:
+            mantissas = pc.cast(pc.round(pc.multiply(table["value"], 10.0**scale)), pa.int64())
+            table = table.set_column(2, "value", mantissas)
+            table = table.replace_schema_metadata({SCALE_KEY: str(scale).encode()})
+            encodings["value"] = "DELTA_BINARY_PACKED"
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
@@ -58,12 +86,21 @@ def encode(table: pa.Table, kind: str) -> bytes:
         compression="zstd",
         compression_level=3,
         use_dictionary=_DICTIONARY[kind],
-        column_encoding=_ENCODINGS[kind],
+        column_encoding=encodings,
         row_group_size=ROW_GROUP,
         write_statistics=["series", "ts"],
         data_page_version="2.0",
     )
     return bytes(sink.getvalue().to_pybytes())
+
+
+def restore(table: pa.Table, metadata: dict[bytes, bytes] | None) -> pa.Table:
+    """Values stored as decimal mantissas back to the doubles that were sent."""
+    scale = (metadata or {}).get(SCALE_KEY)
+    if scale is None or "value" not in table.column_names:
+        return table
+    values = pc.divide(pc.cast(table["value"], pa.float64()), 10.0 ** int(scale))
+    return table.set_column(table.column_names.index("value"), "value", values)
 
 
 def decode(
@@ -82,7 +119,8 @@ def decode(
         filters.append(("ts", ">=", start))
     if end is not None:
         filters.append(("ts", "<=", end))
-    return pq.read_table(pa.BufferReader(body), filters=filters or None)
+    table = pq.read_table(pa.BufferReader(body), filters=filters or None)
+    return restore(table, table.schema.metadata)
 
 
 class Reader:
@@ -93,6 +131,7 @@ class Reader:
     def __init__(self, body: bytes) -> None:
         self.file = pq.ParquetFile(pa.BufferReader(body))
         meta = self.file.metadata
+        self.metadata = self.file.schema_arrow.metadata
         self.bounds: list[tuple[int, int, int, int]] = []
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
@@ -106,7 +145,7 @@ class Reader:
             for i, (s_min, s_max, t_min, t_max) in enumerate(self.bounds)
             if s_max >= low and s_min <= high and t_max >= start and t_min <= end
         ]
-        table = self.file.read_row_groups(wanted)
+        table = restore(self.file.read_row_groups(wanted), self.metadata)
         if table.num_rows == 0:
             return table
         ts = table["ts"]

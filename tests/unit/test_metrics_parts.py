@@ -152,17 +152,37 @@ def regular_gauge(series: int, points: int) -> columns.pa.Table:
     return columns.points(ids, stamps, values)
 
 
-def test_points_files_use_delta_and_byte_stream_split_and_stay_small() -> None:
+def _encodings(body: bytes) -> dict[str, tuple[str, ...]]:
+    meta = pq.ParquetFile(columns.pa.BufferReader(body)).metadata.row_group(0)
+    return {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(3)}
+
+
+def test_short_decimals_are_stored_as_delta_encoded_mantissas_and_read_back_exactly() -> None:
     table = regular_gauge(100, 360)
     body = columns.encode(table, "points")
-    assert columns.decode(body).equals(table)
-    meta = pq.ParquetFile(columns.pa.BufferReader(body)).metadata.row_group(0)
-    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(3)}
+    assert columns.decode(body).equals(table)  # the very same doubles
+    encodings = _encodings(body)
     assert "DELTA_BINARY_PACKED" in encodings["ts"]
-    assert "BYTE_STREAM_SPLIT" in encodings["value"]
+    assert "DELTA_BINARY_PACKED" in encodings["value"]
     assert len(body) / table.num_rows <= 2.0
     one = columns.decode(body, series=[42], start=NOW + 100_000, end=NOW + 200_000)
     assert one["series"].to_pylist() == [42] * 11
+    reader = columns.Reader(body)
+    assert reader.read(series=[42], start=0, end=2**62).equals(
+        table.filter(columns.pc.equal(table["series"], 42))
+    )
+
+
+def test_other_floats_use_byte_stream_split_and_read_back_exactly() -> None:
+    rng = random.Random(3)
+    values = [rng.random() * 1e6 for _ in range(5_000)]
+    values[7], values[8] = -0.0, 5e-324  # the odd doubles too
+    table = columns.points([1] * 5_000, [NOW + i for i in range(5_000)], values)
+    body = columns.encode(table, "points")
+    assert "BYTE_STREAM_SPLIT" in _encodings(body)["value"]
+    assert columns.decode(body)["value"].to_pylist() == values
+    assert columns.decimal_scale(columns.pa.array([0.1, 0.30000000000000004])) is None
+    assert columns.decimal_scale(columns.pa.array([1.5, -2.25, 3.0])) == 2
 
 
 def test_rollups_of_rollups_equal_rollups_of_points_and_duplicates_collapse() -> None:
