@@ -169,29 +169,35 @@ async def fetch(
         table = await asyncio.to_thread(columns.rollup, table, step)
     elif _overlapping(found):
         table = await asyncio.to_thread(columns.unique, table, "points")
-    else:  # one file per partition: no duplicates; order by series, then time
-        table = table.sort_by([("series", "ascending"), ("ts", "ascending")])
+    elif len({s.hour for s in found}) > 1:  # one file per partition: no duplicates
+        table = await asyncio.to_thread(
+            table.sort_by, [("series", "ascending"), ("ts", "ascending")]
+        )
+    # else: one hour, one file per shard: a series' rows are already together, in time order
     return _split(table, dict(picked), step), resolution
 
 
 def _split(table: pa.Table, labels: dict[int, dict[str, str]], step: int) -> list[Dataset]:
+    """The table (each series' rows together, in time order) cut into one dataset per series."""
     out: dict[int, Dataset] = {sid: Dataset(sid, found) for sid, found in labels.items()}
     if table.num_rows:
-        counts = pc.value_counts(table["series"]).to_pylist()
+        counts = pc.value_counts(table["series"])
+        sids = counts.field("values").to_pylist()
+        sizes = counts.field("counts").to_pylist()
+        columns_ = {
+            name: table[name].to_pylist() for name in table.column_names if name != "series"
+        }
         position = 0
-        data = table.to_pydict()
-        order = {c["values"]: c["counts"] for c in counts}
-        for sid in sorted(order):  # the table is sorted by series
-            n = order[sid]
+        for sid, n in zip(sids, sizes, strict=True):  # in table order: by series
             ds = out[sid]
             window = slice(position, position + n)
-            ds.timestamps = data["ts"][window]
+            ds.timestamps = columns_["ts"][window]
             if step:
-                sums, cnt = data["sum"][window], data["count"][window]
-                ds.values = [s / c for s, c in zip(sums, cnt, strict=True)]
-                ds.min, ds.max, ds.count = data["min"][window], data["max"][window], cnt
+                sums, cnt = columns_["sum"][window], columns_["count"][window]
+                ds.values = [total / c for total, c in zip(sums, cnt, strict=True)]
+                ds.min, ds.max, ds.count = columns_["min"][window], columns_["max"][window], cnt
             else:
-                ds.values = data["value"][window]
+                ds.values = columns_["value"][window]
             position += n
     return [out[sid] for sid in sorted(out)]
 
