@@ -76,20 +76,22 @@ def _labels(text: str, field: str) -> list[pb.Label]:
 
 def call(args: argparse.Namespace) -> str:
     """One call; a line (or JSON) saying what happened. grpc.RpcError on failure."""
-    with grpc.insecure_channel(args.server) as channel:
+    # A fetch of many series is larger than gRPC's default 4 MiB message.
+    options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+    with grpc.insecure_channel(args.server, options=options) as channel:
         stub = pb_grpc.MetricsStub(channel)
-        options = {"timeout": args.timeout, "wait_for_ready": True}
+        call_options = {"timeout": args.timeout, "wait_for_ready": True}
         if args.action == "send":
             at = args.at if args.at is not None else int(time.time() * 1000)
             series = pb.Series(labels=_labels(args.series, "series"), timestamps_ms=[at],
                                values=[args.value])  # fmt: skip
-            done = stub.SendMetrics(pb.SendMetricsRequest(series=[series]), **options)
+            done = stub.SendMetrics(pb.SendMetricsRequest(series=[series]), **call_options)
             return f"accepted {done.accepted}"
         if args.action == "log":
             at = args.at if args.at is not None else time.time_ns()
             stream = pb.LogStream(labels=_labels(args.stream, "stream"), timestamps_ns=[at],
                                   lines=[args.line])  # fmt: skip
-            done = stub.SendLogs(pb.SendLogsRequest(streams=[stream]), **options)
+            done = stub.SendLogs(pb.SendLogsRequest(streams=[stream]), **call_options)
             return f"accepted {done.accepted}"
         until = args.until if getattr(args, "until", None) is not None else int(time.time() * 1000)
         if args.action == "fetch":
@@ -98,7 +100,7 @@ def call(args: argparse.Namespace) -> str:
                     selector=args.selector, series_id=args.series_id,
                     start_ms=until - args.since, end_ms=until, step_ms=args.step,
                 ),
-                **options,
+                **call_options,
             )  # fmt: skip
             return json.dumps(MessageToDict(got), indent=2)
         if args.action == "logs":
@@ -107,19 +109,19 @@ def call(args: argparse.Namespace) -> str:
                     selector=args.selector, start_ns=(until - args.since) * 1_000_000,
                     end_ns=until * 1_000_000, limit=args.limit,
                 ),
-                **options,
+                **call_options,
             )  # fmt: skip
             return json.dumps(MessageToDict(logs), indent=2)
         if args.action == "compact":
-            c = stub.Compact(pb.CompactRequest(), **options)
+            c = stub.Compact(pb.CompactRequest(), **call_options)
             return (
                 f"compacted {c.partitions} partitions ({c.files_merged} files,"
                 f" {c.duplicates_dropped} duplicates dropped)"
             )
         if args.action == "downsample":
-            d = stub.Downsample(pb.DownsampleRequest(), **options)
+            d = stub.Downsample(pb.DownsampleRequest(), **call_options)
             return f"wrote {d.rollups_written} rollups"
-        r = stub.EnforceRetention(pb.EnforceRetentionRequest(), **options)
+        r = stub.EnforceRetention(pb.EnforceRetentionRequest(), **call_options)
         return f"deleted {r.files_deleted} files; forgot {r.series_forgotten} series"
 
 

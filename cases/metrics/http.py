@@ -28,7 +28,7 @@ from aiohttp import web
 
 from hourglass.cases.metrics import lineproto, metrics, query
 from hourglass.cases.metrics.consumer import ERRORS
-from hourglass.cases.metrics.pipeline import Pipeline
+from hourglass.cases.metrics.pipeline import Backlogged, Pipeline
 from hourglass.cases.metrics.validation import LABEL_NAME, Invalid
 
 _V1_PRECISION = {"n": "ns", "ns": "ns", "u": "us", "us": "us", "ms": "ms", "s": "s"}
@@ -45,7 +45,10 @@ def _error(
         body.update(status="error", errorType="bad_data" if status == 400 else "unavailable")
     else:
         body.update(code="invalid" if status == 400 else "unavailable", message=message)
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def _time_ms(text: str | None, field: str, default: float) -> int:
@@ -138,6 +141,8 @@ class HttpFace:
         except Invalid as exc:
             metrics.refused.labels(exc.field.split("[")[0].split(".")[0]).inc()
             return _error(400, str(exc), exc.field)
+        except Backlogged as exc:
+            return _error(429, str(exc))
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body: larger than {lineproto.MAX_BODY} bytes", "body")
         except ERRORS as exc:

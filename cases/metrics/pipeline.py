@@ -3,8 +3,9 @@ when this returns), and read back. A refused batch never reaches the broker."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hourglass.cases.metrics import jobs, metrics, query, spec, validation
 from hourglass.cases.metrics.broker import Broker
@@ -15,6 +16,14 @@ from hourglass.clock import Clock
 from hourglass.store import db
 
 Pairs = Sequence[tuple[str, str]]
+# Broker entries not yet in files beyond which senders are told to back off: Redis keeps the
+# stream in memory, so an ingest rate the consumers cannot follow must not fill it.
+MAX_BACKLOG = 2_000  # entries: 160 MB of Redis memory at 5,000-point batches
+BACKLOG_EVERY = 0.5  # seconds between two looks at the backlog
+
+
+class Backlogged(Exception):
+    """The consumers are behind: the sender should retry later (RESOURCE_EXHAUSTED, 503)."""
 
 
 @dataclass
@@ -25,6 +34,21 @@ class Pipeline:
     files: Files
     clock: Clock
     writer: Consumer
+    max_backlog: int = MAX_BACKLOG
+    _looked: float = field(default=0.0, repr=False)
+    _backlog: int = field(default=0, repr=False)
+
+    async def admit(self) -> None:
+        """Backlogged when the broker holds more than max_backlog unapplied entries."""
+        now = time.monotonic()
+        if now - self._looked > BACKLOG_EVERY:
+            self._backlog = await self.broker.backlog()
+            self._looked = now
+        if self._backlog > self.max_backlog:
+            raise Backlogged(
+                f"{self._backlog} batches wait for the consumers (at most {self.max_backlog});"
+                " retry later"
+            )
 
     def now_ms(self) -> int:
         return int(self.clock.now().timestamp() * 1000)
@@ -36,6 +60,7 @@ class Pipeline:
         self, series: Sequence[tuple[Pairs, Sequence[int], Sequence[float]]]
     ) -> int:
         labelled, total = validation.check_points(series, self.window())
+        await self.admit()
         batch = pb.Batch(
             series=[
                 pb.Series(
@@ -59,12 +84,14 @@ class Pipeline:
             self.window(),
         )
         total = sum(len(s.timestamps_ms) for s in series)
+        await self.admit()
         await self.broker.append(pb.Batch(series=series).SerializeToString(), total)
         metrics.accepted.labels("points").inc(total)
         return total
 
     async def send_logs(self, streams: Sequence[tuple[Pairs, Sequence[int], Sequence[str]]]) -> int:
         labelled, total = validation.check_logs(streams, self.window())
+        await self.admit()
         batch = pb.Batch(
             streams=[
                 pb.LogStream(

@@ -23,7 +23,7 @@ from hourglass.cases.metrics.broker import Broker
 from hourglass.cases.metrics.consumer import ERRORS, Consumer
 from hourglass.cases.metrics.files import Files
 from hourglass.cases.metrics.http import HttpFace
-from hourglass.cases.metrics.pipeline import Pipeline
+from hourglass.cases.metrics.pipeline import Backlogged, Pipeline
 from hourglass.cases.metrics.v1 import metrics_pb2 as pb
 from hourglass.cases.metrics.v1 import metrics_pb2_grpc as pb_grpc
 from hourglass.clock import Clock, SystemClock
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Metrics"]
 # Refusals the faces answer with a status: bad input, or a part away (retry).
-REFUSED: tuple[type[Exception], ...] = (validation.Invalid, *ERRORS)
+REFUSED: tuple[type[Exception], ...] = (validation.Invalid, Backlogged, *ERRORS)
 ROLES = ("", "server", "consumer")
 
 
@@ -48,6 +48,8 @@ class Service(pb_grpc.MetricsServicer):
         if isinstance(exc, validation.Invalid):
             metrics.refused.labels(exc.field.split("[")[0].split(".")[0]).inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, Backlogged):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         log.warning("metrics: unavailable: %s", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"unavailable, retry: {exc}")
 

@@ -443,3 +443,22 @@ async def test_a_consumer_that_stops_before_acknowledging_is_taken_over_and_coun
     async with pipeline.pool.connection() as conn:
         files = await store.segments(conn, kinds=("points",), first_hour=0, last_hour=2**62)
     assert sum(s.rows for s in files) == 60  # 5 x 10 + 10, nothing twice
+
+
+async def test_senders_are_told_to_back_off_while_the_consumers_are_behind(live: Live) -> None:
+    live.running.stopping.set()  # no consumer: the backlog only grows
+    await asyncio.wait(live.running.tasks, timeout=10)
+    pipeline = live.running.pipeline
+    pipeline.max_backlog = 2
+    point = series({"__name__": "m"}, [now_ms()], [1.0])
+    for _ in range(3):
+        pipeline._looked = 0.0  # look at the backlog now, not after BACKLOG_EVERY
+        await live.stub.SendMetrics(pb.SendMetricsRequest(series=[point]))
+    pipeline._looked = 0.0
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await live.stub.SendMetrics(pb.SendMetricsRequest(series=[point]))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "wait for the consumers" in caught.value.details()
+    status, answer = await asyncio.to_thread(live.http, "POST", "/api/v2/write", b"m v=1")
+    assert status == 429 and "retry later" in answer["error"]
+    assert live.backlog() == 3
