@@ -227,7 +227,7 @@ async def test_a_real_influxdb_client_writes_points_and_log_lines(live: Live) ->
     ]  # fmt: skip
 
     def write() -> None:
-        with InfluxDBClient(url=live.url, token="unused", org="o") as client:
+        with InfluxDBClient(url=live.url, token="unused", org="o", timeout=60_000) as client:
             client.write_api(write_options=SYNCHRONOUS).write(
                 bucket="b", record=points, write_precision=WritePrecision.S
             )
@@ -263,7 +263,7 @@ async def test_a_real_influxdb_client_writes_points_and_log_lines(live: Live) ->
     before = live.backlog()
 
     def bad() -> ApiException:
-        with InfluxDBClient(url=live.url, token="unused", org="o") as client:
+        with InfluxDBClient(url=live.url, token="unused", org="o", timeout=60_000) as client:
             try:
                 client.write_api(write_options=SYNCHRONOUS).write(
                     bucket="b", record="disk,host=h3 used=1\ndisk,host=h3 used=NaN"
