@@ -100,11 +100,18 @@ def test_send_and_read_points_and_log_lines_with_the_cli_and_http(dev: Dev) -> N
         assert answer.status == 204
     deadline = time.monotonic() + WAIT
     while True:
-        got = json.loads(dev.cli("fetch", 'room_temp{room="lab"}', "--since", "1h")[1])
-        hall = json.loads(dev.cli("fetch", 'room_temp_value{room="hall"}', "--since", "1h")[1])
-        logs = json.loads(dev.cli("logs", '{app="web"}', "--since", "1h")[1])
-        if got.get("datasets") and hall.get("datasets") and logs.get("streams"):
-            break
+        answers = [
+            dev.cli(*args, "--since", "1h", check=False)
+            for args in (
+                ("fetch", 'room_temp{room="lab"}'),
+                ("fetch", 'room_temp_value{room="hall"}'),
+                ("logs", '{app="web"}'),
+            )
+        ]
+        if all(code == 0 for code, _, _ in answers):
+            got, hall, logs = (json.loads(out) for _, out, _ in answers)
+            if got.get("datasets") and hall.get("datasets") and logs.get("streams"):
+                break
         assert time.monotonic() < deadline, dev.procs.log("dev")
         time.sleep(0.5)
     (dataset,) = got["datasets"]
