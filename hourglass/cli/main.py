@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     sync.add_argument("case_args", nargs="*", metavar="DIR --workspace W --server HOST:PORT")
+    # The MetricsPipeline's client (sends, reads, and what its ScheduledJobs run), the same way.
+    metrics_case = command(
+        commands,
+        "metrics",
+        add_help=False,
+        prefix_chars="\0",
+        help="a MetricsPipeline's calls",
+        description="A MetricsPipeline's calls: send points and log lines, fetch and query them,"
+        " and what its ScheduledJobs run (compact, downsample, retention); `hourglass metrics"
+        " --help` shows its own options.",
+        examples=["hourglass metrics --server 127.0.0.1:50061 send 'room_temp{room=\"lab\"}' 21.5"],
+    )
+    metrics_case.add_argument("case_args", nargs="*", metavar="--server HOST:PORT send|fetch|...")
     completion.add_parser(commands)
     return parser
 
@@ -150,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sync":
             return filesync_cli.sync_main(args.case_args)
         return filesync_cli.main(args.case_args)
+    if args.command == "metrics":
+        from hourglass.cases.metrics import cli as metrics_cli
+
+        return metrics_cli.main(args.case_args)
     if args.command in admin.COMMANDS:
         return admin.run(parser, args)
     return quota.run(parser, args)

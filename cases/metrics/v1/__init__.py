@@ -1,0 +1,1 @@
+"""Generated from protos/hourglass/metrics/v1/metrics.proto (scripts/generate-protos)."""
