@@ -52,7 +52,7 @@ def test_a_server_and_a_consumer_deployment_a_service_and_three_scheduled_jobs(
         for entry in container["env"]:
             monkeypatch.setenv(entry["name"], entry.get("value", "from-the-secret"))
         parsed = main.build_parser().parse_args(container["args"])
-        assert (parsed.command, parsed.case, parsed.name, parsed.namespace) == (
+        assert (parsed.command, parsed.case, parsed.name, parsed.resource_namespace) == (
             "serve", "metrics", "tm", "obs",
         )  # fmt: skip
         assert parsed.database_url == parsed.redis_url == parsed.artifacts == "from-the-secret"
