@@ -28,13 +28,15 @@ RUN python -m venv /opt/build-tools \
     && python -m venv /opt/hourglass
 
 WORKDIR /src
-# Only what the wheel is made of: hourglass/api, hourglass/workers and hourglass/operator are
-# symlinks to the top-level folders, which are copied beside it; README.md is the readme.
+# Only what the wheel is made of: hourglass/api, hourglass/workers, hourglass/operator and
+# hourglass/console are symlinks to the top-level folders, which are copied beside it;
+# README.md is the readme.
 COPY pyproject.toml README.md ./
 COPY hourglass/ hourglass/
 COPY api/ api/
 COPY workers/ workers/
 COPY operator/ operator/
+COPY console/ console/
 
 # The wheel and its dependencies go into the venv; then pip leaves it (no installers at run
 # time), and the entry point must start.

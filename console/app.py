@@ -48,6 +48,8 @@ class Config:
     server: str
     listen: str = "127.0.0.1:8642"
     tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     secure_cookies: bool = False
     # case name -> its gRPC HOST:PORT, for the case pages.
     case_servers: dict[str, str] = field(default_factory=dict)
@@ -62,6 +64,7 @@ API = web.AppKey("api", Api)
 SESSIONS = web.AppKey("sessions", Sessions)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 CASES = web.AppKey("cases", CaseServers)
+SESSION = web.RequestKey("session", Session)
 
 
 def templates() -> jinja2.Environment:
@@ -76,8 +79,7 @@ def templates() -> jinja2.Environment:
 
 
 def session_of(request: web.Request) -> Session:
-    session: Session = request["session"]
-    return session
+    return request[SESSION]
 
 
 @web.middleware
@@ -112,7 +114,7 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
         if request.method in ("GET", "HEAD") and not request.path.startswith("/events/"):
             raise web.HTTPSeeOther(f"/signin?next={request.rel_url.path_qs}")
         raise web.HTTPUnauthorized(text="sign in first")
-    request["session"] = session
+    request[SESSION] = session
     if request.method not in ("GET", "HEAD"):
         given = request.headers.get("X-CSRF-Token", "")
         if not given:
@@ -126,7 +128,7 @@ async def _checked(request: web.Request, handler: Handler) -> web.StreamResponse
 def render(
     request: web.Request, template: str, *, status: int = 200, **values: object
 ) -> web.Response:
-    session = request.get("session")
+    session = request.get(SESSION)
     body = (
         request.app[TEMPLATES]
         .get_template(template)
@@ -149,7 +151,9 @@ def make_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[security], client_max_size=64 * 1024)
     app[CONFIG] = config
     app.on_response_prepare.append(_headers)
-    app[API] = Api(config.server, tls_ca=config.tls_ca)
+    app[API] = Api(
+        config.server, tls_ca=config.tls_ca, tls_cert=config.tls_cert, tls_key=config.tls_key
+    )
     app[SESSIONS] = Sessions()
     app[TEMPLATES] = templates()
     app[CASES] = CaseServers(config.case_servers)

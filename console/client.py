@@ -46,11 +46,23 @@ def api_error(exc: grpc.aio.AioRpcError) -> ApiError:
 class Api:
     """One channel for the whole console; the token travels per call."""
 
-    def __init__(self, server: str, *, tls_ca: Path | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        *,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         if tls_ca is None:
             self._channel = grpc.aio.insecure_channel(server)
         else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
+            # A client certificate too, for an API that asks for one (mutual TLS).
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes(),
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+            )
             self._channel = grpc.aio.secure_channel(server, credentials)
         self.scheduler = pb_grpc.JobSchedulerStub(self._channel)
 

@@ -51,6 +51,13 @@ def add_parser(commands: Any) -> None:
         "--tls-ca", type=Path, default=env_path("HOURGLASS_TLS_CA"), help="CA of the API's TLS"
     )
     console.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=env_path("HOURGLASS_TLS_CERT"),
+        help="client certificate, for an API that requires one (mutual TLS)",
+    )
+    console.add_argument("--tls-key", type=Path, default=env_path("HOURGLASS_TLS_KEY"))
+    console.add_argument(
         "--secure-cookies",
         action="store_true",
         default=env("HOURGLASS_CONSOLE_SECURE_COOKIES") == "1",
@@ -74,14 +81,19 @@ def config(args: argparse.Namespace) -> Any:
         server=args.server,
         listen=args.listen,
         tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         secure_cookies=args.secure_cookies,
         case_servers=dict(args.case_server),
     )
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.tls_ca is not None and not args.tls_ca.is_file():
-        parser.error(f"--tls-ca {args.tls_ca}: no such file")
+    if (args.tls_cert or args.tls_key) and not (args.tls_cert and args.tls_key and args.tls_ca):
+        parser.error("--tls-cert and --tls-key go together, and need --tls-ca")
+    for path in (args.tls_ca, args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            parser.error(f"{path}: no such file")
     try:
         settings = config(args)
         from hourglass.console.cases import CaseServers

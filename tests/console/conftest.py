@@ -27,6 +27,8 @@ class Console:
     dev: Processes
     url: str
     database_url: str
+    # The leaderboard case's gRPC address (dev runs it with --case leaderboard).
+    leaderboard: str
 
     def token(self, namespace: str) -> str:
         created = self.dev.cli(
@@ -54,12 +56,17 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         f"127.0.0.1:{port}",
         "--console",
         f"127.0.0.1:{console_port}",
+        "--case",
+        "leaderboard",
     )
     procs.wait_for_log("dev", f"serving hourglass.v1.JobScheduler on 127.0.0.1:{port}", 90)
     procs.wait_for_log("dev", "console on http://", 30)
     database = re.search(r"database: (\S+)", procs.log("dev"))
-    assert database is not None
-    yield Console(procs, f"http://127.0.0.1:{console_port}", database.group(1))
+    leaderboard = re.search(r"leaderboard: gRPC (\S+),", procs.log("dev"))
+    assert database is not None and leaderboard is not None
+    yield Console(
+        procs, f"http://127.0.0.1:{console_port}", database.group(1), leaderboard.group(1)
+    )
     procs.stop_all()
 
 

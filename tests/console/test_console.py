@@ -231,3 +231,38 @@ def test_every_page_passes_axe_and_is_photographed(
     finally:
         tab.close()
     assert not tab.blocked, tab.blocked
+
+
+def test_the_leaderboard_page_shows_the_top_keys_of_a_window(
+    tab: Page, console: Console, screenshots: Path
+) -> None:
+    import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as lb
+    from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as lb_grpc
+
+    now = Timestamp()
+    now.GetCurrentTime()
+    counts = {"home": 5, "pricing": 3, "<b>docs</b>": 1}
+    events = [lb.Event(key=key, timestamp=now) for key, n in counts.items() for _ in range(n)]
+    with grpc.insecure_channel(console.leaderboard) as channel:
+        lb_grpc.LeaderboardStub(channel).RecordEvents(
+            lb.RecordEventsRequest(batch_id="console-test", event_type="page_view", events=events),
+            timeout=30,
+        )
+    tab.sign_in(console.token("team-lb"))
+    page = tab.go("/cases/leaderboard?type=page_view&k=10&window=1h")
+    rows = page.locator("table.board tbody tr")
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(3)] == [
+        "home",
+        "pricing",
+        "<b>docs</b>",
+    ]
+    assert rows.nth(0).locator("td").nth(2).inner_text() == "5"
+    assert not tab.axe(), "axe found serious violations on the leaderboard page"
+    shoot(page, screenshots, "leaderboard")
+
+    page = tab.go("/cases/leaderboard?type=page_view&k=0&window=1h")
+    assert page.locator("#lb-error").inner_text().startswith("k: ")
+    assert page.get_by_label("Top K").get_attribute("aria-invalid") == "true"
