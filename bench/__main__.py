@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard] [--profile]
+"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard,console]
+[--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard")
+SCENARIOS = ("drain", "lateness", "submit", "scale", "locks", "leaderboard", "console")
 
 
 def sizes(quick: bool) -> dict[str, int]:
@@ -30,6 +31,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "locks": 300,
             "locks_handoffs": 1,
             "leaderboard": 200_000,
+            "console": 2_000,
         }
     return {
         "drain": 20_000,
@@ -41,6 +43,7 @@ def sizes(quick: bool) -> dict[str, int]:
         "locks": 2_000,
         "locks_handoffs": 3,
         "leaderboard": 1_000_000,
+        "console": 10_000,
     }
 
 
@@ -78,7 +81,7 @@ def main() -> int:
             f"unknown scenario(s) {', '.join(sorted(unknown))}; pick from {', '.join(SCENARIOS)}"
         )
 
-    from bench import drain, lateness, leaderboard, locks, scale, submit
+    from bench import console, drain, lateness, leaderboard, locks, scale, submit
     from bench.env import Bench, say
     from bench.profiling import Profiler
     from bench.report import Row, save, table
@@ -101,6 +104,8 @@ def main() -> int:
                     rows += submit.run(bench, n["submit"])
                 elif scenario == "locks":
                     rows += locks.run(bench, n["locks"], handoffs=n["locks_handoffs"])
+                elif scenario == "console":
+                    rows += console.run(bench, n["console"])
                 elif scenario == "leaderboard":
                     rows += leaderboard.run(bench, n["leaderboard"])
                 elif scenario == "scale":

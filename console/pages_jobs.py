@@ -4,6 +4,7 @@ actions, recent runs)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,7 +88,11 @@ async def jobs_page(
                 "spark": views.sparkline(runs, bars=SPARK_RUNS),
             }
         )
-    form = dict(await request.post()) if request.method == "POST" else {}
+    form = (
+        {k: str(v) for k, v in (await request.post()).items()} if request.method == "POST" else {}
+    )
+    # One idempotency key per form shown: submitting it twice schedules one job.
+    form["request_id"] = form.get("request_id") or str(uuid.uuid4())
     return console.render(
         request,
         "jobs.html",

@@ -74,7 +74,7 @@ async def runs_page(request: web.Request) -> web.Response:
     names = {job.id: job.spec.name or job.id[:8] for job in jobs}
     newest = sorted(
         (run for runs in found for run in runs),
-        key=lambda run: run.scheduled_at.ToNanoseconds(),
+        key=lambda run: (run.scheduled_at.seconds, run.scheduled_at.nanos),
         reverse=True,
     )[:LATEST]
     template = "_runs_live.html" if request.query.get("fragment") else "runs.html"

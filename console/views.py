@@ -140,6 +140,9 @@ def sparkline(runs: Sequence[pb.Run], *, bars: int = 20, step: int = 6) -> list[
     ]
 
 
+_STATES = {value: describe.state(value) for value in pb.RunState.values() if value}
+
+
 @dataclass(frozen=True)
 class Lane:
     """One job's row of the timeline: one SVG path per state, each run a short tick at its
@@ -175,21 +178,25 @@ def timeline(
 ) -> Timeline:
     """Lays out (job id, name, runs) lanes over [start, end] in `width` user units."""
     span = max((end - start).total_seconds(), 1.0)
+    low, high = start.timestamp(), end.timestamp()
+    scale = width / span
     out: list[Lane] = []
     total = 0
     for index, (job_id, name, runs) in enumerate(lanes):
         y = index * LANE
+        tick = f" {y + 3}v{LANE - 6}"
         ticks: dict[str, list[str]] = {}
-        counts: dict[str, int] = {}
+        # Plain arithmetic on the Timestamp's fields: no datetime per run, which is most of
+        # the cost at 10,000 runs.
         for run in runs:
-            fired = instant(run.scheduled_at)
-            if fired is None or not start <= fired <= end:
+            fired = run.scheduled_at.seconds + run.scheduled_at.nanos * 1e-9
+            if not low <= fired <= high:
                 continue
-            state = run_state(run)
-            x = (fired - start).total_seconds() / span * width
-            ticks.setdefault(state, []).append(f"M{x:.1f} {y + 3}v{LANE - 6}")
-            counts[state] = counts.get(state, 0) + 1
-            total += 1
+            ticks.setdefault(_STATES.get(run.state, "unknown"), []).append(
+                f"M{(fired - low) * scale:.1f}{tick}"
+            )
+        counts = {state: len(marks) for state, marks in ticks.items()}
+        total += sum(counts.values())
         paths = [(COLOURS[state], "".join(ticks[state])) for state in DRAW_ORDER if state in ticks]
         out.append(Lane(job_id=job_id, name=name, y=y, paths=paths, counts=counts))
     return Timeline(
