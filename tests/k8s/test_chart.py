@@ -841,7 +841,7 @@ def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace
 
     documents = _documents(template(release=name, namespace=namespace).stdout)
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert len(workloads) == 9  # with the bundled Redis
+    assert len(workloads) == 10  # with the bundled Redis and the console
     for document in workloads:
         pod = _pod_of(document, f"{document['metadata']['name']}-0")
         core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused
