@@ -70,8 +70,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     procs.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped: Playwright's sync API runs its own event loop while it is open, which
+    the asyncio tests run after this module must not find."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("HOURGLASS_REQUIRE_CHROMIUM"):
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
