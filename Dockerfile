@@ -29,8 +29,9 @@ RUN python -m venv /opt/build-tools \
 
 WORKDIR /src
 # Only what the wheel is made of: hourglass/api, hourglass/workers, hourglass/operator and
-# hourglass/cases are symlinks to the top-level folders, which are copied beside it (without
-# cases/ the operator's cases and `hourglass serve-case` had no code in the image);
+# hourglass/cases and hourglass/console are symlinks to the top-level folders, which are
+# copied beside it (without cases/ the operator's cases and `hourglass serve` had no code in
+# the image);
 # README.md is the readme.
 COPY pyproject.toml README.md ./
 COPY hourglass/ hourglass/
@@ -38,6 +39,7 @@ COPY api/ api/
 COPY workers/ workers/
 COPY operator/ operator/
 COPY cases/ cases/
+COPY console/ console/
 
 # The wheel and its dependencies go into the venv; then pip leaves it (no installers at run
 # time), and the entry point must start.

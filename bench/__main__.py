@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--only drain,...,leaderboard,shortener,filesync,metrics] [--profile]
+"""python -m bench [--quick] [--only drain,...,leaderboard,shortener,filesync,metrics,console]
+[--profile]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -17,7 +18,7 @@ from pathlib import Path
 
 SCENARIOS = (
     "drain", "lateness", "submit", "scale", "locks", "leaderboard", "shortener", "filesync",
-    "metrics",
+    "metrics", "console",
 )  # fmt: skip
 
 
@@ -36,6 +37,7 @@ def sizes(quick: bool) -> dict[str, int]:
             "shortener": 2_000,
             "filesync": 2_000,
             "filesync_edits": 50,
+            "console": 2_000,
         }
     return {
         "drain": 20_000,
@@ -50,6 +52,7 @@ def sizes(quick: bool) -> dict[str, int]:
         "shortener": 5_000,
         "filesync": 10_000,
         "filesync_edits": 200,
+        "console": 10_000,
     }
 
 
@@ -95,6 +98,7 @@ def main() -> int:
         )
 
     from bench import (
+        console,
         drain,
         filesync,
         lateness,
@@ -127,6 +131,8 @@ def main() -> int:
                     rows += submit.run(bench, n["submit"])
                 elif scenario == "locks":
                     rows += locks.run(bench, n["locks"], handoffs=n["locks_handoffs"])
+                elif scenario == "console":
+                    rows += console.run(bench, n["console"])
                 elif scenario == "leaderboard":
                     rows += leaderboard.run(bench, n["leaderboard"])
                 elif scenario == "shortener":

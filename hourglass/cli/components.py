@@ -100,6 +100,19 @@ def _add_dev(commands: Any) -> None:
     )
     dev.add_argument("--listen", default=DEFAULT_LISTEN, help="API address HOST:PORT")
     dev.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    dev.add_argument(
+        "--console",
+        default="auto",
+        metavar="HOST:PORT",
+        help="serve the web console here (default: port 8642 beside the API, or a free one;"
+        " '' for none)",
+    )
+    dev.add_argument(
+        "--tokens",
+        action="store_true",
+        help="the API requires tokens, as in production: make them with `hourglass token"
+        " create --database-url <the database it prints>`",
+    )
     add_metrics_option(dev)
     sandbox_options.add(dev, escape_hatch=True)
     dev_cases.add_options(dev)

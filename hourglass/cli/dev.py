@@ -7,6 +7,8 @@ import asyncio
 import ipaddress
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from hourglass.cli import dev_cases, sandbox_options, services
 from hourglass.embedded import INSTALL_HINT, EmbeddedEtcd, EmbeddedPostgres, missing_servers
@@ -25,6 +27,14 @@ def run(args: argparse.Namespace) -> int:
             f"hourglass dev serves without authentication, so only on loopback; "
             f"--listen {args.listen} is not. Use 127.0.0.1:PORT, or run `hourglass api` "
             "with tokens.",
+            file=sys.stderr,
+        )
+        return 2
+    console_host = args.console.rsplit(":", 1)[0].strip("[]") if args.console != "auto" else host
+    if args.console and not args.tokens and not _loopback(console_host):
+        print(
+            f"hourglass dev: --console {args.console}: without --tokens the console lets anyone"
+            " in, so only on loopback.",
             file=sys.stderr,
         )
         return 2
@@ -56,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             dsn=dsn,
             etcd_endpoints=etcd.endpoint,
             api_listen=args.listen,
-            api_insecure=True,
+            api_insecure=not args.tokens,
             producer=True,
             worker=WorkerConfig(concurrency=args.concurrency),
             claimer=ClaimerConfig(),
@@ -93,13 +103,13 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+        console = _console_config(args, planned)
         try:
             if planned:
-                asyncio.run(
-                    dev_cases.run_beside(components, planned, database_url=dsn, on_ready=ready)
-                )
+                main = dev_cases.run_beside(components, planned, database_url=dsn, on_ready=ready)
             else:
-                asyncio.run(services.run(components, on_ready=ready))
+                main = services.run(components, on_ready=ready)
+            asyncio.run(_beside_console(main, console))
         except SandboxError as exc:
             print(
                 f"hourglass dev: cannot sandbox jobs: {exc}.\nOn your own machine, for jobs you"
@@ -113,6 +123,47 @@ def run(args: argparse.Namespace) -> int:
         etcd.stop()
         postgres.stop()
     return 0
+
+
+def _console_config(args: argparse.Namespace, planned: list[dev_cases.Planned]) -> Any:
+    """Where the console listens ('' for nowhere), talking to this API and these cases."""
+    if not args.console:
+        return None
+    from hourglass.cli.console import DEFAULT_CONSOLE
+    from hourglass.console.app import Config
+
+    host = args.listen.rsplit(":", 1)[0]
+    listen = args.console
+    if listen == "auto":
+        wanted = int(DEFAULT_CONSOLE.rsplit(":", 1)[1])
+        listen = f"{host}:{dev_cases.free_or_other(host.strip('[]'), wanted)}"
+    return Config(
+        server=args.listen,
+        listen=listen,
+        case_servers={item.case.name: item.settings.listen for item in planned},
+    )
+
+
+async def _beside_console(main: Coroutine[Any, Any, None], console: Any) -> None:
+    """Runs `main` (the scheduler, and cases) with the console beside it, until main ends."""
+    if console is None:
+        await main
+        return
+    from hourglass.console import app
+
+    stop = asyncio.Event()
+    served = asyncio.create_task(
+        app.serve(
+            console,
+            stop,
+            lambda url: print(f"hourglass dev: console on {url}", flush=True),
+        )
+    )
+    try:
+        await main
+    finally:
+        stop.set()
+        await asyncio.wait([served], timeout=5)
 
 
 def _loopback(host: str) -> bool:

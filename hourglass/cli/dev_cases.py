@@ -58,6 +58,11 @@ def choose(names: Sequence[str]) -> list[cases.Case]:
     return chosen
 
 
+def free_or_other(host: str, wanted: int) -> int:
+    """`wanted` if it is free on `host` now, else any free port."""
+    return _port(host, wanted)
+
+
 def _port(host: str, wanted: int) -> int:
     """`wanted` if it is free on `host` now, else any free port."""
     from hourglass.embedded import free_port

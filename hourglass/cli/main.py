@@ -12,6 +12,7 @@ from importlib import metadata
 
 from hourglass import logs
 from hourglass.cli import admin, client, completion, components, exit_codes, quota, serve
+from hourglass.cli import console as console_command
 from hourglass.cli import locks as lock_commands
 from hourglass.cli.options import (
     add_client_options,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_parsers(commands)
     lock_commands.add_parsers(commands, add_client_options=add_client_options)
     components.add_parsers(commands)
+    console_command.add_parser(commands)
     admin.add_parsers(commands, add_store_options=add_store_options)
     quota.add_parser(commands, add_store_options=add_store_options)
     serve.add_parser(commands, add_metrics_option=add_metrics_option)
@@ -141,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return lock_commands.run(parser, args)
     if args.command in client.COMMANDS:
         return client.run(parser, args)
+    if args.command in console_command.COMMANDS:
+        return console_command.run(parser, args)
     if args.command in components.COMMANDS:
         return components.run(parser, args)
     if args.command == "serve":

@@ -280,7 +280,7 @@ def test_the_chart_renders_what_the_brief_asks_for(
     objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(rendered.stdout)}
     deployments = {name: d for (kind, name), d in objects.items() if kind == "Deployment"}
     assert set(deployments) == {
-        f"hg-hourglass-{c}" for c in ("api", "producer", "worker", "claimer", "operator")
+        f"hg-hourglass-{c}" for c in ("api", "producer", "worker", "claimer", "operator", "console")
     }
     for deployment in deployments.values():
         pod = deployment["spec"]["template"]["spec"]
@@ -442,6 +442,42 @@ EXTERNAL_INSTALL_VALUES = [
     "--set", "etcd.enabled=false",
     "--set", "etcd.endpoints=etcd.example.com:2379",
 ]  # fmt: skip
+
+
+def test_the_console_is_a_client_of_the_api_with_an_optional_ingress(
+    template: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    """The console gets the API's address and nothing else: no database, no etcd, no
+    Kubernetes token; a TLS Ingress marks its cookie Secure."""
+    rendered = template()
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(rendered.stdout)}
+    pod = objects[("Deployment", "hg-hourglass-console")]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "console", "--listen", "0.0.0.0:8642", "--server", "hg-hourglass-api:50051",
+    ]  # fmt: skip
+    names = {e["name"] for e in container["env"]}
+    assert not names & {"HOURGLASS_DATABASE_URL", "HOURGLASS_ETCD_ENDPOINTS"}
+    assert pod["automountServiceAccountToken"] is False
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = objects[("Service", "hg-hourglass-console")]["spec"]
+    assert service["ports"][0]["port"] == 8642
+    assert not [k for k in objects if k[0] == "Ingress"]
+
+    exposed = template(
+        "--set", "console.ingress.enabled=true", "--set", "console.ingress.host=hg.example",
+        "--set", "console.ingress.tls.secretName=hg-tls",
+    )  # fmt: skip
+    assert exposed.returncode == 0, exposed.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(exposed.stdout)}
+    ingress = objects[("Ingress", "hg-hourglass-console")]["spec"]
+    assert ingress["tls"] == [{"hosts": ["hg.example"], "secretName": "hg-tls"}]
+    deployment = objects[("Deployment", "hg-hourglass-console")]
+    assert "--secure-cookies" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    mutual = template("--set", "api.tls.existingSecret=t", "--set", "api.tls.clientAuth=true")
+    assert mutual.returncode != 0
+    assert "console.apiClientCert.existingSecret is required" in mutual.stderr
 
 
 @pytest.mark.parametrize(
@@ -806,7 +842,7 @@ def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace
 
     documents = _documents(template(release=name, namespace=namespace).stdout)
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert len(workloads) == 9  # with the bundled Redis
+    assert len(workloads) == 10  # with the bundled Redis and the console
     for document in workloads:
         pod = _pod_of(document, f"{document['metadata']['name']}-0")
         core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused
