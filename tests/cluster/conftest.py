@@ -210,8 +210,10 @@ def install_values(cluster: Cluster, **extra: Any) -> str:
 
 
 def install(cluster: Cluster, name: str, namespace: str, **extra: Any) -> Release:
-    """`helm install` (the migrate hook runs as a real Job), then waits for every Deployment,
-    and gives the operator its token as NOTES.txt says."""
+    """`helm install` (the migrate hook runs as a real Job), then waits for every Deployment.
+    The chart's CRDs are applied first, as the README says: helm installs a chart's CRDs only
+    when they are missing, so a cluster that ran an older chart would keep older ones."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     cluster.kubectl("create", "namespace", namespace)
     _persistent_volumes(cluster, name, namespace)
     started = time.monotonic()
