@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shortener", add_help=False, prefix_chars="\0", help="a UrlShortener's calls"
     )
     shortener.add_argument("case_args", nargs="*", metavar="--server HOST:PORT shorten|paste|...")
+    # The Feed's client (users, follows, posts, timelines; what its ScheduledJobs run).
+    feed = commands.add_parser("feed", add_help=False, prefix_chars="\0", help="a Feed's calls")
+    feed.add_argument("case_args", nargs="*", metavar="user|follow|post|timeline|... --server H:P")
 
     quota.add_parser(commands, add_store_options=_add_store_options)
     lock_commands.add_parsers(commands, add_client_options=_add_client_options)
@@ -460,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.shortener import cli as shortener_cli
 
         return shortener_cli.main(args.case_args)
+    if args.command == "feed":
+        from hourglass.cases.feed import cli as feed_cli
+
+        return feed_cli.main(args.case_args)
     if args.command == "fetch-binary":
         return _fetch_binary(parser, args)
     if args.command == "operator":

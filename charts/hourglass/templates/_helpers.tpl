@@ -117,7 +117,7 @@ URL, so the cases stay off (NOTES.txt says so). */}}
 
 {{/* The case kinds the chart installs (crds/), as plurals: the operator's RBAC names them. */}}
 {{- define "hourglass.casePlurals" -}}
-{{- list "leaderboards" "urlshorteners" | toJson }}
+{{- list "leaderboards" "urlshorteners" "feeds" | toJson }}
 {{- end }}
 
 {{- define "hourglass.etcdEndpoints" -}}
