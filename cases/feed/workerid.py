@@ -82,7 +82,7 @@ class WorkerIds:
             await lease.stop()
             raise NoWorkerId(f"all {ids.MAX_WORKER + 1} worker ids of {self.schema} are held")
         stored = await self.etcd.client.get(self._ceiling_key(worker))
-        floor = int(stored[0]) if stored and stored[0] else 0
+        floor = int(stored.value) if stored is not None and stored.value else 0
         generator = ids.Snowflake(worker, floor=floor)
         await self._renew(generator)
         self.lease, self.generator = lease, generator
