@@ -33,7 +33,7 @@ INTEGERS: dict[str, tuple[int, int, int]] = {
     "replicas": (1, 1, MAX_REPLICAS),
     "hotThreshold": (100_000, 1, 1_000_000_000),
     "timelineSize": (800, 10, 10_000),
-    "fanoutChunk": (1000, 10, 50_000),
+    "fanoutChunk": (1000, 1, 50_000),
     "maxMediaBytes": (64 << 20, 1024, 1 << 30),
 }
 _WHAT = {
