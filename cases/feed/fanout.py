@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 GROUP = "fanout"
 CLAIM_AFTER = 30.0
 SMALL_READ = 64  # tasks per small-lane step
+BIG_READ = 4  # chunks per big-lane step: a few authors' turns at once
 SWEEP_AFTER_MS = 5_000
 KINDS = ("post", "delete", "hot", "cold")
 ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, *store.UNAVAILABLE_ERRORS)
@@ -96,6 +97,8 @@ class Fanout:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.apply_script = client.register_script(timelines.APPLY)
         self.last_sweep = 0.0
+        # Posts whose task reached the stream, to mark `queued` in one UPDATE per loop turn.
+        self.queued: list[tuple[int, int]] = []
 
     def timeline(self, user: int) -> str:
         return f"{self.prefix}tl:{user}"
@@ -127,6 +130,19 @@ class Fanout:
             log.warning("fan-out: queued %d posts that missed the stream", len(left))
         return len(left)
 
+    async def flush_queued(self) -> None:
+        """Marks the posts noted since the last flush as queued, in one statement. Lost with a
+        crash, they are queued again by a sweep: a second fan-out changes nothing."""
+        if not self.queued:
+            return
+        pairs, self.queued = self.queued, []
+        try:
+            async with db.transaction(self.pool) as conn:
+                await store.mark_queued(conn, pairs)
+        except store.UNAVAILABLE_ERRORS:
+            self.queued[:0] = pairs
+            raise
+
     async def _members(self, task: Task) -> tuple[list[bytes], list[bytes]] | None:
         """What one step of `task` adds and removes; None when there is nothing to do."""
         if task.kind == "post":
@@ -139,29 +155,44 @@ class Fanout:
             recent = await store.recent_ids(conn, author=task.author, before=None, limit=self.cap)
         return [timelines.post(i, task.author) for i in recent], [timelines.hot(task.author)]
 
-    async def step(self, task: Task, lane: str) -> Task | None:
-        """Does one chunk of `task`; the continuation, if followers remain."""
+    async def steps(self, tasks: Sequence[Task], lane: str) -> list[Task | None]:
+        """Does one chunk of each task, together: one query for the authors' follower
+        counts, one for their next chunks of followers, one Redis round trip for every
+        timeline write. Returns each task's continuation (None: it is done)."""
         async with self.pool.connection() as conn:
-            counts = await store.follower_counts(conn, [task.author])
-            if task.kind == "post" and counts.get(task.author, 0) > self.threshold:
-                return None  # hot: merged on read
-            followers = await store.followers_after(
-                conn, author=task.author, after=task.after, limit=self.chunk
+            counts = await store.follower_counts(conn, sorted({t.author for t in tasks}))
+            live = [
+                t
+                for t in tasks
+                if not (t.kind == "post" and counts.get(t.author, 0) > self.threshold)
+            ]  # a hot author's post is merged on read, not fanned out
+            chunks = await store.first_followers(
+                conn, sorted({(t.author, t.after) for t in live}), limit=self.chunk
             )
-        change = await self._members(task)
-        if followers and change is not None:
-            adds, removes = change
-            keys = [self.timeline(f) for f in followers]
-            written = await self.apply_script(
-                keys=keys, args=[self.cap, len(adds), *adds, *removes]
-            )
-            metrics.inserts.labels(lane).inc(int(written) * max(1, len(adds)))
+        writes = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for task in live:
+                followers = chunks[(task.author, task.after)]
+                change = await self._members(task) if followers else None
+                if change is None:
+                    continue
+                adds, removes = change
+                keys = [self.timeline(f) for f in followers]
+                args: list[bytes | int] = [self.cap, len(adds), *adds, *removes]
+                await self.apply_script(keys=keys, args=args, client=pipe)
+                writes.append((task, max(1, len(adds))))
+            written = await pipe.execute() if writes else []
+        now = time.time()
+        for (task, per), count in zip(writes, written, strict=True):
+            metrics.inserts.labels(lane).inc(int(count) * per)
             if task.kind == "post":
-                lag = time.time() - ids.unix_ms(task.post) / 1000
-                metrics.lag.labels(lane).observe(max(0.0, lag))
-        if len(followers) < self.chunk:
-            return None
-        return Task(task.kind, task.author, task.post, followers[-1])
+                metrics.lag.labels(lane).observe(max(0.0, now - ids.unix_ms(task.post) / 1000))
+        out: list[Task | None] = []
+        for task in tasks:
+            followers = chunks.get((task.author, task.after), [])
+            more = task in live and len(followers) == self.chunk
+            out.append(Task(task.kind, task.author, task.post, followers[-1]) if more else None)
+        return out
 
     async def _entries(self, lane: str, count: int, block_ms: int) -> list[Entry]:
         stream = self.streams[lane]
@@ -177,38 +208,40 @@ class Fanout:
         )
         return list(answer[0][1]) if answer else []
 
-    async def _done(self, lane: str, entry_id: bytes, continuation: Task | None) -> None:
-        """Acknowledges a step and queues its continuation, atomically (MULTI): a step done
+    async def _done(self, lane: str, entry_ids: list[bytes], more: list[Task]) -> None:
+        """Acknowledges steps and queues their continuations, atomically (MULTI): a step done
         twice (its consumer died before this) queues the same continuation, whose writes
         change nothing the second time."""
         async with self.client.pipeline(transaction=True) as pipe:
-            if continuation is not None:
+            for continuation in more:
                 pipe.xadd(self.streams["big"], continuation.fields())  # type: ignore[arg-type]
-            pipe.xack(self.streams[lane], GROUP, entry_id)
-            pipe.xdel(self.streams[lane], entry_id)
+            pipe.xack(self.streams[lane], GROUP, *entry_ids)
+            pipe.xdel(self.streams[lane], *entry_ids)
             await pipe.execute()
 
     async def run_once(self, lane: str, *, block_ms: int = 1000) -> int:
         """One read of `lane` and its steps; how many entries it did."""
-        count = SMALL_READ if lane == "small" else 4
+        count = SMALL_READ if lane == "small" else BIG_READ
         entries = await self._entries(lane, count, block_ms)
-        for entry_id, fields in entries:
-            task = Task.parse(fields)
-            if task.kind not in KINDS:
-                log.error("fan-out: dropping an entry of unknown kind %r", task.kind)
-                await self._done(lane, entry_id, None)
-                continue
-            await self._done(lane, entry_id, await self.step(task, lane))
+        if entries:
+            tasks = [Task.parse(fields) for _, fields in entries]
+            known = [t for t in tasks if t.kind in KINDS]
+            if len(known) < len(tasks):
+                log.error("fan-out: dropping %d entries of unknown kinds", len(tasks) - len(known))
+            more = await self.steps(known, lane) if known else []
+            await self._done(lane, [e for e, _ in entries], [t for t in more if t is not None])
         metrics.backlog.labels(lane).set(await self.client.xlen(self.streams[lane]))
         return len(entries)
 
     async def run(self, lane: str, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                if lane == "small" and time.monotonic() - self.last_sweep > SWEEP_AFTER_MS / 1000:
-                    self.last_sweep = time.monotonic()
-                    await self.sweep()
-                await self.run_once(lane)
+                if lane == "small":
+                    await self.flush_queued()
+                    if time.monotonic() - self.last_sweep > SWEEP_AFTER_MS / 1000:
+                        self.last_sweep = time.monotonic()
+                        await self.sweep()
+                await self.run_once(lane, block_ms=100 if lane == "small" else 1000)
             except ERRORS as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     with contextlib.suppress(*ERRORS):  # Redis lost the stream: start anew

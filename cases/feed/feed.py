@@ -138,7 +138,8 @@ class Feed:
         return True
 
     async def create_post(self, user: int, text: str, media_ids: list[int]) -> pb.Post:
-        await self._known({"user": user})
+        """One PostgreSQL statement (committed before the answer) and one Redis round trip:
+        the body, the fan-out task, and the author's own list if Redis holds it."""
         uploads = await self.media.complete(user=user, ids=media_ids) if media_ids else []
         media = [
             {"upload": u.id, "digest": u.digest, "content_type": u.content_type, "size": u.size}
@@ -146,23 +147,28 @@ class Feed:
         ]
         post_id = await self.workers.next_id()
         async with db.transaction(self.pool) as conn:
-            await store.insert_post(conn, author=user, post_id=post_id, text=text, media=media)
+            stored = await store.insert_post(
+                conn, author=user, post_id=post_id, text=text, media=media
+            )
+        if not stored:
+            raise NotFound(f"user: no user {user}")
         metrics.posts.inc()
         post = _message(store.PostRow(post_id, user, text, media, deleted=False))
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.body(post_id), post.SerializeToString(), ex=BODY_TTL)
-                pipe.xadd(self.fanout.streams["small"], Task("post", user, post_id).fields())  # type: ignore[arg-type]
+                task = Task("post", user, post_id).fields()
+                pipe.xadd(self.fanout.streams["small"], task)  # type: ignore[arg-type]
+                await self.scripts["APPLY"](
+                    keys=[self.ut(user)],
+                    args=[self.spec.timeline_size, 1, timelines.post(post_id, user)],
+                    client=pipe,
+                )
                 await pipe.execute()
-            await self.scripts["APPLY"](
-                keys=[self.ut(user)],
-                args=[self.spec.timeline_size, 1, timelines.post(post_id, user)],
-            )
         except RedisError as exc:
             log.warning("post %d: fan-out not queued yet (%s); the sweep will", post_id, exc)
             return post
-        async with db.transaction(self.pool) as conn:
-            await store.mark_queued(conn, [(user, post_id)])
+        self.fanout.queued.append((user, post_id))
         return post
 
     async def delete_post(self, user: int, post_id: int) -> None:

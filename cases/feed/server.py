@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+import redis.asyncio as redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from hourglass import locks
 from hourglass.cases import Settings, serving
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Feed"]
 T = TypeVar("T")
+POOL_SIZE = 48
+POOL_WAIT = 5.0
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -181,6 +186,17 @@ def _upload(row: store.UploadRow) -> pb.Upload:
     )
 
 
+def redis_client(url: str) -> redis.Redis:
+    """serving.redis_client's fail-fast client, on a pool that waits for a free connection
+    (up to POOL_WAIT seconds) rather than failing: at a thousand reads a second, more calls
+    are in flight than connections are worth opening."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=POOL_WAIT, socket_connect_timeout=1,
+        socket_timeout=10, retry=Retry(NoBackoff(), 1),
+    )  # fmt: skip
+    return redis.Redis(connection_pool=pool)
+
+
 @dataclass
 class Running:
     """A started server: its port (useful when asked for port 0) and how to stop it."""
@@ -214,7 +230,7 @@ async def start(
     `consumers=False` serves without fan-out consumers (tests run their own)."""
     parsed = spec.parse(settings.spec)
     pool = await store.open_pool(settings.database_url)
-    client = serving.redis_client(settings.redis_url)
+    client = redis_client(settings.redis_url)
     prefix = f"hourglass:feed:{settings.schema}:"
     etcd = locks.Etcd(settings.etcd_endpoints)
     workers = WorkerIds(etcd, settings.schema)

@@ -102,6 +102,27 @@ async def unfollow(conn: db.Connection, *, follower: int, followee: int) -> int 
     return int(row["followers"])
 
 
+async def first_followers(
+    conn: db.Connection, chunks: Sequence[tuple[int, int]], *, limit: int
+) -> dict[tuple[int, int], list[int]]:
+    """The next `limit` followers of many (author, after) at once, one index range each:
+    one round trip for a whole batch of fan-out steps."""
+    rows = await (
+        await conn.execute(
+            "SELECT q.author, q.after, f.follower"
+            " FROM unnest(%s::bigint[], %s::bigint[]) AS q (author, after)"
+            " CROSS JOIN LATERAL (SELECT follower FROM followers WHERE followee = q.author"
+            "  AND follower > q.after ORDER BY follower LIMIT %s) f"
+            " ORDER BY q.author, q.after, f.follower",
+            ([a for a, _ in chunks], [n for _, n in chunks], limit),
+        )
+    ).fetchall()
+    out: dict[tuple[int, int], list[int]] = {chunk: [] for chunk in chunks}
+    for r in rows:
+        out[(int(r["author"]), int(r["after"]))].append(int(r["follower"]))
+    return out
+
+
 async def follower_counts(conn: db.Connection, authors: Sequence[int]) -> dict[int, int]:
     rows = await (
         await conn.execute(
@@ -125,11 +146,14 @@ async def followers_after(conn: db.Connection, *, author: int, after: int, limit
 
 async def insert_post(
     conn: db.Connection, *, author: int, post_id: int, text: str, media: list[dict[str, Any]]
-) -> None:
-    await conn.execute(
-        "INSERT INTO posts (author, id, text, media) VALUES (%s, %s, %s, %s)",
-        (author, post_id, text, json.dumps(media)),
+) -> bool:
+    """Stores the post if its author exists (one statement); False when they do not."""
+    done = await conn.execute(
+        "INSERT INTO posts (author, id, text, media)"
+        " SELECT %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM users WHERE id = %s)",
+        (author, post_id, text, json.dumps(media), author),
     )
+    return done.rowcount == 1
 
 
 async def mark_queued(conn: db.Connection, pairs: Sequence[tuple[int, int]]) -> None:

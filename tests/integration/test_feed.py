@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,11 @@ async def test_a_fan_out_consumer_killed_mid_post_is_taken_over_and_each_followe
         class Slow(fanout.Fanout):
             """A consumer on a busy node: each chunk takes a while, so it dies mid-post."""
 
-            async def step(self, task: fanout.Task, lane: str) -> fanout.Task | None:
+            async def steps(
+                self, tasks: Sequence[fanout.Task], lane: str
+            ) -> list[fanout.Task | None]:
                 await asyncio.sleep(0.02)
-                return await super().step(task, lane)
+                return await super().steps(tasks, lane)
 
         def consumer(kind: type[fanout.Fanout] = fanout.Fanout) -> fanout.Fanout:
             return kind(
@@ -310,9 +312,7 @@ async def test_media_upload_resumes_and_is_posted_and_read_back(live: Live) -> N
         pb.PutChunkRequest(user=user, upload=started.id, offset=half, data=body[half:])
     )
     assert done.complete and done.digest.startswith("sha256:")
-    made = await live.stub.CreatePost(
-        pb.CreatePostRequest(user=user, text="", media=[started.id])
-    )
+    made = await live.stub.CreatePost(pb.CreatePostRequest(user=user, text="", media=[started.id]))
     assert [m.digest for m in made.media] == [done.digest]
     read = await live.stub.ReadMedia(
         pb.ReadMediaRequest(user=user, upload=started.id, offset=len(body) - 100)
@@ -340,5 +340,3 @@ async def test_the_admin_calls_trim_and_prewarm(live: Live) -> None:
 
 async def _has(value: Any, post: int) -> bool:
     return post in await value
-
-

@@ -89,7 +89,9 @@ def test_kubectl_apply_of_the_example_serves_a_feed_and_delete_removes_it(
     assert "feed.hourglass.io/social created" in applied.stdout
     resource = wait_for(
         "the Feed's status",
-        lambda: condition(get(kubectl, "feed", "social"), "Ready") and get(kubectl, "feed", "social"),
+        lambda: (
+            condition(get(kubectl, "feed", "social"), "Ready") and get(kubectl, "feed", "social")
+        ),
     )
     uid = resource["metadata"]["uid"]
     assert resource["spec"]["maxMediaBytes"] == 64 << 20  # a CRD default, from the case's spec
