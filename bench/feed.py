@@ -42,6 +42,7 @@ TARGET_READ_RATIO = 0.5
 TARGET_INSERTS = 50_000.0
 TARGET_VISIBLE_P99_S = 1.0
 PREFIX = "hourglass:feed:feed_bench:"
+COMPLETE = b"\xff\xff"  # timelines.COMPLETE: the timeline is held
 
 
 async def serve(config: dict[str, Any]) -> None:
@@ -83,7 +84,7 @@ class Client:
 
     async def bare(self, user: int) -> int:
         """The baseline: the page of ids, then their bodies, straight from Redis."""
-        page = await self.redis.zrevrangebylex(f"{PREFIX}tl:{user}", b"(\xfe", b"(\x00\x00", 0, 50)
+        page = await self.redis.zrevrangebylex(f"{PREFIX}tl:{user}", b"(\xfe", b"-", 0, 50)
         ids = [int.from_bytes(m[:8], "big") for m in page if len(m) == 16]
         bodies = await self.redis.mget([f"{PREFIX}p:{i}" for i in ids]) if ids else []
         return len(bodies)
@@ -219,7 +220,7 @@ async def memory(client: Client, users: list[int]) -> dict[str, float]:
     """Bytes a full timeline (800 posts) takes, and the sampled real ones per entry."""
     key = f"{PREFIX}tl:memory-probe"
     members = {(10**17 + i).to_bytes(8, "big") + (7).to_bytes(8, "big"): 0 for i in range(800)}
-    await client.redis.zadd(key, {b"\x00": 0, **members})
+    await client.redis.zadd(key, {COMPLETE: 0, **members})
     full = await client.redis.memory_usage(key)
     await client.redis.delete(key)
     used = entries = 0
@@ -236,7 +237,7 @@ async def measure(
     try:
         async with client.redis.pipeline(transaction=False) as pipe:
             for user in graph.users:  # every timeline held (as after prewarm), empty
-                pipe.zadd(f"{PREFIX}tl:{user}", {b"\x00": 0})
+                pipe.zadd(f"{PREFIX}tl:{user}", {COMPLETE: 0})
             await pipe.execute()
         say(f"  feed: every user posts once ({len(graph.users):,} posts, {graph.edges:,} inserts)")
         started = time.time()

@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis
@@ -99,6 +100,10 @@ class Fanout:
         self.last_sweep = 0.0
         # Posts whose task reached the stream, to mark `queued` in one UPDATE per loop turn.
         self.queued: list[tuple[int, int]] = []
+        # Users who read their timeline (first time this hour), for users.active_at.
+        self.active: set[int] = set()
+        # Their timelines' keys, whose expiry is pushed back in the same turn.
+        self.touched: list[str] = []
 
     def timeline(self, user: int) -> str:
         return f"{self.prefix}tl:{user}"
@@ -142,6 +147,20 @@ class Fanout:
         except store.UNAVAILABLE_ERRORS:
             self.queued[:0] = pairs
             raise
+
+    async def flush_active(self) -> None:
+        """Writes the active users noted since the last flush, in one statement (the prewarm
+        job's list of who to build; a user lost in a crash is noted on their next read)."""
+        if not self.active:
+            return
+        users, self.active = sorted(self.active), set()
+        keys, self.touched = self.touched, []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.expire(key, timelines.TTL)
+            await pipe.execute()
+        async with db.transaction(self.pool) as conn:
+            await store.touch_active(conn, users=users, now=datetime.now(UTC))
 
     async def _members(self, task: Task) -> tuple[list[bytes], list[bytes]] | None:
         """What one step of `task` adds and removes; None when there is nothing to do."""
@@ -238,6 +257,7 @@ class Fanout:
             try:
                 if lane == "small":
                     await self.flush_queued()
+                    await self.flush_active()
                     if time.monotonic() - self.last_sweep > SWEEP_AFTER_MS / 1000:
                         self.last_sweep = time.monotonic()
                         await self.sweep()

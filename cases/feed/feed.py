@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 BODY_TTL = 2 * 86400
 ACTIVE_EVERY = 3600  # a user's active_at is written at most this often
+MAX_NOTED = 1_000_000  # readers remembered for that (then forgotten all at once)
+SPARE = 10  # post ids read beyond the page, to fill in for deleted or unfollowed ones
+MARKER_ROOM = 32  # members a first page reads beyond its posts, for sentinels and markers
 
 
 class NotFound(Exception):
@@ -53,6 +56,7 @@ class Feed:
     fanout: Fanout
     media: Media
     scripts: dict[str, Any] = field(default_factory=dict)
+    noted: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("UNFOLLOW", "FINISH", "TRIM", "APPLY"):
@@ -210,101 +214,114 @@ class Feed:
         if home:
             metrics.rebuilt.labels(why).inc()
 
-    async def home(self, user: int, cursor: int | None, limit: int) -> tuple[list[pb.Post], str]:
+    async def _read(self, key: str, cursor: int | None, count: int) -> tuple[timelines.Read, int]:
+        """The timeline's state and up to `count` posts below `cursor`, and how many posts it
+        holds (-1: unknown but fewer than `count`). The first page is ONE command: a
+        ZREVRANGEBYLEX from the top passes the sentinels and markers on its way to the newest
+        posts. A later page adds the markers' range and a ZCARD in the same round trip."""
+        now_ms = time.time_ns() // 1_000_000
+        if cursor is None:
+            room = count + MARKER_ROOM
+            members: Any = await self.client.zrevrangebylex(key, b"+", b"-", 0, room)
+            read = timelines.split(members, now_ms=now_ms)
+            if len(members) < room or len(read.posts) >= count:
+                return read, len(read.posts) if len(members) < room else count
+            # More markers than MARKER_ROOM (a user who follows many hot authors).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrevrangebylex(key, b"+", timelines.TOP)
+            pipe.zrevrangebylex(key, timelines.below(cursor), b"-", 0, count)
+            pipe.zcard(key)
+            above, page, card = await pipe.execute()
+        read = timelines.split([*above, *page], now_ms=now_ms)
+        return read, int(card) - len(above)
+
+    async def home(self, user: int, cursor: int | None, limit: int) -> tuple[list[bytes], str]:
+        """The page's posts, serialized (pb.Post), newest first, and the next cursor."""
         key = self.tl(user)
+        spare = limit + SPARE
         for _attempt in range(3):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zscore(key, timelines.COMPLETE)
-                pipe.zrangebylex(key, b"[\xfe", b"+")
-                pipe.zrevrangebylex(key, timelines.below(cursor), timelines.BOTTOM, 0, limit * 2)
-                pipe.expire(key, timelines.TTL)
-                pipe.set(f"{self.prefix}act:{user}", b"1", nx=True, ex=ACTIVE_EVERY)
-                complete, top, page, _, fresh = await pipe.execute()
-            if fresh:
-                async with self.pool.connection() as conn:
-                    await store.touch_active(conn, user=user, now=datetime.now(UTC))
-            if complete is not None:
+            read, held = await self._read(key, cursor, spare)
+            if read.complete:
                 break
             await self._known({"user": user})
             await self.materialize(key, user=user, home=True, why="read")
         else:
             raise RedisError("the timeline could not be built")
-        now_ms = time.time_ns() // 1_000_000
-        hot, gone = timelines.markers(top, now_ms=now_ms)
-        candidates = {m for m in page if len(m) == timelines.POST_BYTES}
-        full = len(page) >= limit * 2
-        for author in sorted(hot):
-            merged = await self._author_page(author, cursor, limit)
+        self._note_active(user, key)
+        candidates = set(read.posts)
+        more = len(read.posts) >= spare  # Redis holds more below this page
+        for author in sorted(read.hot):
+            merged = await self._author_page(author, cursor, spare)
             candidates.update(merged)
-            full = full or len(merged) >= limit
+            more = more or len(merged) >= spare
             metrics.hot_merges.inc()
         pairs = sorted((timelines.unpost(m) for m in candidates), reverse=True)
-        pairs = [(i, a) for i, a in pairs if a not in gone]
+        pairs = [(i, a) for i, a in pairs if a not in read.gone]
         posts = await self._bodies(pairs[:limit], drop_from=key)
         if len(posts) < limit < len(pairs):  # deleted ones dropped: fill from the spare
             posts += await self._bodies(pairs[limit:], drop_from=key)
-        if len(posts) < limit and not full and await self._trimmed(key):
+        if len(posts) < limit and not more and held >= self.spec.timeline_size:
             # Older than Redis keeps: the rest of the page comes from PostgreSQL.
-            before = posts[-1].id if posts else cursor
+            before = posts[-1][0] if posts else cursor
             async with self.pool.connection() as conn:
                 older = await store.home_page(
                     conn, user=user, before=before, limit=limit - len(posts), threshold=None
                 )
             posts += await self._bodies(older, drop_from=None)
         posts = posts[:limit]
-        return posts, (str(posts[-1].id) if len(posts) == limit else "")
+        cursor_out = str(posts[-1][0]) if len(posts) == limit else ""
+        return [raw for _, raw in posts], cursor_out
 
-    async def _trimmed(self, key: str) -> bool:
-        """Whether the timeline holds as many posts as it keeps (so older ones may exist)."""
-        count = await self.client.zlexcount(key, b"(\x00\x00", b"(\xfe")
-        return int(count) >= self.spec.timeline_size
+    def _note_active(self, user: int, key: str) -> None:
+        """Notes a reader for users.active_at (the prewarm job's list) at most once an hour
+        per server, written in batches by the fan-out loop, and pushes back the expiry of
+        their timeline then: no write on the read path."""
+        now = time.monotonic()
+        if now - self.noted.get(user, -ACTIVE_EVERY) < ACTIVE_EVERY:
+            return
+        if len(self.noted) > MAX_NOTED:
+            self.noted.clear()
+        self.noted[user] = now
+        self.fanout.active.add(user)
+        self.fanout.touched.append(key)
 
     async def _author_page(self, author: int, cursor: int | None, limit: int) -> list[bytes]:
         key = self.ut(author)
         for _attempt in range(2):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zscore(key, timelines.COMPLETE)
-                pipe.zrevrangebylex(key, timelines.below(cursor), timelines.BOTTOM, 0, limit)
-                complete, page = await pipe.execute()
-            if complete is not None:
-                return [m for m in page if len(m) == timelines.POST_BYTES]
+            read, _ = await self._read(key, cursor, limit)
+            if read.complete:
+                return read.posts
             await self.materialize(key, user=author, home=False, why="author")
         return []
 
     async def _bodies(
         self, pairs: list[tuple[int, int]], *, drop_from: str | None
-    ) -> list[pb.Post]:
-        """The posts of (id, author) pairs, in order, without deleted ones."""
+    ) -> list[tuple[int, bytes]]:
+        """(id, serialized post) of (id, author) pairs, in order, without deleted ones; a
+        body Redis lacks is read from PostgreSQL and put back."""
         if not pairs:
             return []
-        cached = await self.client.mget([self.body(i) for i, _ in pairs])
-        found: dict[int, pb.Post | None] = {}
+        cached: list[Any] = await self.client.mget([self.body(i) for i, _ in pairs])
+        found: dict[int, bytes] = {}
         missing = []
         for (post_id, author), raw in zip(pairs, cached, strict=True):
             if raw is None:
                 missing.append((author, post_id))
-            elif raw == b"":
-                found[post_id] = None
             else:
-                found[post_id] = pb.Post.FromString(raw)  # type: ignore[arg-type]
+                found[post_id] = raw  # b"": a tombstone
         if missing:
             async with self.pool.connection() as conn:
                 rows = await store.posts_by_key(conn, missing)
             async with self.client.pipeline(transaction=False) as pipe:
                 for row in rows:
-                    message = None if row.deleted else _message(row)
-                    found[row.id] = message
-                    pipe.set(
-                        self.body(row.id),
-                        message.SerializeToString() if message else b"",
-                        ex=BODY_TTL,
-                    )
+                    found[row.id] = b"" if row.deleted else _message(row).SerializeToString()
+                    pipe.set(self.body(row.id), found[row.id], ex=BODY_TTL)
                 await pipe.execute()
-        gone = [timelines.post(i, a) for i, a in pairs if found.get(i) is None]
+        gone = [timelines.post(i, a) for i, a in pairs if not found.get(i)]
         if gone and drop_from is not None:
             with _quiet():
                 await self.client.zrem(drop_from, *gone)
-        return [message for i, _ in pairs if (message := found.get(i)) is not None]
+        return [(i, raw) for i, _ in pairs if (raw := found.get(i))]
 
     async def user_posts(
         self, user: int, cursor: int | None, limit: int

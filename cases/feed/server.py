@@ -145,8 +145,12 @@ class Service(pb_grpc.FeedServicer):
     async def GetHomeTimeline(self, request: pb.TimelineRequest, context: Context) -> pb.Timeline:
         async def work() -> pb.Timeline:
             page = validation.page(request)
-            posts, cursor = await self.feed.home(page.user, page.cursor, page.limit)
-            return pb.Timeline(posts=posts, next_cursor=cursor)
+            raw, cursor = await self.feed.home(page.user, page.cursor, page.limit)
+            # The cached bodies are already pb.Post bytes: the reply is made of them in one
+            # parse (field 1, length-delimited, each), not one message at a time.
+            timeline = pb.Timeline.FromString(b"".join(_field_one(body) for body in raw))
+            timeline.next_cursor = cursor
+            return timeline
 
         return await self._call(context, work)
 
@@ -173,6 +177,16 @@ class Service(pb_grpc.FeedServicer):
             return pb.PrewarmResponse(timelines_built=built, active_users=active)
 
         return await self._call(context, work)
+
+
+def _field_one(body: bytes) -> bytes:
+    """`body` as field 1 (length-delimited) of a message: b"\\n" + varint(len) + body."""
+    size, head = len(body), bytearray(b"\n")
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + body
 
 
 def _upload(row: store.UploadRow) -> pb.Upload:

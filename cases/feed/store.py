@@ -266,8 +266,11 @@ async def home_page(
     return [(int(r["id"]), int(r["author"])) for r in rows]
 
 
-async def touch_active(conn: db.Connection, *, user: int, now: datetime) -> None:
-    await conn.execute("UPDATE users SET active_at = %s WHERE id = %s", (now, user))
+async def touch_active(conn: db.Connection, *, users: Sequence[int], now: datetime) -> None:
+    """Marks users active now, in one statement (ids in order: one lock order)."""
+    await conn.execute(
+        "UPDATE users SET active_at = %s WHERE id = ANY(%s::bigint[])", (now, sorted(users))
+    )
 
 
 async def active_since(

@@ -5,14 +5,18 @@ member is spelled so that byte order is the order we want. A float score cannot 
 63-bit Snowflake id exactly (53 bits of mantissa), which would misorder posts of the same
 millisecond and make cursors skip them; bytes can.
 
-    b"\\x00"                      the timeline is complete (built from PostgreSQL, or kept)
-    b"\\x00\\x00"                  a rebuild is under way (fan-out already writes into it)
     id (8 bytes) + author (8)     a post, big-endian: newest last; 16 bytes exactly
     b"\\xfe" + author + ms        the user unfollowed author at ms: drop stragglers
     b"\\xff" + author             the user follows hot author: merge their posts on read
+    b"\\xff\\xfe"                  a rebuild is under way (fan-out already writes into it)
+    b"\\xff\\xff"                  the timeline is complete (built from PostgreSQL, or kept)
 
-A post id's first byte is below 0x80 (ids are positive), so the markers sort above every
-post and the sentinels below. ZADD of a member that is there already changes nothing, so a
+A post id's first byte is below 0x80 (ids are positive), and an author's below 0x80 too, so
+the markers sort above every post and the sentinels above every marker: one
+ZREVRANGEBYLEX from the top reads whether the timeline is complete, its markers and its
+newest posts, in one command, as cheap as the bare read it is compared with.
+
+ZADD of a member that is there already changes nothing, so a
 fan-out delivered twice leaves one entry: duplicates collapse by id.
 
 A user's own posts (`ut:`) use the same spelling; the server keeps them for hot authors,
@@ -23,17 +27,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-COMPLETE = b"\x00"
-BUILDING = b"\x00\x00"
+COMPLETE = b"\xff\xff"
+BUILDING = b"\xff\xfe"
 UNFOLLOWED = b"\xfe"
 HOT = b"\xff"
 POST_BYTES = 16
 _PAIR = struct.Struct(">qq")
 _ONE = struct.Struct(">q")
-# Below every marker; above the sentinels (a post member is longer than they are).
+# Below every marker and sentinel.
 TOP = b"(\xfe"
-BOTTOM = b"(\x00\x00"
 # Timelines (and users' post lists) unread this long leave Redis; prewarm rebuilds the
 # timelines of the users active in the last day.
 TTL = 3 * 86400
@@ -63,6 +67,24 @@ def below(cursor: int | None) -> bytes:
     """The exclusive upper bound of ZREVRANGEBYLEX for posts older than `cursor`: a post
     member of that id sorts above its bare 8 bytes, so it is excluded too."""
     return TOP if cursor is None else b"(" + _ONE.pack(cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One ZREVRANGEBYLEX from the top, taken apart."""
+
+    complete: bool
+    hot: set[int]
+    gone: set[int]
+    posts: list[bytes]
+
+
+def split(members: list[bytes], *, now_ms: int) -> Read:
+    """The members of a read from the top (sentinels, markers, then posts, all descending)."""
+    above = [m for m in members if m[:1] >= UNFOLLOWED]
+    hot_authors, gone = markers(above, now_ms=now_ms)
+    posts = [m for m in members[len(above) :] if len(m) == POST_BYTES]
+    return Read(COMPLETE in above, hot_authors, gone, posts)
 
 
 def markers(members: Iterable[bytes], *, now_ms: int) -> tuple[set[int], set[int]]:
@@ -109,8 +131,7 @@ for _, key in ipairs(KEYS) do
     written = written + 1
     if redis.call('ZCARD', key) > cap + 64 then
       local top = redis.call('ZLEXCOUNT', key, '[\\254', '+')
-      local bottom = redis.call('ZLEXCOUNT', key, '-', '[\\0\\0')
-      redis.call('ZREMRANGEBYRANK', key, bottom, -(cap + 1 + top))
+      redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1 + top))
     end
   end
 end
@@ -123,7 +144,7 @@ return written
 UNFOLLOW = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local removed = 0
-for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '(\\0\\0', '(\\254')) do
+for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '-', '(\\254')) do
   if string.len(member) == 16 and string.sub(member, 9, 16) == ARGV[1] then
     redis.call('ZREM', KEYS[1], member)
     removed = removed + 1
@@ -137,10 +158,10 @@ return removed
 # A rebuild, finishing (KEYS[1]): the members from PostgreSQL (ARGV[2..]) go in, the
 # timeline is marked complete, and it expires after ARGV[1] seconds unless read again.
 FINISH = """
-local adds = {0, '\\0'}
+local adds = {0, '\\255\\255'}
 for j = 2, #ARGV do adds[#adds + 1] = 0; adds[#adds + 1] = ARGV[j] end
 redis.call('ZADD', KEYS[1], unpack(adds))
-redis.call('ZREM', KEYS[1], '\\0\\0')
+redis.call('ZREM', KEYS[1], '\\255\\254')
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
@@ -149,8 +170,6 @@ return 1
 TRIM = """
 local cap = tonumber(ARGV[1])
 local top = redis.call('ZLEXCOUNT', KEYS[1], '[\\254', '+')
-local bottom = redis.call('ZLEXCOUNT', KEYS[1], '-', '[\\0\\0')
-local before = redis.call('ZCARD', KEYS[1])
-if before <= bottom + top + cap then return 0 end
-return redis.call('ZREMRANGEBYRANK', KEYS[1], bottom, -(cap + 1 + top))
+if redis.call('ZCARD', KEYS[1]) <= top + cap then return 0 end
+return redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(cap + 1 + top))
 """

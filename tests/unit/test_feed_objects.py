@@ -84,9 +84,12 @@ def test_members_sort_as_the_timeline_needs() -> None:
     members = [timelines.hot(3), newer, timelines.COMPLETE, timelines.unfollowed(4, 10), older]
     members.append(timelines.BUILDING)
     assert sorted(members) == [
-        timelines.COMPLETE, timelines.BUILDING, older, newer, timelines.unfollowed(4, 10),
-        timelines.hot(3),
+        older, newer, timelines.unfollowed(4, 10), timelines.hot(3), timelines.BUILDING,
+        timelines.COMPLETE,
     ]  # fmt: skip
+    # A read from the top: sentinels and markers first, then the newest posts.
+    read = timelines.split(sorted(members, reverse=True), now_ms=10)
+    assert (read.complete, read.hot, read.gone, read.posts) == (True, {3}, {4}, [newer, older])
     assert timelines.unpost(newer) == (6 << 22, 1)
     # The cursor bound excludes the cursor's own post and every newer one.
     bound = timelines.below(6 << 22)[1:]
