@@ -57,8 +57,10 @@ class Feed:
     media: Media
     scripts: dict[str, Any] = field(default_factory=dict)
     noted: dict[int, float] = field(default_factory=dict)
+    prefix_bytes: bytes = field(init=False, default=b"")
 
     def __post_init__(self) -> None:
+        self.prefix_bytes = self.prefix.encode()
         for name in ("UNFOLLOW", "FINISH", "TRIM", "APPLY"):
             self.scripts[name] = self.client.register_script(getattr(timelines, name))
 
@@ -68,8 +70,9 @@ class Feed:
     def ut(self, user: int) -> str:
         return f"{self.prefix}ut:{user}"
 
-    def body(self, post_id: int) -> str:
-        return f"{self.prefix}p:{post_id}"
+    def body(self, post_id: int) -> bytes:
+        # Bytes, not str: a read names 50 of them, and redis-py encodes each str it is given.
+        return b"%sp:%d" % (self.prefix_bytes, post_id)
 
     # -- writes ------------------------------------------------------------------------------
 
