@@ -196,7 +196,7 @@ async def test_a_fan_out_consumer_killed_mid_post_is_taken_over_and_each_followe
             async def steps(
                 self, tasks: Sequence[fanout.Task], lane: str
             ) -> list[fanout.Task | None]:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
                 return await super().steps(tasks, lane)
 
         def consumer(kind: type[fanout.Fanout] = fanout.Fanout) -> fanout.Fanout:
