@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as redis
@@ -334,47 +334,6 @@ class Feed:
             rows = await store.user_posts(conn, author=user, before=cursor, limit=limit)
         posts = [_message(r) for r in rows]
         return posts, (str(posts[-1].id) if len(posts) == limit else "")
-
-    # -- the ScheduledJobs' admin calls ------------------------------------------------------
-
-    async def trim(self) -> tuple[int, int, int]:
-        """Caps every home timeline and drops stale unfollow markers (SCAN, so Redis keeps
-        serving), purges posts deleted over BODY_TTL ago, and expires abandoned uploads."""
-        trimmed = 0
-        now_ms = time.time_ns() // 1_000_000
-        async for key in self.client.scan_iter(match=f"{self.prefix}tl:*", count=500):
-            removed = await self.scripts["TRIM"](keys=[key], args=[self.spec.timeline_size])
-            markers: Any = await self.client.zrangebylex(key, b"[\xfe", b"(\xff")
-            stale = timelines.stale_markers(markers, now_ms=now_ms)
-            if stale:
-                await self.client.zrem(key, *stale)
-            trimmed += 1 if removed or stale else 0
-        async with db.transaction(self.pool) as conn:
-            purged = await store.purge_deleted(
-                conn, before=datetime.now(UTC) - timedelta(seconds=BODY_TTL)
-            )
-        expired = await self.media.expire()
-        return trimmed, purged, expired
-
-    async def prewarm(self) -> tuple[int, int]:
-        """Builds the timelines of the users active in the last day that Redis lacks."""
-        since = datetime.now(UTC) - timedelta(days=1)
-        built = active = after = 0
-        while True:
-            async with self.pool.connection() as conn:
-                users = await store.active_since(conn, since, after=after, limit=500)
-            if not users:
-                return built, active
-            active += len(users)
-            after = users[-1]
-            async with self.client.pipeline(transaction=False) as pipe:
-                for user in users:
-                    pipe.zscore(self.tl(user), timelines.COMPLETE)
-                present = await pipe.execute()
-            for user, score in zip(users, present, strict=True):
-                if score is None:
-                    await self.materialize(self.tl(user), user=user, home=True, why="prewarm")
-                    built += 1
 
 
 def _be(value: int) -> bytes:

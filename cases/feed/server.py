@@ -19,7 +19,7 @@ from redis.retry import Retry
 
 from hourglass import locks
 from hourglass.cases import Settings, serving
-from hourglass.cases.feed import fanout, media, metrics, spec, store, validation
+from hourglass.cases.feed import admin, fanout, media, metrics, spec, store, validation
 from hourglass.cases.feed.feed import Feed, NotFound, Taken
 from hourglass.cases.feed.v1 import feed_pb2 as pb
 from hourglass.cases.feed.v1 import feed_pb2_grpc as pb_grpc
@@ -164,7 +164,7 @@ class Service(pb_grpc.FeedServicer):
 
     async def Trim(self, request: pb.TrimRequest, context: Context) -> pb.TrimResponse:
         async def work() -> pb.TrimResponse:
-            trimmed, purged, expired = await self.feed.trim()
+            trimmed, purged, expired = await admin.trim(self.feed)
             return pb.TrimResponse(
                 timelines_trimmed=trimmed, posts_purged=purged, uploads_expired=expired
             )
@@ -173,7 +173,7 @@ class Service(pb_grpc.FeedServicer):
 
     async def Prewarm(self, request: pb.PrewarmRequest, context: Context) -> pb.PrewarmResponse:
         async def work() -> pb.PrewarmResponse:
-            built, active = await self.feed.prewarm()
+            built, active = await admin.prewarm(self.feed)
             return pb.PrewarmResponse(timelines_built=built, active_users=active)
 
         return await self._call(context, work)
