@@ -30,7 +30,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NewType, Protocol, runtime_checkable
@@ -56,6 +56,7 @@ __all__ = [
     "Stored",
     "open_store",
     "parse_digest",
+    "write_verified",
 ]
 
 Digest = NewType("Digest", str)
@@ -259,6 +260,22 @@ class _VerifiedDestination:
 
     def discard(self) -> None:
         self._file.discard()
+
+
+def write_verified(chunks: Iterable[bytes], digest: Digest, destination: Path) -> None:
+    """Write `chunks` to `destination` atomically, only if they hash to `digest`: for readers
+    that get the bytes some other way than from a store (a signed URL). Blocking.
+
+    Raises ArtifactCorrupt, and leaves no file at `destination`, when they do not.
+    """
+    target = _VerifiedDestination(destination, digest)
+    try:
+        for chunk in chunks:
+            target.write(chunk)
+    except BaseException:
+        target.discard()
+        raise
+    target.commit()
 
 
 # ---------------------------------------------------------------------------------------

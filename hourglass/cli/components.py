@@ -70,11 +70,20 @@ def add_parsers(commands: Any) -> None:
         commands,
         "fetch-binary",
         help="fetch an uploaded binary and verify its digest (the runner's init container)",
-        examples=["hourglass fetch-binary sha256:9f86d0... /work/bin --artifacts s3://bin"],
+        examples=[
+            "hourglass fetch-binary sha256:9f86d0... /work/bin --artifacts s3://bin",
+            "HOURGLASS_BINARY_URL=https://... hourglass fetch-binary sha256:9f86d0... /work/bin",
+        ],
     )
     fetch.add_argument("digest", metavar="DIGEST", help="sha256:<hex>")
     fetch.add_argument("destination", type=Path, metavar="PATH")
     add_artifacts_option(fetch)
+    fetch.add_argument(
+        "--url",
+        default=env("HOURGLASS_BINARY_URL"),
+        help="a signed URL of exactly this binary, instead of --artifacts: how a Kubernetes"
+        " job pod, which holds no store credential, gets it (env HOURGLASS_BINARY_URL)",
+    )
     _add_operator(commands)
     migrate = command(
         commands,
@@ -330,17 +339,20 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _fetch_binary(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Writes the binary to PATH, executable, only if its bytes match the digest."""
-    from hourglass import artifacts
+    from hourglass import artifact_urls, artifacts
 
-    if not args.artifacts:
-        parser.error("--artifacts is required (or set HOURGLASS_ARTIFACTS)")
+    if not args.artifacts and not args.url:
+        parser.error("--artifacts or --url is required (or set HOURGLASS_ARTIFACTS)")
     try:
         digest = artifacts.parse_digest(args.digest)
-        store = artifacts.open_store(args.artifacts)
+        store = None if args.url else artifacts.open_store(args.artifacts)
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        asyncio.run(store.fetch(digest, args.destination))
+        if store is None:
+            artifact_urls.fetch_url(args.url, digest, args.destination)
+        else:
+            asyncio.run(store.fetch(digest, args.destination))
     except artifacts.ArtifactError as exc:
         print(f"hourglass: {exc}", file=sys.stderr)
         return 1

@@ -170,14 +170,17 @@ class Release:
         )  # fmt: skip
 
 
-def _persistent_volumes(cluster: Cluster, release: str, namespace: str) -> list[str]:
+def _persistent_volumes(
+    cluster: Cluster, release: str, namespace: str, *, etcd_members: int = 1
+) -> list[str]:
     """A hostPath PersistentVolume for each claim the chart's StatefulSets make, bound to it
     in advance (the node has no provisioner); written with mode 0777 since hostPath ignores
-    fsGroup."""
+    fsGroup. Each etcd member (etcd.replicas) claims a volume of its own."""
     names = []
-    for component in ("postgresql", "etcd"):
-        claim = f"data-{release}-hourglass-{component}-0"
-        name = f"{namespace}-{component}"
+    claims = [("postgresql", 0)] + [("etcd", member) for member in range(etcd_members)]
+    for component, ordinal in claims:
+        claim = f"data-{release}-hourglass-{component}-{ordinal}"
+        name = f"{namespace}-{component}" + (f"-{ordinal}" if ordinal else "")
         path = VOLUMES / name
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)
@@ -209,13 +212,24 @@ def install_values(cluster: Cluster, **extra: Any) -> str:
     return yaml.safe_dump(values)
 
 
-def install(cluster: Cluster, name: str, namespace: str, **extra: Any) -> Release:
+def install(
+    cluster: Cluster,
+    name: str,
+    namespace: str,
+    *,
+    objects: tuple[dict[str, Any], ...] = (),
+    **extra: Any,
+) -> Release:
     """`helm install` (the migrate hook runs as a real Job), then waits for every Deployment.
-    The chart's CRDs are applied first, as the README says: helm installs a chart's CRDs only
-    when they are missing, so a cluster that ran an older chart would keep older ones."""
+    `objects` are applied in the new namespace first (a Secret that values refer to). The
+    chart's CRDs are applied first, as the README says: helm installs a chart's CRDs only when
+    they are missing, so a cluster that ran an older chart would keep older ones."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
     cluster.kubectl("create", "namespace", namespace)
-    _persistent_volumes(cluster, name, namespace)
+    for manifest in objects:
+        cluster.kubectl("--namespace", namespace, "apply", "-f", "-", input=json.dumps(manifest))
+    members = int((extra.get("etcd") or {}).get("replicas", 1))
+    _persistent_volumes(cluster, name, namespace, etcd_members=members)
     started = time.monotonic()
     cluster.helm(
         "install", name, str(CHART), "--namespace", namespace, "--values", "-",
@@ -247,8 +261,8 @@ def uninstall(cluster: Cluster, release: Release) -> None:
                 "--timeout=300s", timeout=320, check=False)  # fmt: skip
     cluster.run("kubectl", "delete", "persistentvolume", "-l",
                 f"hourglass.io/test-volume={release.namespace}", check=False)  # fmt: skip
-    for component in ("postgresql", "etcd"):
-        shutil.rmtree(VOLUMES / f"{release.namespace}-{component}", ignore_errors=True)
+    for volume in VOLUMES.glob(f"{release.namespace}-*"):
+        shutil.rmtree(volume, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,26 @@ one shared bucket, so tests never see each other's objects.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import hmac
 import os
 import random
-import socket
 import subprocess
-import time
+import sys
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import obstore
 import pytest
 
+from hourglass.artifact_urls import fetch_url, redact, signed_url
 from hourglass.artifacts import (
     ArtifactCorrupt,
+    ArtifactError,
     ArtifactNotFound,
     ArtifactStore,
     ArtifactTooLarge,
@@ -37,151 +37,17 @@ from hourglass.artifacts import (
     open_store,
     parse_digest,
 )
+from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server_on
 
 REPO = Path(__file__).resolve().parents[2]
-ACCESS_KEY = "hourglass-test"
-SECRET_KEY = "hourglass-test-secret"
-REGION = "us-east-1"
-BUCKET = "artifacts"
 MIB = 1024 * 1024
-
-
-# ---------------------------------------------------------------------------------------
-# The S3 server.
-
-
-@dataclass
-class S3Server:
-    endpoint: str
-    bucket: str
-    kind: str
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _signed_request(method: str, endpoint: str, path: str) -> urllib.request.Request:
-    """An AWS Signature V4 request with an empty body (enough to create a bucket)."""
-    now = datetime.now(UTC)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    day = now.strftime("%Y%m%d")
-    host = endpoint.split("://", 1)[1].rstrip("/")
-    payload = hashlib.sha256(b"").hexdigest()
-    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(
-        [
-            method,
-            path,
-            "",
-            "".join(f"{name}:{headers[name]}\n" for name in sorted(headers)),
-            signed,
-            payload,
-        ]
-    )
-    scope = f"{day}/{REGION}/s3/aws4_request"
-    to_sign = "\n".join(
-        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
-    )
-    key = f"AWS4{SECRET_KEY}".encode()
-    for part in (day, REGION, "s3", "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, "
-        f"SignedHeaders={signed}, Signature={signature}"
-    )
-    del headers["host"]
-    return urllib.request.Request(f"{endpoint}{path}", method=method, headers=headers)
-
-
-def _server_command(binary: Path, port: int, data: Path) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ)
-    kind = binary.name
-    if kind == "minio":
-        console = _free_port()
-        env |= {
-            "MINIO_ROOT_USER": ACCESS_KEY,
-            "MINIO_ROOT_PASSWORD": SECRET_KEY,
-            "MINIO_BROWSER": "off",
-            "MINIO_UPDATE": "off",
-            "MINIO_REGION": REGION,
-        }
-        command = [
-            str(binary),
-            "server",
-            "--quiet",
-            "--address",
-            f"127.0.0.1:{port}",
-            "--console-address",
-            f"127.0.0.1:{console}",
-            str(data),
-        ]
-        return command, env
-    if kind == "moto_server":  # the fallback of scripts/s3-server: accepts any credentials
-        return [str(binary), "-H", "127.0.0.1", "-p", str(port)], env
-    raise RuntimeError(f"{binary}: unknown S3 server kind {kind!r} (expected minio or moto_server)")
-
-
-def _create_bucket(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Create the bucket once the server answers; a just-started server may refuse for a while."""
-    deadline = time.monotonic() + 60
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the S3 server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(_signed_request("PUT", endpoint, f"/{BUCKET}"), timeout=5):
-                return
-        except urllib.error.HTTPError as error:
-            body = error.read().decode(errors="replace")
-            if "BucketAlreadyOwnedByYou" in body:
-                return
-            last = f"HTTP {error.code}: {body[:500]}"
-        except OSError as error:
-            last = str(error)
-        time.sleep(0.2)
-    raise RuntimeError(f"the S3 server at {endpoint} did not become ready: {last}")
 
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3-compatible server on a free loopback port, with one bucket."""
-    script = REPO / "scripts" / "s3-server"
-    binary = Path(
-        subprocess.run(
-            [str(script), "--print-path"], check=True, capture_output=True, text=True
-        ).stdout.strip()
-    )
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        if os.environ.get("HOURGLASS_REQUIRE_S3") == "1":
-            pytest.fail(f"HOURGLASS_REQUIRE_S3=1 but there is no S3 server at {binary}")
-        pytest.skip("run scripts/s3-server to build the S3 server (needs Go)")
-    folder = tmp_path_factory.mktemp("s3")
-    port = _free_port()
-    command, env = _server_command(binary, port, folder / "data")
-    log = folder / "server.log"
-    endpoint = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    try:
-        _create_bucket(endpoint, process, log)
-        yield S3Server(endpoint=endpoint, bucket=BUCKET, kind=binary.name)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with s3_server_on(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -489,3 +355,107 @@ def test_open_store_s3_forms() -> None:
 def test_open_store_rejects(url: str) -> None:
     with pytest.raises(ValueError, match=r"file:///|s3://bucket|given once"):
         open_store(url)
+
+
+# ---------------------------------------------------------------------------------------
+# Signed URLs: one binary for a reader without credentials (a Kubernetes job pod).
+
+
+def _s3_store(server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3ArtifactStore:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    return S3ArtifactStore(
+        server.bucket, f"signed-{uuid.uuid4().hex[:12]}", endpoint_url=server.endpoint,
+        region=REGION,
+    )  # fmt: skip
+
+
+async def test_a_signed_url_opens_exactly_its_binary_for_a_reader_without_credentials(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = _s3_store(s3_server, monkeypatch)
+    mine, other = b"#!/bin/sh\necho mine\n" * 1000, b"another tenant's binary"
+    digest = (await store.put(chunked(mine, 4096), limit=MIB)).digest
+    other_digest = (await store.put(chunked(other, 4096), limit=MIB)).digest
+    url = await signed_url(store, digest, expires_in=timedelta(minutes=5))
+    # The reader holds no credential at all.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    assert SECRET_KEY not in url
+    fetch_url(url, digest, tmp_path / "bin")
+    assert (tmp_path / "bin").read_bytes() == mine
+
+    # The same signature does not open another key: the signature covers the path.
+    forged = url.replace(parse_digest(digest).split(":")[1], parse_digest(other_digest)[7:])
+    with pytest.raises(ArtifactError, match="HTTP 403") as refused:
+        fetch_url(forged, other_digest, tmp_path / "other")
+    assert "X-Amz-Signature" not in str(refused.value)  # the signature is never shown
+    assert not (tmp_path / "other").exists()
+    # Nor a write.
+    request = urllib.request.Request(url, data=b"evil", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as put:
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
+    assert put.value.code == 403
+    await store.fetch(digest, tmp_path / "again")
+    assert (tmp_path / "again").read_bytes() == mine
+
+
+async def test_fetching_a_url_verifies_the_digest_and_leaves_nothing_on_a_mismatch(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = _s3_store(s3_server, monkeypatch)
+    digest = (await store.put(chunked(b"genuine", 4), limit=MIB)).digest
+    await overwrite_stored(store, digest, b"tampered")
+    url = await signed_url(store, digest, expires_in=timedelta(minutes=5))
+    with pytest.raises(ArtifactCorrupt):
+        fetch_url(url, digest, tmp_path / "bin")
+    assert list(tmp_path.iterdir()) == []
+    missing = sha256_digest(b"never uploaded")
+    with pytest.raises(ArtifactNotFound):
+        fetch_url(await signed_url(store, missing, expires_in=timedelta(minutes=5)), missing,
+                  tmp_path / "bin")  # fmt: skip
+
+
+async def test_a_folder_store_signs_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="only an s3:// store"):
+        await signed_url(
+            LocalArtifactStore(tmp_path), sha256_digest(b"x"), expires_in=timedelta(minutes=1)
+        )
+
+
+def test_redact_keeps_only_where_a_url_points() -> None:
+    url = "https://user:pw@s3.example:9000/b/sha256/ab?X-Amz-Signature=s3cr3t&X-Amz-Expires=60"
+    assert redact(url) == "https://s3.example:9000/b/sha256/ab"
+
+
+def test_fetch_binary_with_a_signed_url_writes_an_executable(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`hourglass fetch-binary` as the init container runs it: HOURGLASS_BINARY_URL only."""
+    store = _s3_store(s3_server, monkeypatch)
+
+    async def upload() -> tuple[Digest, str]:
+        digest = (await store.put(chunked(b"#!/bin/sh\necho fetched\n", 8), limit=MIB)).digest
+        return digest, await signed_url(store, digest, expires_in=timedelta(minutes=5))
+
+    digest, url = asyncio.run(upload())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HOURGLASS_"))}
+    hourglass = Path(sys.executable).with_name("hourglass")
+    result = subprocess.run(
+        [str(hourglass), "fetch-binary", digest, str(tmp_path / "task")],
+        env={**env, "HOURGLASS_BINARY_URL": url}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{digest} verified" in result.stdout
+    assert subprocess.run([str(tmp_path / "task")], capture_output=True, text=True).stdout == (
+        "fetched\n"
+    )
+    wrong = sha256_digest(b"something else")
+    result = subprocess.run(
+        [str(hourglass), "fetch-binary", wrong, str(tmp_path / "wrong")],
+        env={**env, "HOURGLASS_BINARY_URL": url}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"artifact {wrong} is corrupt" in result.stderr
+    assert "X-Amz-Signature" not in result.stderr
+    assert not (tmp_path / "wrong").exists()

@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
@@ -427,22 +428,37 @@ async def test_a_job_deleted_by_someone_else_fails_the_attempt(
     assert outcome.error == f"Job {_name(attempt)} was deleted before it finished"
 
 
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's credentials for an S3 artifact store; signing a URL uses them offline."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWORKER")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret-key")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+@pytest.mark.usefixtures("s3_credentials")
 async def test_a_binary_runs_in_the_runner_image_after_an_init_container_fetches_it(
     admin: client.ApiClient, k8s_namespace: str
 ) -> None:
+    """The init container fetches the binary from a URL the worker signed for that object
+    alone, read from the attempt's Secret: neither the store's credentials nor its address
+    are in the Job, and the task's container does not refer to the URL."""
     executor = _executor(
         admin,
         k8s_namespace,
         runner_image="registry.example/hourglass:1.2.3",
         artifacts_url="s3://artifacts/binaries?region=eu-west-1",
         service_account="hourglass-runner",
+        binary_url_seconds=900,
     )
     attempt = _attempt(task=Task(command=(), args=("--fast", "x"), binary=DIGEST))
     execution = asyncio.create_task(executor.execute(attempt))
+    name = _name(attempt)
     try:
-        job = await _job_of(admin, k8s_namespace, attempt.run_id)
+        job = await _eventually(lambda: _resumed(admin, k8s_namespace, name))
     finally:
         execution.cancel()
+    assert "worker-secret-key" not in json.dumps(job) and "s3://" not in json.dumps(job)
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "hourglass-runner"
     assert pod["volumes"] == [{"name": "hourglass-bin", "emptyDir": {}}]
@@ -450,9 +466,8 @@ async def test_a_binary_runs_in_the_runner_image_after_an_init_container_fetches
     assert fetch["name"] == "fetch"
     assert fetch["image"] == "registry.example/hourglass:1.2.3"
     assert fetch["command"] == ["hourglass", "fetch-binary", DIGEST, "/hourglass/bin/task"]
-    assert fetch["env"] == [
-        {"name": "HOURGLASS_ARTIFACTS", "value": "s3://artifacts/binaries?region=eu-west-1"}
-    ]
+    reference = {"secretKeyRef": {"name": name, "key": "hourglass.binary-url"}}
+    assert fetch["env"] == [{"name": "HOURGLASS_BINARY_URL", "valueFrom": reference}]
     assert fetch["volumeMounts"] == [{"name": "hourglass-bin", "mountPath": "/hourglass/bin"}]
     [task] = pod["containers"]
     assert task["image"] == "registry.example/hourglass:1.2.3"
@@ -460,6 +475,19 @@ async def test_a_binary_runs_in_the_runner_image_after_an_init_container_fetches
     assert task["args"] == ["--fast", "x"]
     assert task["volumeMounts"] == [{"name": "hourglass-bin", "mountPath": "/hourglass/bin"}]
     assert "HOURGLASS_FENCING_TOKEN" in {var["name"] for var in task["env"]}
+    assert all("valueFrom" not in var for var in task["env"])
+
+    secret = _secret(admin, k8s_namespace, name)
+    assert secret is not None
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    [url] = data.values()
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert parts.path == f"/artifacts/binaries/sha256/{DIGEST.split(':')[1]}"
+    assert query["X-Amz-Expires"] == ["900"]
+    assert query["X-Amz-Credential"][0].startswith("AKIAWORKER/")
+    assert "worker-secret-key" not in url
 
 
 @pytest.mark.parametrize(
@@ -467,6 +495,11 @@ async def test_a_binary_runs_in_the_runner_image_after_an_init_container_fetches
     [
         (Task(command=("echo", "hi")), {}, "the task has no container image"),
         (Task(command=(), binary=DIGEST), {}, "no artifact store configured"),
+        (
+            Task(command=(), binary=DIGEST),
+            {"artifacts_url": "file:///srv"},
+            "only an s3:// artifact store gives (this worker's is a folder",
+        ),
         (
             Task(command=(), binary="sha256:nope"),
             {"artifacts_url": "file:///srv"},
@@ -592,6 +625,7 @@ def _pod_from(job: dict[str, Any], name: str) -> dict[str, Any]:
     ],
     ids=["image", "binary"],
 )
+@pytest.mark.usefixtures("s3_credentials")
 async def test_a_restricted_namespace_admits_the_job_pod_and_refuses_a_privileged_one(
     admin: client.ApiClient, task: Task
 ) -> None:
@@ -599,7 +633,7 @@ async def test_a_restricted_namespace_admits_the_job_pod_and_refuses_a_privilege
     core = client.CoreV1Api(admin)
     try:
         executor = _executor(
-            admin, namespace, service_account="hg-hourglass-job", artifacts_url="file:///srv"
+            admin, namespace, service_account="hg-hourglass-job", artifacts_url="s3://bin"
         )
         attempt = _attempt(task=task)
         execution = asyncio.create_task(executor.execute(attempt))

@@ -19,6 +19,7 @@ from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_manifests import (
     SECRET_ANNOTATION,
     KubernetesConfig,
+    Refused,
     job_manifest,
     secret_key,
     secret_manifest,
@@ -63,7 +64,7 @@ def _containers(job: dict[str, Any]) -> list[dict[str, Any]]:
 )
 def test_every_container_of_a_job_pod_meets_the_restricted_profile(task: Task) -> None:
     config = KubernetesConfig(
-        artifacts_url="file:///srv", service_account="hg-hourglass-job", run_as_user=2000
+        artifacts_url="s3://bin", service_account="hg-hourglass-job", run_as_user=2000
     )
     job = job_manifest(config, _attempt(task))
     pod = job["spec"]["template"]["spec"]
@@ -148,11 +149,62 @@ def test_a_job_without_secret_env_has_no_secret_and_is_not_suspended() -> None:
     assert waits_for_secret(job) == ""
 
 
-def test_the_init_container_gets_only_the_artifact_store_address() -> None:
+def test_the_init_container_alone_reads_the_signed_url_of_the_binary_from_the_secret() -> None:
+    """No store credential and no store address reach the pod: the init container gets the
+    URL the worker signed for this binary, by reference to the attempt's Secret; the task's
+    container does not refer to it."""
     task = Task(command=(), binary=DIGEST, secret_env={"TOKEN": "t0ps3cret"})
     job = job_manifest(KubernetesConfig(artifacts_url="s3://b/p"), _attempt(task))
-    [fetch] = job["spec"]["template"]["spec"]["initContainers"]
-    assert fetch["env"] == [{"name": "HOURGLASS_ARTIFACTS", "value": "s3://b/p"}]
+    name = job["metadata"]["name"]
+    pod = job["spec"]["template"]["spec"]
+    [fetch] = pod["initContainers"]
+    reference = {"secretKeyRef": {"name": name, "key": "hourglass.binary-url"}}
+    assert fetch["env"] == [{"name": "HOURGLASS_BINARY_URL", "valueFrom": reference}]
+    [task_container] = pod["containers"]
+    assert reference not in [var.get("valueFrom") for var in task_container["env"]]
+    assert "s3://b/p" not in json.dumps(job)
+    assert job["spec"]["suspend"] is True and waits_for_secret(job) == name
+
+
+def test_a_binary_job_without_secret_env_still_waits_for_its_secret() -> None:
+    job = job_manifest(
+        KubernetesConfig(artifacts_url="s3://b"), _attempt(Task(command=(), binary=DIGEST))
+    )
+    assert waits_for_secret(job) == job["metadata"]["name"]
+
+
+def test_the_secret_carries_the_signed_url_beside_secret_env_and_never_mixes_them() -> None:
+    """A secret_env variable named like the URL's key cannot replace the URL: it gets a key
+    of its own."""
+    task = Task(
+        command=(), binary=DIGEST, secret_env={"hourglass.binary-url": "evil", "TOKEN": "t"}
+    )
+    attempt = _attempt(task)
+    job = job_manifest(KubernetesConfig(artifacts_url="s3://b"), attempt)
+    job["metadata"]["uid"] = "u-1"
+    url = "https://s3.example/b/sha256/ab?X-Amz-Signature=x"
+    data = secret_manifest(job, attempt, binary_url=url)["data"]
+    decoded = {key: base64.b64decode(value).decode() for key, value in data.items()}
+    assert decoded["hourglass.binary-url"] == url
+    assert decoded["TOKEN"] == "t"
+    assert decoded[secret_key("hourglass.binary-url")] == "evil"
+    assert secret_key("hourglass.binary-url").startswith("sha256-")
+    assert (
+        "hourglass.binary-url"
+        not in secret_manifest(job, _attempt(Task(command=("true",), image="x")))["data"]
+    )
+
+
+@pytest.mark.parametrize("url", ["file:///srv", "/var/lib/hourglass/artifacts"])
+def test_a_folder_store_cannot_give_a_pod_its_binary(url: str) -> None:
+    with pytest.raises(Refused, match="only an s3:// artifact store"):
+        job_manifest(KubernetesConfig(artifacts_url=url), _attempt(Task(command=(), binary=DIGEST)))
+
+
+@pytest.mark.parametrize("seconds", [0, 7 * 24 * 3600 + 1])
+def test_the_signed_url_lives_from_a_second_to_s3s_seven_days(seconds: int) -> None:
+    with pytest.raises(ValueError, match="binary_url_seconds"):
+        KubernetesConfig(binary_url_seconds=seconds)
 
 
 @pytest.mark.parametrize("uid", [0, -1, 2**31])

@@ -64,7 +64,7 @@ CONFIG = KubernetesConfig(
     namespace="hgjobs",
     job_namespaces=frozenset({"team-a"}),
     template_tenants=frozenset({"ops"}),
-    artifacts_url="file:///srv",
+    artifacts_url="s3://bin",
     service_account="hg-hourglass-job",
 )
 
@@ -171,6 +171,9 @@ def test_an_uploaded_binary_runs_in_the_first_container_after_hourglass_fetches_
     (fetch,) = pod["initContainers"]
     assert fetch["name"] == "hourglass-fetch"
     assert fetch["command"] == ["hourglass", "fetch-binary", DIGEST, "/hourglass/bin/task"]
+    url = {"secretKeyRef": {"name": job["metadata"]["name"], "key": "hourglass.binary-url"}}
+    assert fetch["env"] == [{"name": "HOURGLASS_BINARY_URL", "valueFrom": url}]
+    assert job["spec"]["suspend"] is True
     first = pod["containers"][0]
     assert first["image"] == "busybox:1.36"  # the template's image, not the runner's
     assert first["command"] == ["/hourglass/bin/task"] and first["args"] == ["--fast"]

@@ -12,8 +12,9 @@ so that a worker that dies never causes a second Job for the same attempt.
   history (attempt 1 failed, attempt 2 is the retry) and is never adopted. The mark is a JSON
   patch that first tests the token, so a holder that was replaced cannot hide the Job from
   the attempt that replaced it.
-- A Job with a `secret_env` is created suspended; its holder (the creator, or an adopter if
-  the creator died in between) creates the Secret, owned by the Job, and resumes it.
+- A Job with a `secret_env` or a binary is created suspended; its holder (the creator, or an
+  adopter if the creator died in between) creates the Secret, owned by the Job, and resumes
+  it.
 
 The pure parts (which Job to adopt, the patches) are plain functions with unit tests; the
 `Adoption` class makes the calls.
@@ -189,12 +190,15 @@ class Adoption:
         )
         return job
 
-    async def release(self, attempt: AttemptContext, job: Manifest, namespace: str) -> None:
-        """Creates the Secret that a suspended Job of ours waits for, owned by the Job, then
-        resumes the Job. Run by the creator and again by any adopter, since a worker may die
-        between the steps: an existing Secret is the one an earlier holder created."""
+    async def release(
+        self, attempt: AttemptContext, job: Manifest, namespace: str, *, binary_url: str = ""
+    ) -> None:
+        """Creates the Secret that a suspended Job of ours waits for (with the signed URL of
+        its binary, if it runs one), owned by the Job, then resumes the Job. Run by the creator
+        and again by any adopter, since a worker may die between the steps: an existing Secret
+        is the one an earlier holder created."""
         name: str = job["metadata"]["name"]
-        secret = secret_manifest(job, attempt)
+        secret = secret_manifest(job, attempt, binary_url=binary_url)
         try:
             await self.api(
                 f"create Secret {secret['metadata']['name']} of Job {name}",

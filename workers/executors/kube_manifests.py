@@ -12,12 +12,16 @@ A job's code is untrusted: another tenant may have written it. Its pod therefore
   not even the addresses of the namespace's Services are announced to it;
 - meets the restricted Pod Security profile (non-root user, no privilege escalation, every
   capability dropped, the runtime's default seccomp profile), in every container, including
-  the init container that fetches a binary.
+  the init container that fetches a binary;
+- fetches an uploaded binary without the artifact store's credentials (they read every
+  tenant's binaries): the init container alone gets a URL signed by the worker for exactly
+  that digest, for a short while (hourglass/artifact_urls.py), from the attempt's Secret.
 
 The NetworkPolicies that keep job pods away from PostgreSQL, etcd and the API are the chart's
 (charts/hourglass/templates/networkpolicy.yaml); they select job pods by RUN_LABEL.
 
-A Job with a `secret_env` is created suspended: no pod can start before its Secret exists.
+A Job with a `secret_env` or a binary is created suspended: no pod can start before its
+Secret exists.
 The executor then creates the Secret, owned by the Job (an ownerReference to the Job's uid, so
 the garbage collector deletes it with the Job), and resumes the Job. A worker that dies in
 between leaves a suspended Job that the next holder adopts, completing the same two steps.
@@ -32,6 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hourglass.artifact_urls import can_sign
 from hourglass.artifacts import parse_digest
 from hourglass.workers.executors.base import AttemptContext
 
@@ -63,11 +68,15 @@ RUNNER_UID = 10001
 # name (copied into its pods' labels) must stay within 63 characters.
 MAX_PREFIX = 63 - 1 - 36 - 1 - 5
 MAX_ID = 2**31 - 1
+MAX_BINARY_URL_SECONDS = 7 * 24 * 3600
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # What a Secret's data key may be.
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+# The key of the attempt's Secret holding the binary's signed URL (HOURGLASS_BINARY_URL of the
+# init container only); a secret_env variable of that name gets a digest key instead.
+BINARY_URL_KEY = "hourglass.binary-url"
 
 Manifest = dict[str, Any]
 
@@ -83,9 +92,11 @@ class KubernetesConfig:
     # The image that runs uploaded binaries (and fetches them in the init container); it
     # must hold the `hourglass` command.
     runner_image: str = "hourglass:latest"
-    # The artifact store binaries are fetched from (HOURGLASS_ARTIFACTS of the init
-    # container); empty: binary jobs cannot run.
+    # The artifact store binaries are fetched from: an s3:// store, which signs a URL of the
+    # binary for the init container; empty or a folder: binary jobs cannot run.
     artifacts_url: str = ""
+    # How long that signed URL stays valid: the pod must start within it.
+    binary_url_seconds: int = 3600
     # How long a finished Job (and its pod and log) stays for inspection and adoption; the
     # Jobs of a ScheduledJob are kept by its history limits instead.
     ttl_seconds_after_finished: int = 3600
@@ -143,6 +154,10 @@ class KubernetesConfig:
             raise ValueError("api_retry_seconds must not be negative")
         if self.request_timeout_seconds <= 0:
             raise ValueError("request_timeout_seconds must be positive")
+        if not 0 < self.binary_url_seconds <= MAX_BINARY_URL_SECONDS:
+            raise ValueError(
+                f"binary_url_seconds must be from 1 to {MAX_BINARY_URL_SECONDS} (S3's limit)"
+            )
 
 
 def job_name(prefix: str, attempt: AttemptContext) -> str:
@@ -154,7 +169,7 @@ def secret_key(variable: str) -> str:
     """The Secret data key holding `variable`: the name itself where Kubernetes allows it as a
     key, else a digest of it (env names may hold any character but '=' and NUL). The same for
     every holder of the run, so an adopter finds the keys the Job refers to."""
-    if _SECRET_KEY.fullmatch(variable):
+    if _SECRET_KEY.fullmatch(variable) and variable != BINARY_URL_KEY:
         return variable
     return "sha256-" + hashlib.sha256(variable.encode()).hexdigest()
 
@@ -163,6 +178,12 @@ def secret_env(attempt: AttemptContext) -> dict[str, str]:
     """The attempt's secret variables, without those that hourglass's own variables override."""
     own = attempt.environment()
     return {name: value for name, value in attempt.task.secret_env.items() if name not in own}
+
+
+def needs_secret(attempt: AttemptContext) -> bool:
+    """Whether the attempt's pod reads a Secret of its own: for its secret_env, or for the
+    signed URL of its binary."""
+    return bool(secret_env(attempt)) or bool(attempt.task.binary)
 
 
 def container_security() -> Manifest:
@@ -214,9 +235,11 @@ def add_binary(
     pod: Manifest,
     container: Manifest,
     fetch: str,
+    secret: str,
 ) -> None:
     """Makes `container` run the task's uploaded binary, which an init container named
-    `fetch` (in the runner image) puts into a volume of the pod first."""
+    `fetch` (in the runner image) puts into a volume of the pod first. It fetches the binary
+    from the URL signed for it, which it alone reads from the Secret `secret`."""
     binary = attempt.task.binary
     try:
         digest = parse_digest(binary)
@@ -226,14 +249,21 @@ def add_binary(
         raise Refused(
             f"binary {digest} not run: this worker has no artifact store configured (artifacts_url)"
         )
+    if not can_sign(config.artifacts_url):
+        raise Refused(
+            f"binary {digest} not run: a job pod fetches its binary through a signed URL, "
+            "which only an s3:// artifact store gives (this worker's is a folder, which no "
+            "pod can read)"
+        )
     mount = {"name": BIN_VOLUME, "mountPath": BIN_DIR}
     container["command"] = [BIN_PATH]
     container["volumeMounts"] = [*container.get("volumeMounts", ()), mount]
+    url = {"secretKeyRef": {"name": secret, "key": BINARY_URL_KEY}}
     fetcher = {
         "name": fetch,
         "image": config.runner_image,
         "command": ["hourglass", "fetch-binary", digest, BIN_PATH],
-        "env": [{"name": "HOURGLASS_ARTIFACTS", "value": config.artifacts_url}],
+        "env": [{"name": "HOURGLASS_BINARY_URL", "valueFrom": url}],
         "volumeMounts": [mount],
         "securityContext": container_security(),
     }
@@ -293,7 +323,9 @@ def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
     }
     if task.binary:
         container["image"] = config.runner_image
-        add_binary(config, attempt, pod=pod, container=container, fetch=FETCH_CONTAINER)
+        add_binary(
+            config, attempt, pod=pod, container=container, fetch=FETCH_CONTAINER, secret=name
+        )
     else:
         if not task.image:
             raise Refused(
@@ -320,7 +352,7 @@ def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
     if attempt.timeout is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout.total_seconds()))
     annotations = own_annotations(attempt)
-    if secret_env(attempt):
+    if needs_secret(attempt):
         spec["suspend"] = True
         annotations[SECRET_ANNOTATION] = name
     return {
@@ -331,15 +363,16 @@ def job_manifest(config: KubernetesConfig, attempt: AttemptContext) -> Manifest:
     }
 
 
-def secret_manifest(job: Manifest, attempt: AttemptContext) -> Manifest:
-    """The Secret holding `attempt`'s secret_env for `job` (as the API server returned it:
-    its uid is the owner): named as the Job names it, immutable, deleted with the Job."""
+def secret_manifest(job: Manifest, attempt: AttemptContext, *, binary_url: str = "") -> Manifest:
+    """The Secret holding `attempt`'s secret_env, and the signed URL of its binary, for `job`
+    (as the API server returned it: its uid is the owner): named as the Job names it,
+    immutable, deleted with the Job."""
     metadata = job["metadata"]
     name = (metadata.get("annotations") or {}).get(SECRET_ANNOTATION) or metadata["name"]
-    data = {
-        secret_key(variable): base64.b64encode(value.encode()).decode()
-        for variable, value in secret_env(attempt).items()
-    }
+    values = {secret_key(variable): value for variable, value in secret_env(attempt).items()}
+    if binary_url:
+        values[BINARY_URL_KEY] = binary_url
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -41,8 +41,8 @@ from hourglass.workers.executors.kube_manifests import (
     job_manifest,
     job_name,
     labels_of,
+    needs_secret,
     own_annotations,
-    secret_env,
 )
 
 OWNER_API_VERSION = "hourglass.io/v1"
@@ -147,7 +147,14 @@ def _from_template(config: KubernetesConfig, attempt: AttemptContext, text: str)
         container.setdefault("image", config.runner_image)
         if attempt.task.args:
             container["args"] = list(attempt.task.args)
-        add_binary(config, attempt, pod=pod, container=container, fetch=TEMPLATE_FETCH_CONTAINER)
+        add_binary(
+            config,
+            attempt,
+            pod=pod,
+            container=container,
+            fetch=TEMPLATE_FETCH_CONTAINER,
+            secret=name,
+        )
     for kind in ("initContainers", "containers"):
         for each in pod.get(kind) or ():
             _secured(each)
@@ -161,7 +168,7 @@ def _from_template(config: KubernetesConfig, attempt: AttemptContext, text: str)
         spec["activeDeadlineSeconds"] = max(1, math.ceil(attempt.timeout.total_seconds()))
     meta = template.get("metadata") or {}
     annotations = {**(meta.get("annotations") or {}), **own_annotations(attempt)}
-    if secret_env(attempt):
+    if needs_secret(attempt):
         spec["suspend"] = True
         annotations[SECRET_ANNOTATION] = name
     return {

@@ -23,7 +23,9 @@ ScheduledJob, the executor deletes that ScheduledJob's finished Jobs beyond its 
 limits (kube_history.py chooses which).
 
 A job's `secret_env` never appears in the Job: the pod reads it from a Secret of its own
-(`valueFrom.secretKeyRef`). Such a Job is created suspended; the executor then creates the
+(`valueFrom.secretKeyRef`). So does the init container that fetches an uploaded binary read
+the URL of it that the worker signed (hourglass/artifact_urls.py): the pod never holds the
+artifact store's credentials. Such a Job is created suspended; the executor then creates the
 Secret with an ownerReference to the Job's uid, so that it is garbage-collected with the Job,
 and resumes the Job (an adopter finishes these steps if the creator died in between). The
 Secret is deleted once the outcome is reported, and with the Job on `terminate()`. What else
@@ -47,12 +49,15 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
+from hourglass.artifact_urls import signed_url
+from hourglass.artifacts import ArtifactStore, open_store, parse_digest
 from hourglass.domain import Outcome, RunId, RunState
 from hourglass.workers.executors import kube_adoption, kube_history, kube_status
 from hourglass.workers.executors.base import AttemptContext
@@ -107,6 +112,8 @@ class KubernetesExecutor:
         self.batch = k8s.BatchV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self._adoption = kube_adoption.Adoption(batch=self.batch, core=self.core, api=self._api)
+        # The artifact store that signs binaries' URLs, opened at the first binary job.
+        self._store: ArtifactStore | None = None
         # Runs this executor is executing, and those of them terminate() is taking away.
         self._active: set[RunId] = set()
         self._terminating: set[RunId] = set()
@@ -132,7 +139,9 @@ class KubernetesExecutor:
                 return await self._until_cancelled()
             if waits_for_secret(job):
                 try:
-                    await self._adoption.release(attempt, job, namespace)
+                    await self._adoption.release(
+                        attempt, job, namespace, binary_url=await self._binary_url(attempt)
+                    )
                 except Refused:
                     # Refused for good (403, 422): a suspended Job would only linger.
                     with contextlib.suppress(Refused):
@@ -159,6 +168,21 @@ class KubernetesExecutor:
                     await self._delete_job(job)
         except Refused as refused:
             log.error("run %s: cannot delete its Jobs: %s", run_id, refused)
+
+    async def _binary_url(self, attempt: AttemptContext) -> str:
+        """The URL, signed for a while, of the attempt's binary: '' for a task without one."""
+        if not attempt.task.binary:
+            return ""
+        try:
+            if self._store is None:
+                self._store = open_store(self.config.artifacts_url)
+            return await signed_url(
+                self._store,
+                parse_digest(attempt.task.binary),
+                expires_in=timedelta(seconds=self.config.binary_url_seconds),
+            )
+        except Exception as error:  # obstore raises its own kinds (no credentials, ...)
+            raise Refused(f"cannot sign a URL of binary {attempt.task.binary}: {error}") from None
 
     # Following the Job to its end.
 
