@@ -3,8 +3,9 @@ the job. Run by the chart's test pod (templates/tests/schedule-test.yaml) with t
 Python. It speaks gRPC itself, like the operator: the CLI sends a token only over TLS or to a
 loopback server, and inside the cluster the API may be plain TCP.
 
-Environment: HOURGLASS_SERVER, HOURGLASS_TOKEN (may be empty: an --insecure API),
-HOURGLASS_TLS_CA (optional), TEST_IMAGE (the image of the job's pod), TEST_TIMEOUT (seconds).
+Environment: HOURGLASS_SERVER, HOURGLASS_TOKEN or HOURGLASS_TOKEN_FILE (neither: an --insecure
+API), HOURGLASS_TLS_CA (optional), TEST_IMAGE (the image of the job's pod), TEST_TIMEOUT
+(seconds).
 """
 
 import os
@@ -37,6 +38,10 @@ def channel(server: str) -> grpc.Channel:
 def main() -> int:
     server = os.environ["HOURGLASS_SERVER"]
     token = os.environ.get("HOURGLASS_TOKEN", "")
+    token_file = os.environ.get("HOURGLASS_TOKEN_FILE", "")
+    if token_file:  # the operator's projected service account token (TokenReview)
+        with open(token_file) as f:
+            token = f.read().strip()
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     deadline = time.monotonic() + float(os.environ.get("TEST_TIMEOUT", "300"))
     with channel(server) as chan:
