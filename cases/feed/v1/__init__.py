@@ -1,1 +1,0 @@
-"""Generated from protos/hourglass/feed/v1/feed.proto (scripts/generate-protos)."""
