@@ -471,7 +471,7 @@ def test_applying_a_scheduled_job_schedules_it_and_a_change_updates_it(
     assert job.revision == 1
     assert job.spec.name == f"{k8s_namespace}/hello"
     assert list(job.spec.task.command) == ["echo", "hello"]
-    assert job.spec.task.image == "busybox"
+    assert job.spec.task.image == "busybox:1.36"  # tagged: an untagged image is always pulled
     assert job.spec.schedule.every.interval.ToTimedelta().total_seconds() == 30
     assert job.spec.max_attempts == 3
     assert job.spec.timeout.ToTimedelta().total_seconds() == 60
