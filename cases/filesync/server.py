@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -326,7 +327,7 @@ async def start(settings: Settings, *, clock: Clock | None = None) -> Running:
         spec=parsed,
         clock=clock or SystemClock(),
         blob_store=blobs.open_blobs(settings.artifacts, settings.schema),
-        chunk_pool=await store.open_pool(settings.database_url, checked=False),
+        chunk_pool=await store.open_pool(settings.database_url, check_idle_after=math.inf),
     )
     wakeups = db.Wakeups(settings.database_url, store.CHANNEL, on_payload=files.notified)
     await wakeups.start()

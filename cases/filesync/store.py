@@ -4,7 +4,6 @@ connection's search_path), so no name here is qualified."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ RETRY_ERRORS: tuple[type[Exception], ...] = (
 CHANNEL = "filesync_changes"
 
 
-async def open_pool(dsn: str, *, max_size: int = 16, checked: bool = True) -> db.Pool:
-    """`checked=False` saves a round trip per loan, for calls whose client retries a failed
-    one on its own (HaveChunks, PutChunk)."""
-    return await db.open_pool(dsn, max_size=max_size, check_idle_after=0.0 if checked else math.inf)
+async def open_pool(dsn: str, *, max_size: int = 16, check_idle_after: float = 0.0) -> db.Pool:
+    """`check_idle_after=math.inf` saves a round trip per loan, for calls whose client retries
+    a failed one on its own (HaveChunks, PutChunk); see db.open_pool."""
+    return await db.open_pool(dsn, max_size=max_size, check_idle_after=check_idle_after)
 
 
 @dataclass(frozen=True, slots=True)

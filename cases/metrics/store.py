@@ -6,7 +6,6 @@ resource's own schema (the connection's search_path)."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +23,8 @@ class Conflict(Exception):
     """Another consumer or job got there first: the caller drops its work and moves on."""
 
 
-async def open_pool(dsn: str, *, max_size: int = 8, checked: bool = True) -> db.Pool:
-    """`checked=False` lends connections unchecked, for callers that retry a failed call."""
-    return await db.open_pool(dsn, max_size=max_size, check_idle_after=0.0 if checked else math.inf)
+async def open_pool(dsn: str, *, max_size: int = 8) -> db.Pool:
+    return await db.open_pool(dsn, max_size=max_size)
 
 
 async def series_ids(
