@@ -2,6 +2,12 @@
 started as `hourglass operator --case-image ... --case-secret ...` runs it (in a thread), and
 a Kubelet stand-in for a test bed where no kubelet runs (tests/k8s/conftest.py).
 
+`Example` names a case's example resource and what the operator makes of it; `apply_example`,
+`run_pods`, `wait_ready` and `delete_example` are the steps every case's test takes with it,
+and the `case_operator` fixture (with `redis_server`) starts the operator for the module's
+`CASE`. A case's test module lists this module in its `pytest_plugins` and keeps only what
+its case serves.
+
 The Kubelet runs one container of a Deployment the way a kubelet would, on this machine: its
 command (the hourglass image's entry point `hourglass` unless the container names another),
 its args, its env with secretKeyRefs resolved from the Secret, its ConfigMap and Secret
@@ -22,18 +28,22 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
 
 from hourglass import cases
-from hourglass.embedded import free_port
-from hourglass.operator import main
+from hourglass.embedded import EmbeddedRedis, free_port
+from hourglass.operator import main, owned
 from tests.acceptance.conftest import HOURGLASS
-from tests.k8s.test_operator import HourglassApi, RunningOperator
+from tests.k8s.conftest import KubeApiServer
+from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -49,6 +59,181 @@ def get(kubectl: Kubectl, kind: str, name: str) -> dict[str, Any] | None:
 
 def b64(text: str) -> str:
     return base64.b64decode(text).decode()
+
+
+def condition(resource: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for item in (resource or {}).get("status", {}).get("conditions") or ():
+        if item["type"] == kind:
+            return dict(item)
+    return {}
+
+
+def make_available(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    """Plays the Deployment controller: the rollout is done and every replica available."""
+    apps = client.AppsV1Api(api)
+    deployment = apps.read_namespaced_deployment(name, namespace)
+    status = {
+        "observedGeneration": deployment.metadata.generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    }
+    apps.patch_namespaced_deployment_status(name, namespace, {"status": status})
+
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "hourglass-cases"
+PLATFORM = cases.Platform(image="hourglass:test", secret=SECRET, etcd_endpoints="etcd:2379")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A case's example resource, `examples/<file>`, and the objects the operator makes of
+    it (kind and name, as kubectl names them)."""
+
+    file: str
+    kind: str  # Leaderboard
+    short: str  # lb, kubectl's short name
+    name: str  # games, the example's metadata.name
+    owned: tuple[tuple[str, str], ...]
+
+    @property
+    def path(self) -> Path:
+        return REPO / "examples" / self.file
+
+    @property
+    def crd(self) -> str:
+        return f"{self.kind.lower()}s.hourglass.io"
+
+    @property
+    def scheduled_jobs(self) -> list[str]:
+        return [name for kind, name in self.owned if kind == "scheduledjob"]
+
+    def get(self, kubectl: Kubectl) -> dict[str, Any] | None:
+        return get(kubectl, self.short, self.name)
+
+
+def platform_secret(kubectl: Kubectl, values: dict[str, str]) -> None:
+    """The platform Secret as the chart makes it (charts/hourglass: the cases' Secret)."""
+    literals = [f"--from-literal={key}={value}" for key, value in values.items()]
+    kubectl("create", "secret", "generic", SECRET, *literals)
+
+
+def apply_example(
+    kubectl: Kubectl, example: Example, api: HourglassApi
+) -> tuple[dict[str, Any], set[str]]:
+    """`kubectl apply -f` the example; waits for its status and for every object it owns,
+    checks each is owned by it (ownerReference and label), and returns the resource and
+    the hourglass job ids of its ScheduledJobs, which are scheduled in hourglass."""
+    applied = kubectl("apply", "-f", str(example.path))
+    assert f"{example.kind.lower()}.hourglass.io/{example.name} created" in applied.stdout
+    resource = wait_for(
+        f"the {example.kind}'s status",
+        lambda: condition(example.get(kubectl), "Ready") and example.get(kubectl),
+    )
+    uid = resource["metadata"]["uid"]
+    for kind, name in example.owned:
+        found = wait_for(f"{kind} {name}", lambda kind=kind, name=name: get(kubectl, kind, name))
+        (reference,) = found["metadata"]["ownerReferences"]
+        assert reference == {
+            "apiVersion": owned.API_VERSION, "kind": example.kind, "name": example.name,
+            "uid": uid, "controller": True, "blockOwnerDeletion": True,
+        }  # fmt: skip
+        assert found["metadata"]["labels"][owned.OWNER_LABEL] == uid
+    job_ids = {
+        wait_for(
+            f"{name} scheduled",
+            lambda name=name: (get(kubectl, "sj", name) or {}).get("status", {}).get("jobId"),
+        )
+        for name in example.scheduled_jobs
+    }
+    assert job_ids <= {job.id for job in api.jobs()}
+    assert condition(resource, "Ready")["status"] == "False"  # nothing runs the pods yet
+    return resource, job_ids
+
+
+def run_pods(
+    kubectl: Kubectl,
+    api: client.ApiClient,
+    namespace: str,
+    deployments: list[str],
+    folder: Path,
+) -> dict[str, Kubelet]:
+    """Plays the kubelet and the Deployment controller for `deployments`, in order (the
+    first server of a resource applies its migrations): runs each one's container, waits
+    for its readiness probe, then marks its replicas available. The caller stops them."""
+    kubelets: dict[str, Kubelet] = {}
+    try:
+        for name in deployments:
+            deployment = get(kubectl, "deployment", name)
+            assert deployment is not None
+            kubelets[name] = kubelet = Kubelet(kubectl, deployment, folder / name)
+            wait_for(f"{name}'s readiness probe", kubelet.ready, timeout=90)
+            make_available(api, namespace, name, deployment["spec"]["replicas"])
+    except BaseException:
+        for kubelet in kubelets.values():
+            kubelet.stop()
+        raise
+    return kubelets
+
+
+def wait_ready(kubectl: Kubectl, example: Example) -> dict[str, Any]:
+    """The resource once it is Ready because its Deployments are available."""
+    ready = wait_for(
+        "Ready=True",
+        lambda: (
+            condition(example.get(kubectl), "Ready").get("status") == "True"
+            and example.get(kubectl)
+        ),
+    )
+    assert condition(ready, "Ready")["reason"] == "Available"
+    return ready
+
+
+def delete_example(
+    kubectl: Kubectl, example: Example, api: HourglassApi, job_ids: set[str]
+) -> None:
+    """`kubectl delete -f` the example: everything it owned goes, its hourglass jobs too.
+
+    With no garbage collector here, removal is the operator's own, under its finalizer. A
+    ScheduledJob's finalizer first deletes its hourglass job: one DeleteJob may time out
+    (10 s) on a busy machine and be retried 5 s later."""
+    kubectl("delete", "-f", str(example.path), "--wait=true", "--timeout=30s")
+    for kind, name in example.owned:
+        wait_for(
+            f"{kind} {name} gone",
+            lambda kind=kind, name=name: get(kubectl, kind, name) is None,
+            timeout=60,
+        )
+    assert example.get(kubectl) is None
+    assert not job_ids & {job.id for job in api.jobs()}
+
+
+@pytest.fixture
+def case_operator(
+    request: pytest.FixtureRequest,
+    kube_apiserver: KubeApiServer,
+    crds: list[str],
+    k8s_namespace: str,
+    hourglass_api: HourglassApi,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RunningOperator]:
+    """The operator as `hourglass operator --case-image ... --case-secret ...` runs it, for
+    the test module's `CASE` (an Example), with the real case registry."""
+    example: Example = request.module.CASE
+    assert example.crd in crds  # the chart's generated CRD file
+    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
+    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name=example.short)
+    yield running
+    running.shutdown()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 def start_case_operator(

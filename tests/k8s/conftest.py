@@ -39,6 +39,9 @@ from kubernetes import client, config
 
 from hourglass.embedded import EmbeddedEtcd, free_port
 
+# The case tests' shared steps assert too: rewrite them like a test module's.
+pytest.register_assert_rewrite("tests.k8s.case_helpers")
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_SCRIPT = REPO / "scripts" / "k8s-tools"
 START_TIMEOUT = 60.0

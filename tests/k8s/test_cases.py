@@ -26,7 +26,7 @@ from kubernetes import client
 from hourglass import cases
 from hourglass.operator import crds, owned
 from tests.k8s import case_helpers
-from tests.k8s.case_helpers import Kubectl, get
+from tests.k8s.case_helpers import Kubectl, condition, get, make_available
 from tests.k8s.conftest import KubeApiServer
 from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
@@ -208,33 +208,12 @@ def probe(name: str, **spec: Any) -> str:
     return yaml.safe_dump(document)
 
 
-def condition(resource: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for item in (resource or {}).get("status", {}).get("conditions") or ():
-        if item["type"] == kind:
-            return dict(item)
-    return {}
-
-
 OWNED = [
     ("deployment", "probe-one"),
     ("service", "probe-one"),
     ("configmap", "probe-one-spec"),
     ("scheduledjob", "probe-one-rollup"),
 ]
-
-
-def _make_available(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
-    """Plays the Deployment controller: the rollout is done and every replica available."""
-    apps = client.AppsV1Api(api)
-    deployment = apps.read_namespaced_deployment(name, namespace)
-    status = {
-        "observedGeneration": deployment.metadata.generation,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-    }
-    apps.patch_namespaced_deployment_status(name, namespace, {"status": status})
 
 
 def test_a_resource_becomes_owned_objects_whose_status_follows_them(
@@ -289,7 +268,7 @@ def test_a_resource_becomes_owned_objects_whose_status_follows_them(
     assert condition(resource, "Degraded")["status"] == "False"
     assert status["endpoints"] == [f"grpc=probe-one.{k8s_namespace}.svc:50051"]
 
-    _make_available(k8s_client, k8s_namespace, "probe-one", 1)
+    make_available(k8s_client, k8s_namespace, "probe-one", 1)
     ready = wait_for(
         "Ready=True",
         lambda: (

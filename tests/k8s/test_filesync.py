@@ -10,56 +10,43 @@ from __future__ import annotations
 
 import hashlib
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 from kubernetes import client
 
 from hourglass import cases
 from hourglass.cases.filesync import chunking
 from hourglass.cases.filesync.v1 import filesync_pb2 as pb
 from hourglass.cases.filesync.v1 import filesync_pb2_grpc as pb_grpc
-from hourglass.operator import owned
-from tests.k8s.case_helpers import Kubectl, Kubelet, get, start_case_operator
-from tests.k8s.conftest import KubeApiServer
-from tests.k8s.test_cases import _make_available, condition
-from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
+from tests.k8s.case_helpers import (
+    Example,
+    Kubectl,
+    apply_example,
+    delete_example,
+    platform_secret,
+    run_pods,
+    wait_ready,
+)
+from tests.k8s.test_operator import HourglassApi, RunningOperator
 
-pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases"]
+pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases", "tests.k8s.case_helpers"]
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "filesync.yaml"
-SECRET = "hourglass-cases"
-PLATFORM = cases.Platform(image="hourglass:test", secret=SECRET, etcd_endpoints="etcd:2379")
-OWNED = [
-    ("deployment", "fs-team"),
-    ("service", "fs-team"),
-    ("configmap", "filesync-team-spec"),
-    ("scheduledjob", "fs-team-gc"),
-    ("scheduledjob", "fs-team-retention"),
-    ("scheduledjob", "fs-team-expire"),
-]
-
-
-@pytest.fixture
-def filesync_operator(
-    kube_apiserver: KubeApiServer,
-    crds: list[str],
-    k8s_namespace: str,
-    hourglass_api: HourglassApi,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[RunningOperator]:
-    assert "filesyncs.hourglass.io" in crds  # the chart's generated CRD file
-    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name="filesync")
-    yield running
-    running.shutdown()
+CASE = Example(
+    "filesync.yaml", "FileSync", "fs", "team",
+    owned=(
+        ("deployment", "fs-team"),
+        ("service", "fs-team"),
+        ("configmap", "filesync-team-spec"),
+        ("scheduledjob", "fs-team-gc"),
+        ("scheduledjob", "fs-team-retention"),
+        ("scheduledjob", "fs-team-expire"),
+    ),
+)  # fmt: skip
 
 
 def test_kubectl_apply_of_the_example_serves_file_sync_and_delete_removes_it(
-    filesync_operator: RunningOperator,
+    case_operator: RunningOperator,
     kubectl: Kubectl,
     k8s_client: client.ApiClient,
     k8s_namespace: str,
@@ -68,49 +55,15 @@ def test_kubectl_apply_of_the_example_serves_file_sync_and_delete_removes_it(
     tmp_path: Path,
 ) -> None:
     objects = tmp_path / "objects"
-    kubectl("create", "secret", "generic", SECRET, f"--from-literal=database-url={database_url}",
-            "--from-literal=redis-url=redis://127.0.0.1:1/0",
-            f"--from-literal=artifacts-url={objects}")  # fmt: skip
-    applied = kubectl("apply", "-f", str(EXAMPLE))
-    assert "filesync.hourglass.io/team created" in applied.stdout
-    resource = wait_for(
-        "the FileSync's status",
-        lambda: condition(get(kubectl, "fs", "team"), "Ready") and get(kubectl, "fs", "team"),
-    )
-    uid = resource["metadata"]["uid"]
+    secret = {"database-url": database_url, "redis-url": "redis://127.0.0.1:1/0"}
+    platform_secret(kubectl, {**secret, "artifacts-url": str(objects)})
+    resource, job_ids = apply_example(kubectl, CASE, hourglass_api)
     assert resource["spec"]["maxChunkBytes"] == chunking.LARGEST  # the CRD's default
-    for kind, name in OWNED:
-        found = wait_for(f"{kind} {name}", lambda kind=kind, name=name: get(kubectl, kind, name))
-        (reference,) = found["metadata"]["ownerReferences"]
-        assert (reference["kind"], reference["uid"], reference["controller"]) == (
-            "FileSync", uid, True
-        )  # fmt: skip
-        assert found["metadata"]["labels"][owned.OWNER_LABEL] == uid
-    names = ("fs-team-gc", "fs-team-retention", "fs-team-expire")
-    for name in names:
-        wait_for(
-            f"{name} scheduled",
-            lambda name=name: (get(kubectl, "sj", name) or {}).get("status", {}).get("jobId"),
-        )
-    job_ids = {get(kubectl, "sj", name)["status"]["jobId"] for name in names}  # type: ignore[index]
-    assert job_ids <= {job.id for job in hourglass_api.jobs()}
-    assert condition(resource, "Ready")["status"] == "False"
 
-    deployment = get(kubectl, "deployment", "fs-team")
-    assert deployment is not None
-    kubelet = Kubelet(kubectl, deployment, tmp_path / "pod")
+    kubelet = run_pods(kubectl, k8s_client, k8s_namespace, ["fs-team"], tmp_path)["fs-team"]
     try:
         assert kubelet.args[:3] == ["serve", "filesync", "--name"]
-        wait_for("the server's readiness probe", kubelet.ready, timeout=60)
-        _make_available(k8s_client, k8s_namespace, "fs-team", 1)
-        ready = wait_for(
-            "Ready=True",
-            lambda: (
-                condition(get(kubectl, "fs", "team"), "Ready").get("status") == "True"
-                and get(kubectl, "fs", "team")
-            ),
-        )
-        assert condition(ready, "Ready")["reason"] == "Available"
+        wait_ready(kubectl, CASE)
         # The server stores a file in the object store from the Secret, and shares it with
         # the spec's baseUrl; the admin RPC the gc ScheduledJob calls answers.
         body = b"hello from the cluster\n"
@@ -144,10 +97,4 @@ def test_kubectl_apply_of_the_example_serves_file_sync_and_delete_removes_it(
     finally:
         kubelet.stop()
 
-    kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
-    for kind, name in OWNED:
-        wait_for(
-            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
-        )
-    assert get(kubectl, "fs", "team") is None
-    assert not job_ids & {job.id for job in hourglass_api.jobs()}
+    delete_example(kubectl, CASE, hourglass_api, job_ids)

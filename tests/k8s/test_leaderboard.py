@@ -17,12 +17,10 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 from kubernetes import client
@@ -31,53 +29,39 @@ from hourglass import cases
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as pb
 from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as pb_grpc
 from hourglass.embedded import EmbeddedRedis
-from hourglass.operator import owned
-from tests.k8s.case_helpers import Kubectl, Kubelet, get, start_case_operator
-from tests.k8s.conftest import KubeApiServer
-from tests.k8s.test_cases import _make_available, condition
+from tests.k8s.case_helpers import (
+    Example,
+    Kubectl,
+    apply_example,
+    condition,
+    delete_example,
+    get,
+    platform_secret,
+    run_pods,
+    wait_ready,
+)
 from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
-pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases"]
+pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases", "tests.k8s.case_helpers"]
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "leaderboard.yaml"
-SECRET = "hourglass-cases"
-PLATFORM = cases.Platform(image="hourglass:test", secret=SECRET, etcd_endpoints="etcd:2379")
-OWNED = [
-    ("deployment", "lb-games"),
-    ("service", "lb-games"),
-    ("configmap", "leaderboard-games-spec"),
-    ("scheduledjob", "lb-games-rollup"),
-    ("scheduledjob", "lb-games-retention"),
-]
-
-
-@pytest.fixture
-def leaderboard_operator(
-    kube_apiserver: KubeApiServer,
-    crds: list[str],
-    k8s_namespace: str,
-    hourglass_api: HourglassApi,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[RunningOperator]:
-    """The operator as `hourglass operator --case-image ... --case-secret ...` runs it."""
-    assert "leaderboards.hourglass.io" in crds  # the chart's generated CRD file
-    assert "leaderboard" in cases.NAMES
-    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name="leaderboard")
-    yield running
-    running.shutdown()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis").start()
-    yield server
-    server.stop()
+CASE = Example(
+    "leaderboard.yaml",
+    "Leaderboard",
+    "lb",
+    "games",
+    owned=(
+        ("deployment", "lb-games"),
+        ("service", "lb-games"),
+        ("configmap", "leaderboard-games-spec"),
+        ("scheduledjob", "lb-games-rollup"),
+        ("scheduledjob", "lb-games-retention"),
+    ),
+)
+EXAMPLE = CASE.path
 
 
 def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it(
-    leaderboard_operator: RunningOperator,
+    case_operator: RunningOperator,
     kubectl: Kubectl,
     k8s_client: client.ApiClient,
     k8s_namespace: str,
@@ -86,42 +70,14 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
     redis_server: EmbeddedRedis,
     tmp_path: Path,
 ) -> None:
-    # The platform Secret the chart makes (charts/hourglass: the cases' Secret).
-    kubectl("create", "secret", "generic", SECRET, f"--from-literal=database-url={database_url}",
-            f"--from-literal=redis-url={redis_server.url}")  # fmt: skip
-
-    applied = kubectl("apply", "-f", str(EXAMPLE))
-    assert "leaderboard.hourglass.io/games created" in applied.stdout
-    resource = wait_for(
-        "the Leaderboard's status",
-        lambda: condition(get(kubectl, "lb", "games"), "Ready") and get(kubectl, "lb", "games"),
-    )
-    uid = resource["metadata"]["uid"]
+    assert "leaderboard" in cases.NAMES  # the real case registry, not a test-defined case
+    platform_secret(kubectl, {"database-url": database_url, "redis-url": redis_server.url})
+    resource, job_ids = apply_example(kubectl, CASE, hourglass_api)
     # The CRD's defaults are the case's: replicas filled in by the API server.
     assert resource["spec"]["replicas"] == 1
-
-    for kind, name in OWNED:
-        found = wait_for(f"{kind} {name}", lambda kind=kind, name=name: get(kubectl, kind, name))
-        (reference,) = found["metadata"]["ownerReferences"]
-        assert reference == {
-            "apiVersion": "hourglass.io/v1alpha1", "kind": "Leaderboard", "name": "games",
-            "uid": uid, "controller": True, "blockOwnerDeletion": True,
-        }  # fmt: skip
-        assert found["metadata"]["labels"][owned.OWNER_LABEL] == uid
-
-    # The rollup and retention ScheduledJobs, in `kubectl get sj`, scheduled in hourglass.
+    # The rollup and retention ScheduledJobs, in `kubectl get sj`.
     listed = kubectl("get", "sj").stdout
     assert "lb-games-rollup" in listed and "lb-games-retention" in listed
-    for name in ("lb-games-rollup", "lb-games-retention"):
-        wait_for(
-            f"{name} scheduled",
-            lambda name=name: (get(kubectl, "sj", name) or {}).get("status", {}).get("jobId"),
-        )
-    job_ids = {
-        get(kubectl, "sj", name)["status"]["jobId"]  # type: ignore[index]
-        for name in ("lb-games-rollup", "lb-games-retention")
-    }
-    assert job_ids <= {job.id for job in hourglass_api.jobs()}
 
     # Nothing runs the pods yet: not Ready.
     assert condition(resource, "Ready")["status"] == "False"
@@ -130,21 +86,10 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
 
     # Play the kubelet: run the Deployment's container; once its readiness probe answers,
     # play the Deployment controller: the replica is available.
-    deployment = get(kubectl, "deployment", "lb-games")
-    assert deployment is not None
-    kubelet = Kubelet(kubectl, deployment, tmp_path / "pod")
+    kubelet = run_pods(kubectl, k8s_client, k8s_namespace, ["lb-games"], tmp_path)["lb-games"]
     try:
         assert kubelet.args[:3] == ["serve", "leaderboard", "--name"]
-        wait_for("the server's readiness probe", kubelet.ready, timeout=60)
-        _make_available(k8s_client, k8s_namespace, "lb-games", 1)
-        ready = wait_for(
-            "Ready=True",
-            lambda: (
-                condition(get(kubectl, "lb", "games"), "Ready").get("status") == "True"
-                and get(kubectl, "lb", "games")
-            ),
-        )
-        assert condition(ready, "Ready")["reason"] == "Available"
+        wait_ready(kubectl, CASE)
         assert "True" in kubectl("get", "lb", "games").stdout  # the Ready printer column
 
         # The server answers, in the resource's own schema, with the spec's buckets, and
@@ -176,21 +121,11 @@ def test_kubectl_apply_of_the_example_serves_a_leaderboard_and_delete_removes_it
         kubelet.stop()
 
     # Deleting the resource removes everything it owns, the ScheduledJobs' jobs included.
-    kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
-    # A ScheduledJob's finalizer first deletes its hourglass job: one DeleteJob may time out
-    # (10 s) on a busy machine and be retried 5 s later.
-    for kind, name in OWNED:
-        wait_for(
-            f"{kind} {name} gone",
-            lambda kind=kind, name=name: get(kubectl, kind, name) is None,
-            timeout=60,
-        )
-    assert get(kubectl, "lb", "games") is None
-    assert not job_ids & {job.id for job in hourglass_api.jobs()}
+    delete_example(kubectl, CASE, hourglass_api, job_ids)
 
 
 def test_a_spec_the_leaderboard_refuses_is_degraded_and_the_crd_refuses_what_it_can(
-    leaderboard_operator: RunningOperator, kubectl: Kubectl
+    case_operator: RunningOperator, kubectl: Kubectl
 ) -> None:
     document = yaml.safe_load(EXAMPLE.read_text())
     document["metadata"]["name"] = "odd"

@@ -17,61 +17,42 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 
 from hourglass import cases
 from hourglass.embedded import EmbeddedRedis
-from hourglass.operator import owned
 from tests.acceptance.conftest import HOURGLASS
-from tests.k8s.case_helpers import Kubectl, Kubelet, get, start_case_operator
-from tests.k8s.conftest import KubeApiServer
-from tests.k8s.test_cases import _make_available, condition
+from tests.k8s.case_helpers import (
+    Example,
+    Kubectl,
+    apply_example,
+    delete_example,
+    platform_secret,
+    run_pods,
+    wait_ready,
+)
 from tests.k8s.test_operator import HourglassApi, RunningOperator, wait_for
 
-pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases"]
+pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_cases", "tests.k8s.case_helpers"]
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "metricspipeline.yaml"
-SECRET = "hourglass-cases"
-PLATFORM = cases.Platform(image="hourglass:test", secret=SECRET, etcd_endpoints="etcd:2379")
-DEPLOYMENTS = ["mp-telemetry", "mp-telemetry-consumer"]
-JOBS = ["mp-telemetry-compact", "mp-telemetry-downsample", "mp-telemetry-retention"]
-OWNED = [
-    *(("deployment", name) for name in DEPLOYMENTS),
-    ("service", "mp-telemetry"),
-    ("configmap", "metrics-telemetry-spec"),
-    *(("scheduledjob", name) for name in JOBS),
-]
-
-
-@pytest.fixture
-def metrics_operator(
-    kube_apiserver: KubeApiServer,
-    crds: list[str],
-    k8s_namespace: str,
-    hourglass_api: HourglassApi,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[RunningOperator]:
-    assert "metricspipelines.hourglass.io" in crds  # the chart's generated CRD file
-    monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name="metrics")
-    yield running
-    running.shutdown()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path / "redis").start()
-    yield server
-    server.stop()
+DEPLOYMENTS = ["mp-telemetry", "mp-telemetry-consumer"]  # the server first: it migrates
+CASE = Example(
+    "metricspipeline.yaml", "MetricsPipeline", "mp", "telemetry",
+    owned=(
+        *(("deployment", name) for name in DEPLOYMENTS),
+        ("service", "mp-telemetry"),
+        ("configmap", "metrics-telemetry-spec"),
+        ("scheduledjob", "mp-telemetry-compact"),
+        ("scheduledjob", "mp-telemetry-downsample"),
+        ("scheduledjob", "mp-telemetry-retention"),
+    ),
+)  # fmt: skip
 
 
 def test_kubectl_apply_of_the_example_ingests_and_serves_and_delete_removes_it(
-    metrics_operator: RunningOperator,
+    case_operator: RunningOperator,
     kubectl: Kubectl,
     k8s_client: client.ApiClient,
     k8s_namespace: str,
@@ -80,56 +61,15 @@ def test_kubectl_apply_of_the_example_ingests_and_serves_and_delete_removes_it(
     redis_server: EmbeddedRedis,
     tmp_path: Path,
 ) -> None:
-    # The platform Secret as the chart makes it, with the object store's URL.
-    kubectl("create", "secret", "generic", SECRET, f"--from-literal=database-url={database_url}",
-            f"--from-literal=redis-url={redis_server.url}",
-            f"--from-literal=artifacts-url={tmp_path / 'objects'}")  # fmt: skip
-
-    applied = kubectl("apply", "-f", str(EXAMPLE))
-    assert "metricspipeline.hourglass.io/telemetry created" in applied.stdout
-    resource = wait_for(
-        "the MetricsPipeline's status",
-        lambda: (
-            condition(get(kubectl, "mp", "telemetry"), "Ready") and get(kubectl, "mp", "telemetry")
-        ),
-    )
-    uid = resource["metadata"]["uid"]
+    # The platform Secret, with the object store's URL.
+    platform_secret(kubectl, {"database-url": database_url, "redis-url": redis_server.url,
+                              "artifacts-url": str(tmp_path / "objects")})  # fmt: skip
+    resource, job_ids = apply_example(kubectl, CASE, hourglass_api)
     assert resource["spec"]["replicas"] == 1  # a CRD default, filled in by the API server
-    for kind, name in OWNED:
-        found = wait_for(f"{kind} {name}", lambda kind=kind, name=name: get(kubectl, kind, name))
-        (reference,) = found["metadata"]["ownerReferences"]
-        assert reference == {
-            "apiVersion": "hourglass.io/v1alpha1", "kind": "MetricsPipeline",
-            "name": "telemetry", "uid": uid, "controller": True, "blockOwnerDeletion": True,
-        }  # fmt: skip
-        assert found["metadata"]["labels"][owned.OWNER_LABEL] == uid
-    job_ids = {
-        wait_for(
-            f"{name} scheduled",
-            lambda name=name: (get(kubectl, "sj", name) or {}).get("status", {}).get("jobId"),
-        )
-        for name in JOBS
-    }
-    assert job_ids <= {job.id for job in hourglass_api.jobs()}
-    assert condition(resource, "Ready")["status"] == "False"  # nothing runs the pods yet
 
-    kubelets: dict[str, Kubelet] = {}
+    kubelets = run_pods(kubectl, k8s_client, k8s_namespace, DEPLOYMENTS, tmp_path)
     try:
-        for name in DEPLOYMENTS:  # the server first: it applies the schema's migrations
-            deployment = get(kubectl, "deployment", name)
-            assert deployment is not None
-            kubelets[name] = kubelet = Kubelet(kubectl, deployment, tmp_path / name)
-            wait_for(f"{name}'s readiness probe", kubelet.ready, timeout=90)
-            _make_available(k8s_client, k8s_namespace, name, deployment["spec"]["replicas"])
-        ready = wait_for(
-            "Ready=True",
-            lambda: (
-                condition(get(kubectl, "mp", "telemetry"), "Ready").get("status") == "True"
-                and get(kubectl, "mp", "telemetry")
-            ),
-        )
-        assert condition(ready, "Ready")["reason"] == "Available"
-
+        wait_ready(kubectl, CASE)
         server = kubelets["mp-telemetry"]
         address = f"127.0.0.1:{server.ports['grpc']}"
         at = int(time.time() * 1000) - 1_000
@@ -165,10 +105,4 @@ def test_kubectl_apply_of_the_example_ingests_and_serves_and_delete_removes_it(
         for kubelet in kubelets.values():
             kubelet.stop()
 
-    kubectl("delete", "-f", str(EXAMPLE), "--wait=true", "--timeout=30s")
-    for kind, name in OWNED:
-        wait_for(
-            f"{kind} {name} gone", lambda kind=kind, name=name: get(kubectl, kind, name) is None
-        )
-    assert get(kubectl, "mp", "telemetry") is None
-    assert not job_ids & {job.id for job in hourglass_api.jobs()}
+    delete_example(kubectl, CASE, hourglass_api, job_ids)
