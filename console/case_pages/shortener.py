@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from hourglass.console.case_pages import charts
 from hourglass.console.case_pages.common import (
@@ -101,7 +102,7 @@ async def act(ctx: Context) -> str | Values:
     except ApiError as exc:
         return refused(exc, INPUTS, form)
     remember(ctx.kept(CASE), made.key, {"delete_token": made.delete_token}, limit=KEEP)
-    return f"/cases/{CASE}?key={made.key}"
+    return f"/cases/{CASE}?{urlencode({'key': made.key})}"
 
 
 PAGE = CasePage(CASE, "Shortener", show, act)

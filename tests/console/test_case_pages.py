@@ -94,7 +94,7 @@ def test_the_shortener_page_shows_a_links_visits_on_its_chart(
 
     wait_until(counted, what="three visits on the link's page")
     page = tab.page
-    today = page.locator("#link svg.chart rect").last
+    today = page.locator("#link svg.days rect").last
     assert today.locator("title").text_content().endswith(": 3 visits")
     assert float(today.get_attribute("height") or 0) > 0
     assert page.locator("#link table", has_text="news.example").is_visible()
