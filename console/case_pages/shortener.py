@@ -10,7 +10,7 @@ up adds it. The counts come from the shortener's Stats call on every view.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,15 +51,14 @@ def _days(stats: Any) -> dict[str, int]:
     return {count.name: count.count for count in stats.days}
 
 
-async def _row(ctx: Context, key: str, today: Any) -> Values:
+async def _row(ctx: Context, key: str, today: date) -> Values:
     """One kept link and its visits of the last ROW_DAYS days; "gone" once purged."""
     try:
         stats = await _stats(ctx, key)
     except ApiError as exc:
         return {"key": key, "gone": exc.message}
     chart = charts.day_bars(_days(stats), last=today, count=ROW_DAYS, width=140, height=24)
-    return {"key": key, "gone": "", "url": stats.url, "kind": stats.kind, "total": stats.total,
-            "chart": chart}  # fmt: skip
+    return {"key": key, "gone": "", "url": stats.url, "total": stats.total, "chart": chart}
 
 
 async def show(ctx: Context) -> Values:
