@@ -1,87 +1,52 @@
-"""The case pages: one entry per case in PAGES, shown once `hourglass console --case-server
-<case>=HOST:PORT` (or `hourglass dev --case <case>`) says where its server is.
+"""The case pages' router: one entry per case in PAGES (a module each, in case_pages/),
+shown once `hourglass console --case-server <case>=HOST:PORT` (or `hourglass dev --case
+<case>`) says where its server is.
 
-Adding a case's page is a small entry: a function that gets the request, a channel to the
-case's gRPC server and the user's token, and returns a template and its values; plus the
-template `case_<name>.html`. The user's token travels with every call, as with the API.
+Adding a case's page is a module with a CasePage: `show` gets a Context (the request, a
+channel to the case's gRPC server, the session) and returns the template's values, and an
+optional `act` handles the page's form posts; plus the template `case_<name>.html`. The
+user's token travels with every call, as with the API. A case that is not configured here
+answers a page that says so (404); one whose server does not answer, a page that says that
+(503): never a 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import asyncio
 
 import grpc
 import grpc.aio
 from aiohttp import web
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from hourglass.console.client import api_error
+from hourglass.console.case_pages import filesync, leaderboard, metrics, shortener
+from hourglass.console.case_pages.common import CaseDown, CasePage, Context
 
-Values = dict[str, Any]
-Show = Callable[[web.Request, grpc.aio.Channel, str], Awaitable[Values]]
+# How long a page waits for its case's server to take a connection before it says that the
+# server does not answer; and the longest pause between two tries to reconnect (gRPC's default
+# grows to two minutes, which would leave a page saying so long after the server is back).
+READY_SECONDS = 3.0
+CHANNEL_OPTIONS = [("grpc.max_reconnect_backoff_ms", 5_000)]
 
-
-@dataclass(frozen=True)
-class CasePage:
-    name: str
-    title: str
-    show: Show
-
-
-LEADERBOARD_WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+PAGES: dict[str, CasePage] = {
+    page.name: page for page in (leaderboard.PAGE, shortener.PAGE, filesync.PAGE, metrics.PAGE)
+}
 
 
-async def leaderboard(request: web.Request, channel: grpc.aio.Channel, token: str) -> Values:
-    """The top K keys of an event type over a window the user picks."""
-    from hourglass.cases.leaderboard.v1 import leaderboard_pb2 as lb
-    from hourglass.cases.leaderboard.v1 import leaderboard_pb2_grpc as lb_grpc
-
-    query = request.query
-    window = query.get("window", "24h")
-    window = window if window in LEADERBOARD_WINDOWS else "24h"
-    event_type = query.get("type", "page_view")
-    k_text = query.get("k", "10")
-    values: Values = {
-        "event_type": event_type,
-        "k": k_text,
-        "window": window,
-        "windows": list(LEADERBOARD_WINDOWS),
-        "entries": [],
-        "error": "",
-        "error_field": "",
-    }
-    try:
-        k = int(k_text)
-    except ValueError:
-        values.update(error=f"k: {k_text!r} is not a number", error_field="k")
-        return values
-    end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    start, stop = Timestamp(), Timestamp()
-    start.FromDatetime(end - timedelta(seconds=LEADERBOARD_WINDOWS[window]))
-    stop.FromDatetime(end)
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    try:
-        answer = await lb_grpc.LeaderboardStub(channel).FetchLeaderboard(
-            lb.FetchLeaderboardRequest(event_type=event_type, k=k, start=start, end=stop),
-            metadata=metadata,
-            timeout=15,
-        )
-    except grpc.aio.AioRpcError as exc:
-        error = api_error(exc)
-        values.update(error=error.message, error_field=error.field)
-        return values
-    top = max((entry.count for entry in answer.entries), default=0)
-    values["entries"] = [
-        {"key": entry.key, "count": entry.count, "width": entry.count / top * 100 if top else 0}
-        for entry in answer.entries
-    ]
-    return values
-
-
-PAGES = {page.name: page for page in [CasePage("leaderboard", "Leaderboard", leaderboard)]}
+async def _connected(channel: grpc.aio.Channel) -> None:
+    """Returns once the channel is connected; CaseDown when it fails to connect, or has not
+    within READY_SECONDS."""
+    ready, failed = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_SECONDS
+    state = channel.get_state(try_to_connect=True)
+    while state != ready:
+        if state == failed:
+            raise CaseDown("it refuses connections, or cannot be reached")
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), deadline - loop.time())
+        except TimeoutError:
+            raise CaseDown(f"no connection within {READY_SECONDS:g}s") from None
+        state = channel.get_state(try_to_connect=True)
 
 
 class CaseServers:
@@ -101,7 +66,9 @@ class CaseServers:
 
     def channel(self, name: str) -> grpc.aio.Channel:
         if name not in self._channels:
-            self._channels[name] = grpc.aio.insecure_channel(self._servers[name])
+            self._channels[name] = grpc.aio.insecure_channel(
+                self._servers[name], options=CHANNEL_OPTIONS
+            )
         return self._channels[name]
 
     async def close(self) -> None:
@@ -110,13 +77,66 @@ class CaseServers:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/cases/{case}", self.page)
+        app.router.add_post("/cases/{case}", self.post)
 
-    async def page(self, request: web.Request) -> web.Response:
+    def _context(self, request: web.Request) -> tuple[CasePage, Context] | web.Response:
         from hourglass.console import app as console
 
         name = request.match_info["case"]
+        if name not in PAGES:
+            return console.render(
+                request, "error.html", status=404, error=f"There is no case page {name!r}."
+            )
+        page = PAGES[name]
         if name not in self._servers:
-            raise web.HTTPNotFound(text=f"no case {name!r} here")
-        token = console.session_of(request).token
-        values = await PAGES[name].show(request, self.channel(name), token)
-        return console.render(request, f"case_{name}.html", title=PAGES[name].title, **values)
+            return console.render(
+                request,
+                "case_down.html",
+                status=404,
+                title=page.title,
+                case=name,
+                reason="",
+                address="",
+            )
+        return page, Context(request, self.channel(name), console.session_of(request))
+
+    async def page(self, request: web.Request) -> web.Response:
+        return await self._answer(request, post=False)
+
+    async def post(self, request: web.Request) -> web.Response:
+        return await self._answer(request, post=True)
+
+    async def _answer(self, request: web.Request, *, post: bool) -> web.Response:
+        from hourglass.console import app as console
+
+        found = self._context(request)
+        if isinstance(found, web.Response):
+            return found
+        page, ctx = found
+        status, errors = 200, {}
+        try:
+            # Up front, so that a page which calls nothing yet (no link kept, no query asked)
+            # still says that its server is down, before anyone fills a form.
+            await _connected(ctx.channel)
+            if post:
+                if page.act is None:
+                    raise web.HTTPMethodNotAllowed("POST", ["GET"])
+                done = await page.act(ctx)
+                if isinstance(done, str):
+                    raise web.HTTPSeeOther(done)
+                status, errors = 400, done
+            values = await page.show(ctx)
+        except CaseDown as exc:
+            return console.render(
+                request,
+                "case_down.html",
+                status=503,
+                title=page.title,
+                case=page.name,
+                reason=str(exc),
+                address=self._servers[page.name],
+            )
+        values.update(errors)
+        return console.render(
+            request, f"case_{page.name}.html", status=status, title=page.title, **values
+        )

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 IDLE_SECONDS = 12 * 3600
 MAX_SESSIONS = 10_000
@@ -31,6 +32,10 @@ class Session:
     # What the sign-in learned about the token, for the header.
     namespace: str
     last_seen: float = field(default=0.0)
+    # What the case pages keep for this session, by case (bounded by each page): the
+    # shortener's links made or looked up here, the FileSync workspace tokens opened here.
+    # It goes with the session, at sign-out or when it expires.
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def csrf_matches(self, given: str) -> bool:
         return hmac.compare_digest(self.csrf.encode(), given.encode())

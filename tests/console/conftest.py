@@ -20,6 +20,8 @@ from tests.acceptance.conftest import Processes
 CHROMIUM = os.environ.get("HOURGLASS_CHROMIUM", "/usr/bin/chromium")
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parents[2]
+# The cases `hourglass dev` runs beside the console, each with its page.
+CASES = ("leaderboard", "shortener", "filesync", "metrics")
 
 
 @dataclass
@@ -29,6 +31,9 @@ class Console:
     database_url: str
     # The leaderboard case's gRPC address (dev runs it with --case leaderboard).
     leaderboard: str
+    # Every case's gRPC HOST:PORT and HTTP base URL, by name, as `hourglass dev` printed them.
+    grpc: dict[str, str]
+    http: dict[str, str]
 
     def token(self, namespace: str) -> str:
         created = self.dev.cli(
@@ -56,16 +61,23 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         f"127.0.0.1:{port}",
         "--console",
         f"127.0.0.1:{console_port}",
-        "--case",
-        "leaderboard",
+        *(arg for case in CASES for arg in ("--case", case)),
     )
     procs.wait_for_log("dev", f"serving hourglass.v1.JobScheduler on 127.0.0.1:{port}", 90)
     procs.wait_for_log("dev", "console on http://", 30)
     database = re.search(r"database: (\S+)", procs.log("dev"))
-    leaderboard = re.search(r"leaderboard: gRPC (\S+),", procs.log("dev"))
-    assert database is not None and leaderboard is not None
+    faces = dict(
+        (found.group(1), (found.group(2), found.group(3)))
+        for found in re.finditer(r"(\w+): gRPC ([^\s,]+), HTTP (\S+) ", procs.log("dev"))
+    )
+    assert database is not None and set(CASES) <= set(faces), procs.log("dev")
     yield Console(
-        procs, f"http://127.0.0.1:{console_port}", database.group(1), leaderboard.group(1)
+        procs,
+        f"http://127.0.0.1:{console_port}",
+        database.group(1),
+        faces["leaderboard"][0],
+        grpc={name: face[0] for name, face in faces.items()},
+        http={name: face[1] for name, face in faces.items()},
     )
     procs.stop_all()
 
