@@ -479,6 +479,17 @@ def test_the_console_is_a_client_of_the_api_with_an_optional_ingress(
     assert mutual.returncode != 0
     assert "console.apiClientCert.existingSecret is required" in mutual.stderr
 
+    # The cases whose pages it shows, each with its server; a name that is no case is refused.
+    with_cases = template("--set", "console.caseServers.leaderboard=lb-games.games.svc:50051")
+    assert with_cases.returncode == 0, with_cases.stderr
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in _documents(with_cases.stdout)}
+    deployment = objects[("Deployment", "hg-hourglass-console")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--case-server", "leaderboard=lb-games.games.svc:50051"]
+    unknown = template("--set", "console.caseServers.ledger=l:1")
+    assert unknown.returncode != 0
+    assert "ledger" in unknown.stderr and "must be one of 'leaderboard'" in unknown.stderr
+
 
 @pytest.mark.parametrize(
     ("values", "hooks"),
