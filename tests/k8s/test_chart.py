@@ -334,11 +334,14 @@ def test_the_chart_renders_what_the_brief_asks_for(
         if d["kind"] == "Role"
     )
     assert roles == [
+        ("hourglass", "hg-hourglass-operator-cleanup-lease"),  # the uninstall hooks'
         ("hourglass", "hg-hourglass-operator-leader"),
         ("jobs-a", "hg-hourglass-worker"),
         ("jobs-b", "hg-hourglass-worker"),
         ("team-a", "hg-hourglass-operator"),
+        ("team-a", "hg-hourglass-operator-cleanup"),
         ("team-b", "hg-hourglass-operator"),
+        ("team-b", "hg-hourglass-operator-cleanup"),
     ]
     cluster_roles = sorted(name for kind, name in objects if kind == "ClusterRole")
     assert cluster_roles == ["hourglass-hg-hourglass-operator-kopf"]
@@ -849,7 +852,7 @@ def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace
 
     documents = _documents(template(release=name, namespace=namespace).stdout)
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert len(workloads) == 10  # with the bundled Redis and the console
+    assert len(workloads) == 12  # with the bundled Redis, the console and the uninstall hooks
     for document in workloads:
         pod = _pod_of(document, f"{document['metadata']['name']}-0")
         core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused
