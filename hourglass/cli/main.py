@@ -14,6 +14,7 @@ from hourglass import logs
 from hourglass.cli import admin, client, completion, components, exit_codes, quota, serve
 from hourglass.cli import console as console_command
 from hourglass.cli import locks as lock_commands
+from hourglass.cli import uninstall as uninstall_command
 from hourglass.cli.options import (
     add_client_options,
     add_metrics_option,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metrics_case.add_argument("case_args", nargs="*", metavar="--server HOST:PORT send|fetch|...")
     completion.add_parser(commands)
+    uninstall_command.add_parser(commands)
     return parser
 
 
@@ -171,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.metrics import cli as metrics_cli
 
         return metrics_cli.main(args.case_args)
+    if args.command in uninstall_command.COMMANDS:
+        return uninstall_command.run(parser, args)
     if args.command in admin.COMMANDS:
         return admin.run(parser, args)
     return quota.run(parser, args)

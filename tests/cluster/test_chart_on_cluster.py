@@ -7,7 +7,9 @@ the node runs. The user's paths, as the README and NOTES.txt give them:
 2. the worker pod that holds a running attempt is deleted: its successor adopts the same Job
    (one Job, one pod for the run) and the API's attempt history says so;
 3. `helm test` (the chart's test hook schedules a job and waits for it), `helm upgrade` to a
-   changed value, `helm uninstall` leaving only what the chart documents it keeps.
+   changed value, `helm uninstall` with a ScheduledJob still there (the pre-delete hook
+   deletes it while the operator runs), leaving only what the chart documents it keeps, and
+   no Lease.
 
 Each test prints the pods and Jobs it saw. The tests run in this order on one release.
 """
@@ -277,7 +279,28 @@ def test_helm_test_upgrade_and_uninstall(cluster: Cluster, release: Release) -> 
     out = cluster.helm("test", name, "--namespace", ns, "--timeout", "6m", timeout=420)
     assert "Phase:          Succeeded" in out
 
-    cluster.helm("uninstall", name, "--namespace", ns, "--wait", "--timeout", "5m", timeout=400)
+    # A ScheduledJob left in place, with the operator's finalizer on it: the chart's pre-delete
+    # hook deletes it while the operator still runs, so the uninstall does not hang on it.
+    document = yaml.safe_load((REPO / "examples" / "scheduledjob.yaml").read_text())
+    document["metadata"]["name"] = "left-at-uninstall"
+    document["spec"]["task"]["image"] = BUSYBOX
+    cluster.kubectl("--namespace", ns, "apply", "-f", "-", input=yaml.safe_dump(document))
+    wait_until(
+        "the operator to take it (its finalizer and job)",
+        lambda: _scheduled_job(cluster, ns, "left-at-uninstall").get("status", {}).get("jobId"),
+        timeout=120,
+    )
+    left_sjs = cluster.kubectl("--namespace", ns, "get", "scheduledjobs", "-o", "name").split()
+    print(f"ScheduledJobs before helm uninstall: {left_sjs}")
+    assert "scheduledjob.hourglass.io/left-at-uninstall" in left_sjs
+    started = time.monotonic()
+    out = cluster.helm(
+        "uninstall", name, "--namespace", ns, "--wait", "--timeout", "5m", timeout=400
+    )
+    print(f"\n$ helm uninstall {name} ({time.monotonic() - started:.0f}s)\n{out}")
+    assert cluster.kubectl("--namespace", ns, "get", "scheduledjobs", "-o", "name").strip() == ""
+    leases = cluster.kubectl("--namespace", ns, "get", "leases", "-o", "name").split()
+    assert "lease.coordination.k8s.io/hourglass-operator" not in leases, leases
     selector = f"app.kubernetes.io/instance={name}"
 
     def chart_objects_gone() -> list[str] | None:

@@ -112,6 +112,11 @@ def _is_hook(document: dict[str, Any]) -> bool:
     return "helm.sh/hook" in (document["metadata"].get("annotations") or {})
 
 
+def _is_uninstall_hook(document: dict[str, Any]) -> bool:
+    """pre-delete and post-delete hooks (operator-cleanup.yaml): install does not run them."""
+    return "delete" in (document["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+
+
 @pytest.fixture(scope="module")
 def helm(k8s_tool: Callable[[str], Path]) -> Path:
     return k8s_tool("helm")
@@ -329,11 +334,14 @@ def test_the_chart_renders_what_the_brief_asks_for(
         if d["kind"] == "Role"
     )
     assert roles == [
+        ("hourglass", "hg-hourglass-operator-cleanup-lease"),  # the uninstall hooks'
         ("hourglass", "hg-hourglass-operator-leader"),
         ("jobs-a", "hg-hourglass-worker"),
         ("jobs-b", "hg-hourglass-worker"),
         ("team-a", "hg-hourglass-operator"),
+        ("team-a", "hg-hourglass-operator-cleanup"),
         ("team-b", "hg-hourglass-operator"),
+        ("team-b", "hg-hourglass-operator-cleanup"),
     ]
     cluster_roles = sorted(name for kind, name in objects if kind == "ClusterRole")
     assert cluster_roles == ["hourglass-hg-hourglass-operator-kopf"]
@@ -383,12 +391,14 @@ class JobController:
 def release(
     helm: Path, kube_apiserver: KubeApiServer, k8s_namespace: str
 ) -> Iterator[tuple[str, str]]:
-    """A release name for this test; uninstalled afterwards (its ClusterRoles are cluster-wide)."""
+    """A release name for this test; uninstalled afterwards (its ClusterRoles are cluster-wide),
+    without the uninstall hooks, whose Jobs no controller runs here (test_operator_cleanup.py
+    runs their commands)."""
     name = f"hg{uuid.uuid4().hex[:6]}"
     yield name, k8s_namespace
     _run(
         [helm, "uninstall", name, "--namespace", k8s_namespace, "--kubeconfig",
-         kube_apiserver.kubeconfig, "--timeout", HELM_TIMEOUT]
+         kube_apiserver.kubeconfig, "--timeout", HELM_TIMEOUT, "--no-hooks"]
     )  # fmt: skip
 
 
@@ -534,7 +544,7 @@ def test_helm_install_creates_every_object_of_the_chart(
     assert [
         f"{d['kind']}/{d['metadata']['name'].removeprefix(f'{name}-hourglass-')}"
         for d in documents
-        if _is_hook(d)
+        if _is_hook(d) and not _is_uninstall_hook(d)
     ] == hooks
 
     dynamic = DynamicClient(k8s_client)
@@ -853,7 +863,7 @@ def test_every_pod_of_the_release_and_the_executor_passes_a_restricted_namespace
 
     documents = _documents(template(release=name, namespace=namespace).stdout)
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet", "Job")]
-    assert len(workloads) == 10  # with the bundled Redis and the console
+    assert len(workloads) == 12  # with the bundled Redis, the console and the uninstall hooks
     for document in workloads:
         pod = _pod_of(document, f"{document['metadata']['name']}-0")
         core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises if refused
