@@ -17,9 +17,10 @@ SECRET_VALUE = "console-secret-never-shown"
 HOSTILE_NAME = '<img src=x onerror="window.pwned=true">'
 
 
-@pytest.fixture
-def tab(browser: Any, console: Console) -> Iterator[Page]:
-    opened = Page(browser, console.url)
+@pytest.fixture(params=[(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def tab(request: pytest.FixtureRequest, browser: Any, console: Console) -> Iterator[Page]:
+    width, height = request.param
+    opened = Page(browser, console.url, width=width, height=height)
     yield opened
     opened.close()
     assert not opened.blocked, f"the Content-Security-Policy blocked: {opened.blocked}"
@@ -43,7 +44,7 @@ def test_an_updated_job_shows_its_revisions_newest_first_with_what_changed(
     page = tab.go(f"/jobs/{job_id}")
     page.evaluate("window.pwned = false")
     # The caption names the table for assistive technology.
-    table = page.get_by_role("table", name=re.compile("Every spec this job has had"))
+    table = page.get_by_role("table", name=re.compile("Every spec of this job"))
     rows = table.locator("tbody tr")
     assert rows.count() == 2
     newest, oldest = rows.nth(0), rows.nth(1)
@@ -62,7 +63,12 @@ def test_an_updated_job_shows_its_revisions_newest_first_with_what_changed(
     assert page.evaluate("window.pwned === true") is False
     assert SECRET_VALUE not in page.content()
 
+    # It fits the screen: only the table scrolls sideways, inside the section.
+    width = page.viewport_size["width"]
+    section = page.locator("section[aria-labelledby=revisions-h]").bounding_box()
+    assert section is not None and section["x"] + section["width"] <= width + 1
+
     violations = tab.axe()
     assert not violations, f"axe found serious violations on the job page: {violations}"
     table.scroll_into_view_if_needed()
-    page.screenshot(path=str(screenshots / "job-revisions.png"), full_page=True)
+    page.screenshot(path=str(screenshots / f"job-revisions-{width}.png"), full_page=True)
