@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import convert, validation, watch
+from hourglass.api import convert, revisions, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
@@ -333,6 +333,16 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         if job is None:
             await _not_found(context, job_id)
         return pb.UpdateJobResponse(job=convert.job_to_pb(job))
+
+    @_answers_invalid
+    async def ListJobRevisions(
+        self, request: pb.ListJobRevisionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobRevisionsResponse:
+        namespace = await self.auth.namespace(context)
+        page = await revisions.list_page(self.pool, request, namespace=namespace)
+        if page is None:
+            await _not_found(context, validation.job_id(request.job_id))
+        return page
 
     @_answers_invalid
     async def PauseJob(

@@ -1,5 +1,5 @@
 """The Jobs page (search, filter, schedule a job) and the Job page (spec, next fires,
-actions, recent runs)."""
+actions, recent runs, revisions)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from hourglass.console import app as console
-from hourglass.console import forms, views
+from hourglass.console import forms, revisions, views
 from hourglass.console.client import ApiError
 from hourglass.v1 import scheduler_pb2 as pb
 
@@ -139,6 +139,10 @@ async def job_page(
     request: web.Request, *, status: int = 200, error: ApiError | forms.FormError | None = None
 ) -> web.Response:
     job_id = request.match_info["job_id"]
+    # The revisions are asked for beside the job, not after it.
+    history = asyncio.create_task(
+        revisions.newest(request.app[console.API], job_id, token=console.session_of(request).token)
+    )
     try:
         found = await request.app[console.API].call(
             "GetJobStatus",
@@ -146,6 +150,7 @@ async def job_page(
             token=console.session_of(request).token,
         )
     except ApiError as exc:
+        history.cancel()
         return _not_found(request, exc)
     job = found.job
     job_zone_name = job.spec.schedule.cron.time_zone or "UTC"
@@ -166,6 +171,7 @@ async def job_page(
         user_zone=views.zone(user_zone_name) if user_zone_name else None,
         user_zone_name=user_zone_name,
         runs=list(found.recent_runs),
+        revisions=await history,
         run_state=views.run_state,
         instant=views.instant,
         zoned=views.zoned,

@@ -14,6 +14,7 @@ from hourglass import logs
 from hourglass.cli import admin, client, completion, components, exit_codes, quota, serve
 from hourglass.cli import console as console_command
 from hourglass.cli import locks as lock_commands
+from hourglass.cli import revisions as revision_commands
 from hourglass.cli import uninstall as uninstall_command
 from hourglass.cli.options import (
     add_client_options,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client.add_parsers(commands)
+    revision_commands.add_parser(commands)
     lock_commands.add_parsers(commands, add_client_options=add_client_options)
     components.add_parsers(commands)
     console_command.add_parser(commands)
@@ -145,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return lock_commands.run(parser, args)
     if args.command in client.COMMANDS:
         return client.run(parser, args)
+    if args.command in revision_commands.COMMANDS:
+        return revision_commands.run(parser, args)
     if args.command in console_command.COMMANDS:
         return console_command.run(parser, args)
     if args.command in components.COMMANDS:

@@ -62,6 +62,11 @@ class JobSchedulerStub:
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.SerializeToString,
                 response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.FromString,
                 _registered_method=True)
+        self.ListJobRevisions = channel.unary_unary(
+                '/hourglass.v1.JobScheduler/ListJobRevisions',
+                request_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsRequest.SerializeToString,
+                response_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsResponse.FromString,
+                _registered_method=True)
         self.PauseJob = channel.unary_unary(
                 '/hourglass.v1.JobScheduler/PauseJob',
                 request_serializer=hourglass_dot_v1_dot_scheduler__pb2.PauseJobRequest.SerializeToString,
@@ -158,6 +163,14 @@ class JobSchedulerServicer:
     def UpdateJob(self, request, context):
         """Replaces a job's spec (schedule, task, policies). Runs already recorded keep the spec they
         ran with; the job's earlier specs are kept as revisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobRevisions(self, request, context):
+        """The specs a job has had, newest first, a page at a time: revision 1 is the spec it was
+        scheduled with, and each UpdateJob adds one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -271,6 +284,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.UpdateJob,
                     request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.FromString,
                     response_serializer=hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.SerializeToString,
+            ),
+            'ListJobRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobRevisions,
+                    request_deserializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsRequest.FromString,
+                    response_serializer=hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsResponse.SerializeToString,
             ),
             'PauseJob': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseJob,
@@ -466,6 +484,33 @@ class JobScheduler:
             '/hourglass.v1.JobScheduler/UpdateJob',
             hourglass_dot_v1_dot_scheduler__pb2.UpdateJobRequest.SerializeToString,
             hourglass_dot_v1_dot_scheduler__pb2.UpdateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hourglass.v1.JobScheduler/ListJobRevisions',
+            hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsRequest.SerializeToString,
+            hourglass_dot_v1_dot_scheduler__pb2.ListJobRevisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1019,6 +1019,32 @@ def test_list_runs(
 
 
 @PROPERTY
+@given(job=job_refs(), updates=st.integers(0, 3), page_size=page_sizes, token=page_token_refs())
+def test_list_job_revisions(
+    api: LiveApi, job: tuple[str, Any], updates: int, page_size: int, token: tuple[str, Any]
+) -> None:
+    job_id = api.job_id(job)
+    update = pb.UpdateJobRequest(job_id=job_id, spec=_valid_spec())
+    for _ in range(updates if job[0] == "fresh" else 0):
+        updated = _answer(lambda: api.stub.UpdateJob(update, timeout=CALL_TIMEOUT))
+        if updated.code != grpc.StatusCode.OK:
+            break  # cancelled or deleted: it keeps the revisions it has
+    request = pb.ListJobRevisionsRequest(
+        job_id=job_id, page_size=page_size, page_token=api.page_token(token)
+    )
+    answer = api.check(
+        pb.ListJobRevisionsRequest.DESCRIPTOR,
+        lambda: api.stub.ListJobRevisions(request, timeout=CALL_TIMEOUT),
+    )
+    if answer.code != grpc.StatusCode.OK:
+        return
+    numbers = [revision.revision for revision in answer.response.revisions]
+    assert numbers == sorted(set(numbers), reverse=True) and len(numbers) <= (page_size or 50)
+    if answer.response.next_page_token:
+        api.page_tokens.append(answer.response.next_page_token)
+
+
+@PROPERTY
 @given(run=run_refs())
 def test_cancel_run(api: LiveApi, run: tuple[str, Any]) -> None:
     request = pb.CancelRunRequest(run_id=api.run_id(run))
@@ -1195,6 +1221,13 @@ STRING_FIELDS: dict[str, list[tuple[str, Callable[[str], Message]]]] = {
     "ListRuns": [
         ("job_id", lambda text: pb.ListRunsRequest(job_id=text)),
         ("page_token", lambda text: pb.ListRunsRequest(job_id=_SOME_ID, page_token=text)),
+    ],
+    "ListJobRevisions": [
+        ("job_id", lambda text: pb.ListJobRevisionsRequest(job_id=text)),
+        (
+            "page_token",
+            lambda text: pb.ListJobRevisionsRequest(job_id=_SOME_ID, page_token=text),
+        ),
     ],
     "CancelRun": [("run_id", lambda text: pb.CancelRunRequest(run_id=text))],
     "GetRunLogs": [("run_id", lambda text: pb.GetRunLogsRequest(run_id=text))],
