@@ -19,8 +19,9 @@ from hourglass.store import db
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, PoolTimeout)
 
 
-async def open_pool(dsn: str, *, max_size: int = 16) -> db.Pool:
-    return await db.open_pool(dsn, max_size=max_size)
+async def open_pool(dsn: str, *, max_size: int = 16, check_idle_after: float = 0.0) -> db.Pool:
+    """`check_idle_after`: see db.open_pool (0, the default: every loan checked)."""
+    return await db.open_pool(dsn, max_size=max_size, check_idle_after=check_idle_after)
 
 
 @dataclass(frozen=True, slots=True)
