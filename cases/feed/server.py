@@ -240,20 +240,29 @@ class Running:
 async def start(
     settings: Settings, *, claim_after: float = fanout.CLAIM_AFTER, consumers: bool = True
 ) -> Running:
-    """Connects, takes a worker id, starts the fan-out consumers and serving; returns at once.
-    `consumers=False` serves without fan-out consumers (tests run their own)."""
+    """Connects, starts serving and the fan-out consumers; returns at once.
+    `consumers=False` serves without fan-out consumers (tests run their own).
+
+    Only PostgreSQL must answer to start. The worker id is taken from etcd in the background
+    (until then calls that make an id answer UNAVAILABLE), and the fan-out's consumer groups
+    are made again by the consumers if Redis does not answer now: a server that waited for
+    both before serving kept its callers waiting, or failed to start, whenever etcd or Redis
+    was slow just after a restart (etcd electing its leader on a loaded machine)."""
     parsed = spec.parse(settings.spec)
     pool = await store.open_pool(settings.database_url)
     client = redis_client(settings.redis_url)
     prefix = f"hourglass:feed:{settings.schema}:"
     etcd = locks.Etcd(settings.etcd_endpoints)
     workers = WorkerIds(etcd, settings.schema)
-    await workers.start()
+    await workers.start(wait=False)
     fan = fanout.Fanout(
         client, pool, prefix=prefix, chunk=parsed.fanout_chunk, threshold=parsed.hot_threshold,
         cap=parsed.timeline_size, claim_after=claim_after,
     )  # fmt: skip
-    await fan.prepare()
+    try:
+        await fan.prepare()
+    except fanout.ERRORS as exc:
+        log.warning("feed %s: fan-out streams not prepared yet (%s)", settings.name, exc)
     media_ = media.Media(
         pool,
         media=media.open_store(settings.artifacts, settings.schema, "media"),
@@ -275,10 +284,9 @@ async def start(
             running.tasks.append(
                 asyncio.create_task(fan.run(lane, running.stopping), name=f"fan-out {lane}")
             )
-    assert workers.generator is not None
     log.info(
-        "hourglass feed %s serving gRPC on port %d (schema %s, worker id %d)",
-        settings.name, port, settings.schema, workers.generator.worker,
+        "hourglass feed %s serving gRPC on port %d (schema %s)",
+        settings.name, port, settings.schema,
         extra={"resource": settings.name, "grpc_port": port, "schema": settings.schema},
     )  # fmt: skip
     return running

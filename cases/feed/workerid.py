@@ -67,6 +67,15 @@ class WorkerIds:
         """A fresh lease and a free worker id; the generator starts above its ceiling."""
         lease = locks.Lease(self.etcd, self.ttl)
         await lease.start()
+        try:
+            return await self._take(lease)
+        except BaseException:
+            # Not left to run out: its heartbeat would keep it (and a worker id) alive.
+            with contextlib.suppress(*locks.TRANSIENT_ERRORS):
+                await lease.stop()
+            raise
+
+    async def _take(self, lease: locks.Lease) -> ids.Snowflake:
         taken = await self.etcd.client.get_prefix(
             f"{self.etcd.prefix}leaders/feed/{self.schema}/worker/".encode(), keys_only=True
         )
@@ -79,7 +88,6 @@ class WorkerIds:
             if await self.etcd.campaign(self._name(worker), lease_id=lease.id, holder=self.holder):
                 break
         else:
-            await lease.stop()
             raise NoWorkerId(f"all {ids.MAX_WORKER + 1} worker ids of {self.schema} are held")
         stored = await self.etcd.client.get(self._ceiling_key(worker))
         floor = int(stored.value) if stored is not None and stored.value else 0
@@ -94,39 +102,54 @@ class WorkerIds:
         await self.etcd.client.put(self._ceiling_key(generator.worker), str(ceiling).encode())
         generator.extend(ceiling)
 
-    async def start(self) -> None:
-        await self.acquire()
-        self._ready.set()
+    async def start(self, *, wait: bool = True) -> None:
+        """Takes a worker id and keeps it. With wait=False it returns at once and the id is
+        taken in the background, retried a second apart while etcd does not answer: the
+        server serves reads meanwhile, and a call that needs an id waits for it (next_id).
+        A server that took its id before serving failed to start, or kept its callers
+        waiting, whenever etcd was slow to answer, as it is just after a restart while it
+        elects its leader on a loaded machine."""
+        if wait:
+            await self.acquire()
+            self._ready.set()
         self._task = asyncio.create_task(self._keep(), name="feed worker id")
 
     async def _keep(self) -> None:
         while True:
-            lease, generator = self.lease, self.generator
-            assert lease is not None and generator is not None
-            lost = asyncio.create_task(lease.lost.wait())
+            if not self._ready.is_set():
+                await self._acquire_until_held()
+            await self._hold()
+
+    async def _acquire_until_held(self) -> None:
+        while True:
             try:
-                while not lease.lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(lost), RENEW_EVERY)
-                    if lease.lost.is_set():
-                        break
-                    try:
-                        await self._renew(generator)
-                    except locks.TRANSIENT_ERRORS as exc:
-                        log.warning("feed %s: ceiling not renewed (%s)", self.schema, exc)
-            finally:
-                lost.cancel()
-            generator.revoke()
-            self._ready.clear()
-            log.error("feed %s: worker id %d lost; taking a new one", self.schema, generator.worker)
-            while True:
-                try:
-                    await self.acquire()
-                    self._ready.set()
+                await self.acquire()
+                self._ready.set()
+                return
+            except (*locks.TRANSIENT_ERRORS, NoWorkerId) as exc:  # type: ignore[misc]
+                log.warning("feed %s: no worker id yet (%s)", self.schema, exc)
+                await asyncio.sleep(1)
+
+    async def _hold(self) -> None:
+        """Moves the ceiling up until the lease is lost; then stops issuing ids."""
+        lease, generator = self.lease, self.generator
+        assert lease is not None and generator is not None
+        lost = asyncio.create_task(lease.lost.wait())
+        try:
+            while not lease.lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(lost), RENEW_EVERY)
+                if lease.lost.is_set():
                     break
-                except (*locks.TRANSIENT_ERRORS, NoWorkerId) as exc:  # type: ignore[misc]
-                    log.warning("feed %s: no worker id yet (%s)", self.schema, exc)
-                    await asyncio.sleep(1)
+                try:
+                    await self._renew(generator)
+                except locks.TRANSIENT_ERRORS as exc:
+                    log.warning("feed %s: ceiling not renewed (%s)", self.schema, exc)
+        finally:
+            lost.cancel()
+        generator.revoke()
+        self._ready.clear()
+        log.error("feed %s: worker id %d lost; taking a new one", self.schema, generator.worker)
 
     async def next_id(self, *, timeout: float = 5.0) -> int:
         """A new id; waits out a clock behind the last id, or a reservation not yet extended,

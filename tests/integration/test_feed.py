@@ -10,6 +10,8 @@ etcd and a local object store, with the server in-process, called over gRPC.
 - Two servers' id generators on one etcd never share a worker id or an id, with one clock
   stepped back, and the next holder of a worker id starts above its predecessor's ids.
 - Media go through a resumable upload into the object store.
+- A server whose etcd does not answer yet (as just after a restart) serves reads at once and
+  answers calls that need an id UNAVAILABLE, until etcd comes and it takes its worker id.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from hourglass.cases.feed import server as feed_server
 from hourglass.cases.feed.v1 import feed_pb2 as pb
 from hourglass.cases.feed.v1 import feed_pb2_grpc as pb_grpc
 from hourglass.cli import serve
-from hourglass.embedded import EmbeddedEtcd, EmbeddedRedis
+from hourglass.embedded import EmbeddedEtcd, EmbeddedRedis, free_port
 from hourglass.locks import Etcd
 
 HOT = 3  # authors with more followers than this are merged on read
@@ -340,3 +342,33 @@ async def test_the_admin_calls_trim_and_prewarm(live: Live) -> None:
 
 async def _has(value: Any, post: int) -> bool:
     return post in await value
+
+
+async def test_a_server_serves_reads_before_etcd_answers_and_takes_its_worker_id_after(
+    database_url: str, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    etcd = EmbeddedEtcd(tmp_path / "etcd", port=free_port())  # started only later
+    chosen = await prepared(database_url, redis_server.url, etcd.endpoint, tmp_path, {})
+    server = Live(await asyncio.wait_for(feed_server.start(chosen), 30))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:  # a read: answered at once
+            await server.timeline(123)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # an id is needed: not yet
+            await server.user("early")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no post id could be issued" in (refused.value.details() or "")
+        etcd.start()
+
+        async def made() -> int:
+            try:
+                return await server.user("early")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                return 0
+
+        user = await wait_for("a user, once etcd answers", made)
+        assert await server.timeline(user) == []
+    finally:
+        await server.stop()
+        etcd.stop()
