@@ -59,6 +59,10 @@ class FeedDev(Dev):
         self.redis_url = url.group(1)
         return self.address
 
+    def log_tail(self, size: int = 8000) -> str:
+        """The running dev's output, for a failure's message: what its servers said."""
+        return self.procs.log(f"dev-{self.runs}")[-size:]
+
 
 @pytest.fixture
 def dev() -> Iterator[FeedDev]:
@@ -80,6 +84,7 @@ class World:
         self.follows: set[tuple[int, int]] = set()
         self.posts: dict[int, int] = {}  # post id -> author
         self.users: list[int] = []
+        self.confirmed = 0  # timelines confirmed through the CLI so far
 
     def cli(self, *args: str, check: bool = True) -> Any:
         return self.dev.procs.cli("feed", *args, "--server", self.dev.address, check=check)
@@ -116,11 +121,17 @@ class World:
 
     def settled(self, what: str, timeout: float = 90) -> None:
         """Waits until every timeline equals the reference (fan-out is asynchronous), then
-        confirms them through the CLI."""
-        wait_until(what, lambda: all(self.via_grpc(u) == self.expected(u) for u in self.users),
-                   timeout)  # fmt: skip
-        for user in self.users:
-            assert self.via_cli(user) == self.expected(user), (what, user)
+        confirms two of them through the CLI, the next two each time (every CLI call is a
+        Python start, seconds on a loaded machine). A failure says what dev logged."""
+        try:
+            wait_until(what, lambda: all(self.via_grpc(u) == self.expected(u)
+                                         for u in self.users), timeout)  # fmt: skip
+            for _ in range(2):
+                user = self.users[self.confirmed % len(self.users)]
+                self.confirmed += 1
+                assert self.via_cli(user) == self.expected(user), (what, user)
+        except (AssertionError, grpc.RpcError) as exc:
+            raise AssertionError(f"{what}: {exc}\n--- dev ---\n{self.dev.log_tail()}") from exc
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
