@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 # Every case, by package name. A case is listed here once it works end to end.
-NAMES: tuple[str, ...] = ("leaderboard", "shortener", "filesync", "metrics")
+NAMES: tuple[str, ...] = ("leaderboard", "shortener", "filesync", "metrics", "feed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        case_specs = dev_cases.specs(args.case_specs)
+    except ValueError as error:
+        print(f"hourglass dev: --case-spec: {error}", file=sys.stderr)
+        return 2
     data_dir = args.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     print(f"hourglass dev: starting PostgreSQL and etcd in {data_dir}", flush=True)
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 redis_url=redis.url,
                 etcd_endpoints=etcd.endpoint,
                 artifacts=str(data_dir / "artifacts"),
+                specs=case_specs,
             )
             if redis is not None
             else []

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hourglass import cases
 from hourglass.cli import serve
@@ -46,6 +46,27 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         + (", ".join(cases.NAMES) or "none yet")
         + ")",
     )
+    parser.add_argument(
+        "--case-spec",
+        action="append",
+        default=[],
+        dest="case_specs",
+        metavar="CASE=FILE",
+        help="the spec of that case's `dev` resource, a JSON object (as `hourglass serve"
+        " --spec` reads it); default {} (repeatable)",
+    )
+
+
+def specs(given: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """--case-spec CASE=FILE options -> {case: spec}; ValueError naming the bad one."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in given:
+        name, _, path = item.partition("=")
+        if not path:
+            raise ValueError(f"{item!r}: use CASE=FILE")
+        cases.get(name)
+        out[name] = serve.read_spec(Path(path))
+    return out
 
 
 def choose(names: Sequence[str]) -> list[cases.Case]:
@@ -94,6 +115,7 @@ def plan(
     redis_url: str,
     etcd_endpoints: str,
     artifacts: str = "",
+    specs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Planned]:
     """Each case's settings: resource `dev`, ports next to the API's."""
     host, _, api_port = listen.rpartition(":")
@@ -116,7 +138,7 @@ def plan(
                     listen=f"{host}:{grpc_port}",
                     http_listen=f"{host}:{http_port}" if http_port else None,
                     metrics_listen=None,
-                    spec={},
+                    spec=(specs or {}).get(case.name, {}),
                     artifacts=artifacts,
                 ),
             )

@@ -122,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         examples=["hourglass metrics --server 127.0.0.1:50061 send 'room_temp{room=\"lab\"}' 21.5"],
     )
     metrics_case.add_argument("case_args", nargs="*", metavar="--server HOST:PORT send|fetch|...")
+    # The Feed's client (users, follows, posts, timelines, and what its ScheduledJobs run).
+    feed = command(
+        commands,
+        "feed",
+        add_help=False,
+        prefix_chars="\0",
+        help="a Feed's calls",
+        description="A Feed's calls: users, follows, posts and timelines, and what its"
+        " ScheduledJobs run (trim, prewarm); `hourglass feed --help` shows its own options.",
+        examples=["hourglass feed timeline USER_ID --limit 20 --server 127.0.0.1:50061"],
+    )
+    feed.add_argument(
+        "case_args", nargs="*", metavar="user|follow|post|timeline|... --server HOST:PORT"
+    )
     completion.add_parser(commands)
     uninstall_command.add_parser(commands)
     return parser
@@ -177,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hourglass.cases.metrics import cli as metrics_cli
 
         return metrics_cli.main(args.case_args)
+    if args.command == "feed":
+        from hourglass.cases.feed import cli as feed_cli
+
+        return feed_cli.main(args.case_args)
     if args.command in uninstall_command.COMMANDS:
         return uninstall_command.run(parser, args)
     if args.command in admin.COMMANDS:

@@ -122,7 +122,7 @@ URL, so the cases stay off (NOTES.txt says so). */}}
 
 {{/* The case kinds the chart installs (crds/), as plurals: the operator's RBAC names them. */}}
 {{- define "hourglass.casePlurals" -}}
-{{- list "leaderboards" "urlshorteners" "filesyncs" "metricspipelines" | toJson }}
+{{- list "leaderboards" "urlshorteners" "filesyncs" "metricspipelines" "feeds" | toJson }}
 {{- end }}
 
 {{/* Every member of the bundled etcd, each by its own DNS name when there are several, so
