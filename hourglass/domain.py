@@ -229,6 +229,23 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as a picture of many runs draws it: no attempts, no output, no reason. Read
+    without the attempts' rows (their output tails are most of a run's bytes)."""
+
+    id: RunId
+    job_id: JobId
+    scheduled_at: datetime
+    state: RunState
+    attempt: int
+    created_at: datetime
+    # When the current (or last) attempt started; None until it has.
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trigger: str = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended, as an executor reports it."""
 
