@@ -177,16 +177,16 @@ def run_to_pb(run: Run) -> pb.Run:
 
 
 def run_summary_to_pb(run: RunSummary) -> pb.Run:
-    """A Run of RUN_VIEW_SUMMARY: the fields of RUN_VIEW_FULL but attempts and reason.
+    """A Run of RUN_VIEW_SUMMARY: the fields of RUN_VIEW_FULL but attempts, reason and
+    created_at.
     A page holds up to 10,000 of them, so its timestamps are given as their fields (half
     the time of a Timestamp message built from each datetime)."""
     return pb.Run(
-        id=str(run.id),
-        job_id=str(run.job_id),
+        id=run.id,
+        job_id=run.job_id,
         scheduled_at=stamp_fields(run.scheduled_at),
         state=RUN_STATES[run.state],
         attempt=run.attempt,
-        created_at=stamp_fields(run.created_at),
         started_at=stamp_fields(run.started_at),
         finished_at=stamp_fields(run.finished_at),
         trigger=TRIGGERS.get(run.trigger, pb.RUN_TRIGGER_UNSPECIFIED),

@@ -18,7 +18,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from hourglass.domain import JobId, Run, RunId, RunState, RunSummary
+from hourglass.domain import JobId, Run, RunState, RunSummary
 from hourglass.store import runs
 from hourglass.store.db import Connection
 
@@ -39,7 +39,7 @@ class Window:
 _STATES = {state.value: state for state in RunState}
 # In the order summaries() reads them.
 _SUMMARY_COLUMNS = sql.SQL(
-    "r.id, r.job_id, r.scheduled_at, r.state, r.attempt, r.created_at, a.started_at,"
+    "r.id::text, r.job_id::text, r.scheduled_at, r.state, r.attempt, a.started_at,"
     " r.finished_at, r.trigger"
 )
 
@@ -110,15 +110,14 @@ async def summaries(
         rows = await cursor.fetchall()
     return [
         RunSummary(
-            id=RunId(row[0]),
-            job_id=JobId(row[1]),
+            id=row[0],
+            job_id=row[1],
             scheduled_at=row[2],
             state=_STATES[row[3]],
             attempt=row[4],
-            created_at=row[5],
-            started_at=row[6],
-            finished_at=row[7],
-            trigger=row[8],
+            started_at=row[5],
+            finished_at=row[6],
+            trigger=row[7],
         )
         for row in rows
     ]
