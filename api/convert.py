@@ -18,6 +18,7 @@ from hourglass.domain import (
     Overlap,
     Run,
     RunState,
+    RunSummary,
     Task,
 )
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
@@ -159,6 +160,7 @@ def attempt_to_pb(attempt: Attempt) -> pb.Attempt:
 
 
 def run_to_pb(run: Run) -> pb.Run:
+    current = next((a for a in run.attempts if a.number == run.attempt), None)
     return pb.Run(
         id=str(run.id),
         job_id=str(run.job_id),
@@ -166,8 +168,39 @@ def run_to_pb(run: Run) -> pb.Run:
         state=RUN_STATES[run.state],
         attempt=run.attempt,
         created_at=timestamp(run.created_at),
+        started_at=timestamp(current.started_at) if current is not None else None,
         finished_at=timestamp(run.finished_at),
         attempts=[attempt_to_pb(a) for a in run.attempts],
         trigger=TRIGGERS.get(run.trigger, pb.RUN_TRIGGER_UNSPECIFIED),
         reason=run.reason,
     )
+
+
+def run_summary_to_pb(run: RunSummary) -> pb.Run:
+    """A Run of RUN_VIEW_SUMMARY: the fields of RUN_VIEW_FULL but attempts, reason and
+    created_at.
+    A page holds up to 10,000 of them, so its timestamps are given as their fields (half
+    the time of a Timestamp message built from each datetime)."""
+    return pb.Run(
+        id=run.id,
+        job_id=run.job_id,
+        scheduled_at=stamp_fields(run.scheduled_at),
+        state=RUN_STATES[run.state],
+        attempt=run.attempt,
+        started_at=stamp_fields(run.started_at),
+        finished_at=stamp_fields(run.finished_at),
+        trigger=TRIGGERS.get(run.trigger, pb.RUN_TRIGGER_UNSPECIFIED),
+    )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
+def stamp_fields(value: datetime | None) -> dict[str, int] | None:
+    """A Timestamp's fields for an aware datetime, as FromDatetime sets them: whole seconds
+    since the epoch rounded down (exact integer arithmetic, no float) and the rest as
+    nanoseconds."""
+    if value is None:
+        return None
+    return {"seconds": (value - _EPOCH) // _SECOND, "nanos": value.microsecond * 1000}

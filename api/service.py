@@ -6,7 +6,7 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -14,13 +14,13 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import convert, revisions, validation, watch
+from hourglass.api import convert, revisions, run_queries, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
-from hourglass.domain import Job, JobId, Run, RunId
-from hourglass.store import admitted, db, fires, jobs, quotas, runs
+from hourglass.domain import Job, JobId, Run, RunId, RunSummary
+from hourglass.store import admitted, db, fires, jobs, quotas, run_lists, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -453,29 +453,36 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRunsResponse:
         namespace = await self.auth.namespace(context)
-        id_range = validation.id_range(request.id_prefix)
-        job_id = None
-        if request.job_id or id_range is None:
-            job_id = validation.job_id(request.job_id)
-        limit = validation.page_size(request.page_size, default=50, maximum=500)
+        query = run_queries.parse(request)
         before = _decode_token(request.page_token) if request.page_token else None
-        if job_id is not None:
-            await self._own_job(context, job_id, namespace)
+        if query.job_id is not None:
+            await self._own_job(context, query.job_id, namespace)
+        window = run_lists.Window(
+            namespace=namespace,
+            job_id=query.job_id,
+            ids=query.ids,
+            start=query.start,
+            end=query.end,
+        )
+        page: Sequence[Run | RunSummary]
         async with self.pool.connection() as conn:
-            if job_id is None:
-                assert id_range is not None
-                page = await runs.list_by_ids(
-                    conn, namespace=namespace, ids=id_range, limit=limit + 1, before=before
-                )
+            if query.summary:
+                page = await run_lists.summaries(conn, window, limit=query.limit + 1, before=before)
             else:
-                page = await runs.list_for_job(
-                    conn, job_id, limit=limit + 1, before=before, ids=id_range
-                )
+                page = await run_lists.page(conn, window, limit=query.limit + 1, before=before)
         token = ""
-        if len(page) > limit:
-            page = page[:limit]
+        if len(page) > query.limit:
+            page = page[: query.limit]
             token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
-        return pb.ListRunsResponse(runs=[convert.run_to_pb(r) for r in page], next_page_token=token)
+        return pb.ListRunsResponse(
+            runs=[
+                convert.run_summary_to_pb(run)
+                if isinstance(run, RunSummary)
+                else convert.run_to_pb(run)
+                for run in page
+            ],
+            next_page_token=token,
+        )
 
     @_answers_invalid
     async def CancelRun(

@@ -17,6 +17,8 @@ from hourglass.v1 import scheduler_pb2 as pb
 
 MAX_JOBS = 100
 MAX_RUNS = 20_000
+# RUN_VIEW_SUMMARY's largest page.
+MAX_PAGE = 10_000
 LATEST = 25
 
 
@@ -29,23 +31,30 @@ async def _jobs(request: web.Request, job_id: str) -> list[pb.Job]:
     return list(answer.jobs)
 
 
-async def _runs_since(request: web.Request, job: pb.Job, start: datetime) -> list[pb.Run]:
-    """The job's runs fired at or after `start`: pages, newest first, until an older one."""
+async def _runs_in(
+    request: web.Request, *, job_id: str, start: datetime, end: datetime
+) -> tuple[list[pb.Run], bool]:
+    """The runs fired in [start, end] (of one job, or of all the caller's), newest first,
+    as summaries: the picture draws fire time and state, never attempts or output. One
+    ListRuns call per MAX_PAGE runs; at most MAX_RUNS, and whether that cut any off."""
     api, token = request.app[console.API], console.session_of(request).token
     runs: list[pb.Run] = []
     page = ""
     while len(runs) < MAX_RUNS:
-        answer = await api.call(
-            "ListRuns",
-            pb.ListRunsRequest(job_id=job.id, page_size=500, page_token=page),
-            token=token,
+        asked = pb.ListRunsRequest(
+            job_id=job_id,
+            page_size=min(MAX_PAGE, MAX_RUNS - len(runs)),
+            page_token=page,
+            view=pb.RUN_VIEW_SUMMARY,
         )
+        getattr(asked, "from").FromDatetime(start)
+        asked.to.FromDatetime(end)
+        answer = await api.call("ListRuns", asked, token=token)
         runs.extend(answer.runs)
         page = answer.next_page_token
-        oldest = views.instant(answer.runs[-1].scheduled_at) if answer.runs else None
-        if not page or oldest is None or oldest < start:
+        if not page:
             break
-    return runs
+    return runs, bool(page)
 
 
 async def runs_page(request: web.Request) -> web.Response:
@@ -53,30 +62,21 @@ async def runs_page(request: web.Request) -> web.Response:
     name, start, end = views.window(request.query.get("window", ""), now)
     job_id = request.query.get("job", "")
     try:
-        jobs = await _jobs(request, job_id)
+        jobs, (found, cut) = await asyncio.gather(
+            _jobs(request, job_id), _runs_in(request, job_id=job_id, start=start, end=end)
+        )
     except ApiError as exc:
         return console.render(request, "error.html", status=404, error=exc.message)
-    limit = asyncio.Semaphore(8)
-
-    async def one(job: pb.Job) -> list[pb.Run]:
-        async with limit:
-            try:
-                return await _runs_since(request, job, start)
-            except ApiError:
-                return []
-
-    found = await asyncio.gather(*(one(job) for job in jobs))
-    lanes = [
-        (job.id, job.spec.name or job.id[:8], runs) for job, runs in zip(jobs, found, strict=True)
-    ]
+    names = {job.id: job.spec.name or job.id[:8] for job in jobs}
+    by_job: dict[str, list[pb.Run]] = {job.id: [] for job in jobs}
+    for run in found:
+        lane = by_job.get(run.job_id)
+        if lane is not None:  # a job past the first MAX_JOBS has no lane
+            lane.append(run)
+    lanes = [(job.id, names[job.id], by_job[job.id]) for job in jobs]
     user_zone = views.zone(request.query.get("tz", ""))
     picture = views.timeline(lanes, start=start, end=end, where=user_zone)
-    names = {job.id: job.spec.name or job.id[:8] for job in jobs}
-    newest = sorted(
-        (run for runs in found for run in runs),
-        key=lambda run: (run.scheduled_at.seconds, run.scheduled_at.nanos),
-        reverse=True,
-    )[:LATEST]
+    newest = [run for run in found if run.job_id in by_job][:LATEST]
     template = "_runs_live.html" if request.query.get("fragment") else "runs.html"
     return console.render(
         request,
@@ -88,24 +88,33 @@ async def runs_page(request: web.Request) -> web.Response:
         jobs=jobs,
         names=names,
         latest=newest,
+        cut=cut,
         run_state=views.run_state,
         instant=views.instant,
         zoned=views.zoned,
         colours=views.COLOURS,
         query=request.query_string,
+        drawn=f"{now.timestamp():.3f}",
     )
 
 
 async def runs_events(request: web.Request) -> web.StreamResponse:
-    """One `run` event per change of any followed job's runs (WatchJob)."""
+    """One `run` event per change of any followed job's runs (WatchJob). The runs a watch
+    starts with count only when they changed after `since`, when the page was drawn."""
     api, token = request.app[console.API], console.session_of(request).token
     try:
         jobs = await _jobs(request, request.query.get("job", ""))
     except ApiError as exc:
         raise web.HTTPNotFound(text=exc.message) from None
 
+    drawn = views.since(request.query.get("since", ""))
+
     async def watch(job_id: str) -> AsyncIterator[tuple[str, object]]:
+        first = None  # the cursor of the watch's first messages: the runs as they were
         async for change in api.stream("WatchJob", pb.WatchJobRequest(job_id=job_id), token=token):
+            first = change.cursor if first is None else first
+            if change.cursor == first and not views.changed_since(change.run, drawn):
+                continue
             if change.HasField("run"):
                 yield (
                     "run",

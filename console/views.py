@@ -3,6 +3,7 @@ the sparkline and the runs timeline. No I/O, so unit tests need no server."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -217,6 +218,35 @@ def axis(start: datetime, end: datetime, *, width: int, where: tzinfo) -> list[t
         fmt = "%H:%M" if span <= timedelta(days=1) else "%m-%d %H:%M"
         marks.append((width * step / 4, moment.astimezone(where).strftime(fmt)))
     return marks
+
+
+# How far the API's clock may be behind the console's before a change made just before a
+# page was drawn is taken for one made before it.
+SKEW = 5.0
+
+
+def changed_since(run: pb.Run, since: float | None) -> bool:
+    """Whether the run may have changed after `since` (seconds since the epoch): it was
+    created, an attempt started or it finished after then, less SKEW. A watch starts with
+    the job's recent runs as they are; those that did not change since the page was drawn
+    are already on it, and redrawing the page for them would draw it twice per visit.
+    Unknown `since`: True."""
+    if since is None:
+        return True
+    stamps = [run.created_at, run.started_at, run.finished_at]
+    for attempt in run.attempts:
+        stamps += [attempt.started_at, attempt.finished_at]
+    latest = max(stamp.seconds + stamp.nanos * 1e-9 for stamp in stamps)
+    return latest >= since - SKEW
+
+
+def since(value: str) -> float | None:
+    """The page's `since` parameter: when it was drawn, in seconds since the epoch."""
+    try:
+        found = float(value)
+    except ValueError:
+        return None
+    return found if math.isfinite(found) and found > 0 else None
 
 
 WINDOWS = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}

@@ -229,6 +229,24 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as a picture of many runs draws it: no attempts, no output, no reason. Read
+    without the attempts' rows (their output tails are most of a run's bytes). The ids are
+    text: a summary is read to be sent, and a page holds up to 10,000 of them, so they skip
+    the UUID objects a Run's ids would cost."""
+
+    id: str
+    job_id: str
+    scheduled_at: datetime
+    state: RunState
+    attempt: int
+    # When the current (or last) attempt started; None until it has.
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trigger: str = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended, as an executor reports it."""
 

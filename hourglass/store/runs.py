@@ -321,38 +321,7 @@ async def list_for_job(
             "high": ids[1] if ids else None,
         },
     )
-    return await _with_attempts(conn, await cursor.fetchall())
-
-
-async def list_by_ids(
-    conn: Connection,
-    *,
-    namespace: str,
-    ids: tuple[uuid.UUID, uuid.UUID],
-    limit: int,
-    before: tuple[datetime, uuid.UUID] | None = None,
-) -> list[Run]:
-    """A namespace's runs whose id lies in the range an id prefix spans (a range over the
-    primary key), newest fire first: how a run named by a short id is found."""
-    cursor = await conn.execute(
-        """
-        SELECT * FROM runs
-        WHERE id BETWEEN %(low)s AND %(high)s AND namespace = %(namespace)s
-          AND (%(before_at)s::timestamptz IS NULL
-               OR (scheduled_at, id) < (%(before_at)s, %(before_id)s))
-        ORDER BY scheduled_at DESC, id DESC
-        LIMIT %(limit)s
-        """,
-        {
-            "namespace": namespace,
-            "low": ids[0],
-            "high": ids[1],
-            "limit": limit,
-            "before_at": before[0] if before else None,
-            "before_id": before[1] if before else None,
-        },
-    )
-    return await _with_attempts(conn, await cursor.fetchall())
+    return await with_attempts(conn, await cursor.fetchall())
 
 
 async def attempts_of(conn: Connection, run_ids: list[RunId]) -> dict[RunId, tuple[Attempt, ...]]:
@@ -368,7 +337,8 @@ async def attempts_of(conn: Connection, run_ids: list[RunId]) -> dict[RunId, tup
     return {run_id: tuple(found) for run_id, found in attempts.items()}
 
 
-async def _with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[Run]:
+async def with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[Run]:
+    """Runs from their rows, each with its attempts (one more statement for all of them)."""
     if not rows:
         return []
     attempts = await attempts_of(conn, [RunId(row["id"]) for row in rows])
@@ -391,7 +361,7 @@ async def _with_attempts(conn: Connection, rows: list[dict[str, Any]]) -> list[R
 
 async def get(conn: Connection, run_id: RunId) -> Run | None:
     cursor = await conn.execute("SELECT * FROM runs WHERE id = %s", (run_id,))
-    found = await _with_attempts(conn, await cursor.fetchall())
+    found = await with_attempts(conn, await cursor.fetchall())
     return found[0] if found else None
 
 

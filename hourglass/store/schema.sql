@@ -114,6 +114,8 @@ CREATE INDEX runs_running ON runs (namespace, id) WHERE state = 'running';
 CREATE INDEX runs_active ON runs (job_id) WHERE state IN ('queued', 'running');
 -- Retention pruning walks finished runs oldest first.
 CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL;
+-- ListRuns over a window of every job's runs (the console's Runs page), newest fire first.
+CREATE INDEX runs_namespace_fired ON runs (namespace, scheduled_at, id);
 
 -- One row per execution of a run. Every write of a running attempt is fenced by its token.
 CREATE TABLE attempts (

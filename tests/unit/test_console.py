@@ -83,6 +83,35 @@ def test_the_timeline_draws_one_path_per_state_and_counts_only_the_window() -> N
     assert lane.paths[1][1].endswith("M600.0 3v16")
 
 
+def test_a_watchs_first_runs_redraw_the_page_only_when_they_changed_after_it() -> None:
+    drawn = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    since = drawn.timestamp()
+    old = drawn - timedelta(minutes=5)
+    done = pb.Run(
+        created_at=stamp(old),
+        started_at=stamp(old),
+        finished_at=stamp(old + timedelta(seconds=30)),
+        attempts=[pb.Attempt(number=1, started_at=stamp(old), finished_at=stamp(old))],
+    )
+    assert not views.changed_since(done, since)
+    # Created, started or ended after the page (or just before, within the clock's slack).
+    for late in ("created_at", "started_at", "finished_at"):
+        run = pb.Run()
+        run.CopyFrom(done)
+        getattr(run, late).CopyFrom(stamp(drawn - timedelta(seconds=views.SKEW / 2)))
+        assert views.changed_since(run, since), late
+    # A retried run's earlier attempt ended after the page: its state changed then.
+    retried = pb.Run()
+    retried.CopyFrom(done)
+    retried.attempts[0].finished_at.CopyFrom(stamp(drawn + timedelta(seconds=1)))
+    assert views.changed_since(retried, since)
+    # No time known: every run counts, as before.
+    assert views.changed_since(done, None)
+    assert views.since("1767268800.5") == 1767268800.5
+    for bad in ("", "soon", "nan", "inf", "-1", "0"):
+        assert views.since(bad) is None, bad
+
+
 def test_a_form_error_lands_next_to_its_input() -> None:
     assert forms.input_for("spec.schedule.cron.expression") == "schedule"
     assert forms.input_for("spec.schedule.cron.time_zone") == "time_zone"
