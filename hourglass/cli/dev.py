@@ -137,6 +137,7 @@ def _console_config(args: argparse.Namespace, planned: list[dev_cases.Planned]) 
         return None
     from hourglass.cli.console import DEFAULT_CONSOLE
     from hourglass.console.app import Config
+    from hourglass.console.cases import PAGES
 
     host = args.listen.rsplit(":", 1)[0]
     listen = args.console
@@ -146,7 +147,10 @@ def _console_config(args: argparse.Namespace, planned: list[dev_cases.Planned]) 
     return Config(
         server=args.listen,
         listen=listen,
-        case_servers={item.case.name: item.settings.listen for item in planned},
+        # A case the console has no page for runs all the same, without a page.
+        case_servers={
+            item.case.name: item.settings.listen for item in planned if item.case.name in PAGES
+        },
     )
 
 
