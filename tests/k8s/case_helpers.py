@@ -20,6 +20,7 @@ tcpSocket.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -39,7 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from hourglass import cases
-from hourglass.embedded import EmbeddedRedis, free_port
+from hourglass.embedded import EmbeddedEtcd, EmbeddedRedis, free_port
 from hourglass.operator import main, owned
 from tests.acceptance.conftest import HOURGLASS
 from tests.k8s.conftest import KubeApiServer
@@ -97,6 +98,8 @@ class Example:
     short: str  # lb, kubectl's short name
     name: str  # games, the example's metadata.name
     owned: tuple[tuple[str, str], ...]
+    # The case's servers take ids under etcd leases: the operator names a real etcd.
+    etcd: bool = False
 
     @property
     def path(self) -> Path:
@@ -224,7 +227,11 @@ def case_operator(
     example: Example = request.module.CASE
     assert example.crd in crds  # the chart's generated CRD file
     monkeypatch.setenv("KUBECONFIG", str(kube_apiserver.kubeconfig))
-    running = start_case_operator(hourglass_api, k8s_namespace, PLATFORM, name=example.short)
+    platform = PLATFORM
+    if example.etcd:
+        etcd: EmbeddedEtcd = request.getfixturevalue("etcd_server")
+        platform = dataclasses.replace(PLATFORM, etcd_endpoints=etcd.endpoint)
+    running = start_case_operator(hourglass_api, k8s_namespace, platform, name=example.short)
     yield running
     running.shutdown()
 
