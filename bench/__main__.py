@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only drain,lateness,submit,scale,locks,leaderboard] [--profile]
+"""python -m bench [--quick] [--only drain,lateness,...] [--profile] [--processes P]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -22,7 +22,7 @@ def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {
             "drain": 1_000,
-            "lateness": 500,
+            "lateness": 1_000,
             "submit": 200,
             "scale_small": 10_000,
             "scale_large": 100_000,
@@ -66,6 +66,13 @@ def main() -> int:
         help="where logs, profiles and results.json go (default: a temp folder)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases' folder at the end")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="P",
+        help="drain: also run a worker of P processes (`hourglass worker --processes P`)",
+    )
     args = parser.parse_args()
     # Stopped by a signal, the bench still stops its servers and processes: SIGTERM exits
     # through the `finally` blocks, and SIGINT works even when started in the background.
@@ -94,7 +101,7 @@ def main() -> int:
         for scenario in chosen:
             try:
                 if scenario == "drain":
-                    rows += drain.run(bench, n["drain"], quick=args.quick)
+                    rows += drain.run(bench, n["drain"], quick=args.quick, processes=args.processes)
                 elif scenario == "lateness":
                     rows += lateness.run(bench, n["lateness"], quick=args.quick)
                 elif scenario == "submit":
