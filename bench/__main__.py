@@ -69,9 +69,10 @@ def main() -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        default=1,
+        default=os.cpu_count() or 1,
         metavar="P",
-        help="drain: also run a worker of P processes (`hourglass worker --processes P`)",
+        help="drain: also run P worker processes of 8 / P slots each, to see whether a worker"
+        " process per core pays (default: the core count; 1 skips it)",
     )
     args = parser.parse_args()
     # Stopped by a signal, the bench still stops its servers and processes: SIGTERM exits

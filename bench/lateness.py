@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.drain import PGQUEUER
+from bench.drain import PGQUEUER, unsandboxed_launcher
 from bench.env import Bench, CpuMeter, load, percentile, say
 from bench.report import Row
 
@@ -169,10 +169,10 @@ def run_pgqueuer(bench: Bench, probe: Path, case: str, n: int, step: float) -> d
     return stats(parse(out))
 
 
-def run_case(bench: Bench, dsn: str, probe: Path, case: str, n: int, step: float) -> dict[str, Any]:
+def run_peers(bench: Bench, probe: Path, case: str, n: int, step: float) -> dict[str, Any]:
+    """The sleep-until-due loop and pgqueuer, on the same fires."""
     folder = bench.results / "lateness"
     folder.mkdir(exist_ok=True)
-    # Baseline: the sleep-until-due loop.
     out = folder / f"{case}-baseline.txt"
     out.unlink(missing_ok=True)
     t0 = time.time() + 2.0
@@ -183,14 +183,31 @@ def run_case(bench: Bench, dsn: str, probe: Path, case: str, n: int, step: float
     )
     baseline = stats(parse(out))
     overshoot = stats([v * 1000 for v in result["overshoot"]])
-    # hourglass: jobs through the store, fired by the producer, run by the worker.
-    out = folder / f"{case}-hourglass.txt"
+    say(
+        f"  {case}: baseline p50 {baseline['p50']:.1f} p99 {baseline['p99']:.1f} ms (the loop's"
+        f" own sleep overshoot p99 {overshoot['p99']:.2f} ms); {load()}"
+    )
+    peer = run_pgqueuer(bench, probe, case, n, step)
+    say(
+        f"  {case}: pgqueuer p50 {peer['p50']:.1f} p99 {peer['p99']:.1f} max {peer['max']:.1f} ms;"
+        f" {load()}"
+    )
+    return {"baseline": baseline, "overshoot": overshoot, "pgqueuer": peer}
+
+
+def run_case(
+    bench: Bench, dsn: str, probe: Path, *, case: str, variant: str, n: int, step: float
+) -> dict[str, Any]:
+    """hourglass: jobs through the store, fired by the producer, run by the worker."""
+    folder = bench.results / "lateness"
+    folder.mkdir(exist_ok=True)
+    out = folder / f"{case}-hourglass-{variant}.txt"
     out.unlink(missing_ok=True)
     lead = 3.0 + n * 0.003  # time to store the jobs before the first is due
     t0 = time.time() + lead
     times = [t0 + i * step for i in range(n)]
     say(
-        f"  {case}: hourglass, storing {n:,} one-shot jobs due from "
+        f"  {case}: hourglass ({variant}), storing {n:,} one-shot jobs due from "
         f"{lead:.1f}s from now, {1 / step:,.0f}/s"
     )
     worker, producer = bench.notes["lateness processes"]
@@ -206,21 +223,12 @@ def run_case(bench: Bench, dsn: str, probe: Path, case: str, n: int, step: float
     for stage, numbers in where.items():
         say(f"    {stage}: p50 {numbers['p50']:,.1f} p99 {numbers['p99']:,.1f} ms")
     say(
-        f"  {case}: hourglass p50 {figures['p50']:.1f} p99 {figures['p99']:.1f} max "
-        f"{figures['max']:.1f} ms; baseline p50 {baseline['p50']:.1f} p99 {baseline['p99']:.1f} "
-        f"ms (loop's own sleep overshoot p99 {overshoot['p99']:.2f} ms)"
-    )
-    peer = run_pgqueuer(bench, probe, case, n, step)
-    say(
-        f"  {case}: pgqueuer p50 {peer['p50']:.1f} p99 {peer['p99']:.1f} max {peer['max']:.1f} ms;"
-        f" {load()}"
+        f"  {case}: hourglass ({variant}) p50 {figures['p50']:.1f} p99 {figures['p99']:.1f} max "
+        f"{figures['max']:.1f} ms; {load()}"
     )
     return {
         "hourglass": figures,
-        "pgqueuer": peer,
         "load": load(),
-        "baseline": baseline,
-        "overshoot": overshoot,
         "stored_before_first_fire": t0 - committed,
         "stages": where,
         "cpu_ms_per_fire": {
@@ -244,11 +252,6 @@ def run(bench: Bench, n: int, *, quick: bool) -> list[Row]:
         f"  start cost, spawn -> first instruction: probe p50 {probe_cost['p50']:.2f} ms, "
         f"sh+date p50 {sh_cost['p50']:.2f} ms"
     )
-    dsn = bench.database("bench_lateness")
-    env = bench.env(dsn)
-    producer = bench.hourglass("lateness-producer", "producer", env)
-    worker = bench.hourglass("lateness-worker", "worker", env, "--concurrency", str(CONCURRENCY))
-    bench.notes["lateness processes"] = (worker, producer)
     cases = {
         "spread": (n, f"{n:,} due at 500/s", 1 / 500),
         "rate": (n, f"{n:,} due at 1,000/s", 1 / 1000),
@@ -256,14 +259,37 @@ def run(bench: Bench, n: int, *, quick: bool) -> list[Row]:
         # the pipeline itself (producer wake-up, fire, notify, claim, spawn) without queueing.
         "light": (n // 10, f"{n // 10:,} due at 50/s (light load)", 1 / 50),
     }
-    results: dict[str, Any] = {}
-    try:
-        for case, (count, _, step) in cases.items():
-            results[case] = run_case(bench, dsn, probe, case, count, step)
-    finally:
-        del bench.notes["lateness processes"]
-        bench.stop(worker)
-        bench.stop(producer)
+    results: dict[str, Any] = {case: {} for case in cases}
+    # Like for like (attempts as the worker's children, as pgqueuer's and the loop's), then as
+    # shipped (each attempt in its sandbox).
+    for variant in ("unsandboxed", "sandboxed"):
+        dsn = bench.database(f"bench_lateness_{variant}")
+        env = bench.env(dsn)
+        launcher = None
+        if variant == "unsandboxed":
+            launcher, extra = unsandboxed_launcher(bench)
+            env.update(extra)
+        producer = bench.hourglass(f"lateness-{variant}-producer", "producer", env)
+        worker = bench.hourglass(
+            f"lateness-{variant}-worker",
+            "worker",
+            env,
+            "--concurrency",
+            str(CONCURRENCY),
+            launcher=launcher,
+        )
+        bench.notes["lateness processes"] = (worker, producer)
+        try:
+            for case, (count, _, step) in cases.items():
+                results[case][variant] = run_case(
+                    bench, dsn, probe, case=case, variant=variant, n=count, step=step
+                )
+        finally:
+            del bench.notes["lateness processes"]
+            bench.stop(worker)
+            bench.stop(producer)
+    for case, (count, _, step) in cases.items():
+        results[case].update(run_peers(bench, probe, case, count, step))
     bench.notes["lateness"] = {**results, "probe_start_ms": probe_cost, "sh_start_ms": sh_cost}
     rows = [
         Row(
@@ -276,40 +302,41 @@ def run(bench: Bench, n: int, *, quick: bool) -> list[Row]:
         )
     ]
     for case, (_, label, _) in cases.items():
-        figures, baseline = results[case]["hourglass"], results[case]["baseline"]
-        peer = results[case]["pgqueuer"]
-        for stat in ("p50", "p95", "p99", "max"):
-            target, met = "", None
-            if stat == "p99" and case == "spread":
-                target = f"<= {TARGET_LOOP_RATIO:.0f}x"
-                met = figures[stat] <= TARGET_LOOP_RATIO * baseline[stat]
-            elif stat == "p99" and case == "rate":
-                target = f"<= {TARGET_RATE_MS:.0f} ms"
-                met = figures[stat] <= TARGET_RATE_MS
-            rows.append(
-                Row(
-                    "lateness",
-                    f"{label}: {stat}",
-                    figures[stat],
-                    "ms",
-                    baseline[stat],
-                    "sleep-until-due loop",
-                    better="lower",
-                    target=target,
-                    met=met,
-                    note=results[case]["load"] if stat == "p99" else "",
+        baseline, peer = results[case]["baseline"], results[case]["pgqueuer"]
+        for variant in ("unsandboxed", "sandboxed"):
+            figures = results[case][variant]["hourglass"]
+            for stat in ("p50", "p95", "p99", "max"):
+                target, met = "", None
+                if stat == "p99" and case == "spread":
+                    target = f"<= {TARGET_LOOP_RATIO:.0f}x"
+                    met = figures[stat] <= TARGET_LOOP_RATIO * baseline[stat]
+                elif stat == "p99" and case == "rate":
+                    target = f"<= {TARGET_RATE_MS:.0f} ms"
+                    met = figures[stat] <= TARGET_RATE_MS
+                rows.append(
+                    Row(
+                        "lateness",
+                        f"{label}, {variant}: {stat}",
+                        figures[stat],
+                        "ms",
+                        baseline[stat],
+                        "sleep-until-due loop",
+                        better="lower",
+                        target=target,
+                        met=met,
+                        note=results[case][variant]["load"] if stat == "p99" else "",
+                    )
                 )
-            )
-        for stat in ("p50", "p99"):
-            rows.append(
-                Row(
-                    "lateness",
-                    f"{label}: {stat}, vs pgqueuer {PGQUEUER}",
-                    figures[stat],
-                    "ms",
-                    peer[stat],
-                    f"pgqueuer {PGQUEUER}",
-                    better="lower",
+            for stat in ("p50", "p99"):
+                rows.append(
+                    Row(
+                        "lateness",
+                        f"{label}, {variant}: {stat}, vs pgqueuer {PGQUEUER}",
+                        figures[stat],
+                        "ms",
+                        peer[stat],
+                        f"pgqueuer {PGQUEUER}",
+                        better="lower",
+                    )
                 )
-            )
     return rows
