@@ -260,9 +260,10 @@ def run(bench: Bench, n: int, *, quick: bool) -> list[Row]:
         "light": (n // 10, f"{n // 10:,} due at 50/s (light load)", 1 / 50),
     }
     results: dict[str, Any] = {case: {} for case in cases}
-    # Like for like (attempts as the worker's children, as pgqueuer's and the loop's), then as
-    # shipped (each attempt in its sandbox).
-    for variant in ("unsandboxed", "sandboxed"):
+    # Like for like: attempts as the worker's children, as pgqueuer's and the loop's. (In its
+    # sandbox an attempt has a private /tmp and its own uid: the probe could not write its
+    # file. The sandbox's start cost shows in the drain's claim -> exit instead.)
+    for variant in ("unsandboxed",):
         dsn = bench.database(f"bench_lateness_{variant}")
         env = bench.env(dsn)
         launcher = None
@@ -303,7 +304,7 @@ def run(bench: Bench, n: int, *, quick: bool) -> list[Row]:
     ]
     for case, (_, label, _) in cases.items():
         baseline, peer = results[case]["baseline"], results[case]["pgqueuer"]
-        for variant in ("unsandboxed", "sandboxed"):
+        for variant in ("unsandboxed",):
             figures = results[case][variant]["hourglass"]
             for stat in ("p50", "p95", "p99", "max"):
                 target, met = "", None

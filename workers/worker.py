@@ -25,6 +25,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
@@ -32,6 +33,8 @@ from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
 from hourglass.store import db, results, runs
 from hourglass.store.runs import QueuedRun, Requeue
+from hourglass.workers import claim_ahead as claim_ahead_module
+from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
@@ -61,6 +64,12 @@ BLOCKED_POLL = 0.05
 class WorkerConfig:
     # Attempts executed at once.
     concurrency: int = 32
+    # Runs claimed beyond the free slots at most, each waiting for a slot (None:
+    # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
+    # starts a held run at once instead of waiting for a claim's round trips.
+    claim_ahead: int | None = None
+    # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
+    claim_ahead_below: float = claim_ahead_module.SHORT
     # Seconds etcd keeps this worker's runs after its last heartbeat.
     lease_ttl: int = 10
     # The longest the worker waits without looking for work (fallback for lost notifications).
@@ -74,6 +83,12 @@ class WorkerConfig:
             raise ValueError("concurrency must be at least 1")
         if self.lease_ttl < 2:
             raise ValueError("lease_ttl must be at least 2 seconds")
+        if self.claim_ahead is not None and self.claim_ahead < 0:
+            raise ValueError("claim_ahead must not be negative")
+
+    @property
+    def ahead(self) -> int:
+        return self.concurrency if self.claim_ahead is None else self.claim_ahead
 
 
 class Worker:
@@ -95,7 +110,14 @@ class Worker:
         self.wakeups = db.Wakeups(dsn, db.RUNS_CHANNEL)
         self.cancellations = db.Wakeups(dsn, runs.CANCEL_CHANNEL, on_payload=self._cancel_ids)
         self.lease = Lease(etcd, self.config.lease_ttl)
+        # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
+        self.slots = asyncio.Semaphore(self.config.concurrency)
+        self.ahead = ClaimAhead(limit=self.config.ahead, short=self.config.claim_ahead_below)
+        # When each executing attempt started (event loop time).
+        self.started: dict[RunId, float] = {}
+        # Claimed runs waiting for a slot: their slot request, cancelled if the user cancels.
+        self.waiting: dict[RunId, asyncio.Task[Literal[True]]] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
         self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
         self.cancelled_by_user: set[RunId] = set()
@@ -123,7 +145,7 @@ class Worker:
             await self._start_lease()
             while not self.stopping.is_set():
                 self.finisher.check()
-                if self.executions and loop.time() - last_check >= self.config.max_idle:
+                if self.active and loop.time() - last_check >= self.config.max_idle:
                     last_check = loop.time()
                     await self._check_cancellations()
                 if self.lease.lost.is_set():
@@ -131,19 +153,25 @@ class Worker:
                     await self._abandon_all("lease lost")
                     await self._start_lease()
                     continue
-                free = self.config.concurrency - len(self.active)
-                claimed = 0
-                if free > 0:
-                    try:
-                        claimed = await self.claim(free)
-                    except retrying.TRANSIENT_ERRORS as exc:
-                        log.warning("claim failed (%s); retrying", exc)
-                        await asyncio.sleep(1)
-                        continue
-                if claimed and claimed == free:
+                # Room for the slots plus `ahead` runs waiting. Claim when a slot would
+                # otherwise idle, or when half the lead is spent: not once per finished run.
+                oldest = min(self.started.values(), default=loop.time())
+                ahead = self.ahead.runs(longest_running=loop.time() - oldest)
+                free = self.config.concurrency + ahead - len(self.active)
+                starving = len(self.active) < self.config.concurrency
+                if free <= 0 or not (starving or 2 * free >= max(ahead, 1)):
+                    await self.wakeups.wait(self.config.max_idle)  # a finished run pokes us
+                    continue
+                try:
+                    claimed = await self.claim(free)
+                except retrying.TRANSIENT_ERRORS as exc:
+                    log.warning("claim failed (%s); retrying", exc)
+                    await asyncio.sleep(1)
+                    continue
+                if claimed == free:
                     continue  # there may be more waiting
                 wait = await self._idle_seconds(free)
-                if not claimed and free > 0:
+                if not claimed:
                     # Runs may be available yet not ours to start (another worker holds them
                     # locked, or their exclusive job is running): look again soon, not at once,
                     # or this loop spins. New runs still wake us at once (NOTIFY).
@@ -209,6 +237,12 @@ class Worker:
                 self._cancel(RunId(uuid.UUID(text)))
 
     def _cancel(self, run_id: RunId) -> None:
+        slot = self.waiting.get(run_id)
+        if slot is not None and run_id not in self.cancelled_by_user:
+            log.info("run %s cancelled by request before it started", run_id)
+            self.cancelled_by_user.add(run_id)
+            slot.cancel()
+            return
         held = self.executions.get(run_id)
         if held is not None and not held[1].done() and run_id not in self.cancelled_by_user:
             log.info("run %s cancelled by request; terminating it", run_id)
@@ -227,7 +261,7 @@ class Worker:
     async def _check_cancellations(self) -> None:
         try:
             async with self.pool.connection() as conn:
-                requested = await runs.cancel_requested(conn, list(self.executions))
+                requested = await runs.cancel_requested(conn, [*self.executions, *self.waiting])
         except retrying.TRANSIENT_ERRORS:
             return
         for run_id in requested:
@@ -240,6 +274,44 @@ class Worker:
         self.wakeups.poke()  # a slot is free
 
     async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
+        """Waits for a slot, then runs the attempt. A run cancelled by its user while it
+        waits never starts: it is recorded cancelled, like one stopped while running."""
+        if not await self._take_slot(run.id):
+            self.cancelled_by_user.discard(run.id)
+            outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
+            fields = _log_fields(run, token)
+            self.finisher.submit(Result(run, token, outcome, Requeue(at=None), fields))
+            return
+        try:
+            await self._attempt(run, token)
+        finally:
+            self.slots.release()
+
+    async def _take_slot(self, run_id: RunId) -> bool:
+        """True once one of the `concurrency` slots is this run's; False if the run was
+        cancelled first (the slot, if it came, is given back)."""
+        if self.slots.locked():
+            request = asyncio.create_task(self.slots.acquire())
+            self.waiting[run_id] = request
+            try:
+                await asyncio.wait([request])
+            except asyncio.CancelledError:  # abandoned: give the slot back or stop asking
+                if request.done() and not request.cancelled():
+                    self.slots.release()
+                request.cancel()
+                raise
+            finally:
+                self.waiting.pop(run_id, None)
+            if request.cancelled():
+                return False
+        else:
+            await self.slots.acquire()  # free: returns at once
+        if run_id in self.cancelled_by_user:  # cancelled just as its slot came
+            self.slots.release()
+            return False
+        return True
+
+    async def _attempt(self, run: QueuedRun, token: FencingToken) -> None:
         shipper = LogShipper(self.pool, run_id=run.id, attempt=run.attempt, token=token)
         context = AttemptContext(
             run_id=run.id,
@@ -260,6 +332,7 @@ class Worker:
             metrics.lateness.observe(max(late.total_seconds(), 0.0))
         execution = asyncio.create_task(self.executor.execute(context))
         self.executions[run.id] = (context, execution)
+        started = self.started[run.id] = asyncio.get_running_loop().time()
         try:
             outcome = await execution
         except asyncio.CancelledError:
@@ -276,7 +349,9 @@ class Worker:
             outcome = Outcome(state=RunState.FAILED, error=f"executor error: {exc}")
         finally:
             self.executions.pop(run.id, None)
+            self.started.pop(run.id, None)
             self.cancelled_by_user.discard(run.id)
+        self.ahead.observe(asyncio.get_running_loop().time() - started)
         await shipper.close()
         if outcome.state in results.RETRIED:
             requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
