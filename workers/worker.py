@@ -64,9 +64,10 @@ BLOCKED_POLL = 0.05
 class WorkerConfig:
     # Attempts executed at once.
     concurrency: int = 32
-    # Runs claimed beyond the free slots at most, each waiting for a slot (None:
+    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 4 x
     # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
-    # starts a held run at once instead of waiting for a claim's round trips.
+    # starts a held run at once instead of waiting for a claim's round trips, and a claim
+    # takes at least half this many at once.
     claim_ahead: int | None = None
     # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
     claim_ahead_below: float = claim_ahead_module.SHORT
@@ -88,7 +89,7 @@ class WorkerConfig:
 
     @property
     def ahead(self) -> int:
-        return self.concurrency if self.claim_ahead is None else self.claim_ahead
+        return 4 * self.concurrency if self.claim_ahead is None else self.claim_ahead
 
 
 class Worker:

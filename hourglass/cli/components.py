@@ -169,6 +169,14 @@ def _add_worker(commands: Any) -> None:
     add_metrics_option(worker)
     worker.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    worker.add_argument(
+        "--claim-ahead",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs held beyond the free slots while attempts take under a second, so a freed"
+        " slot starts one at once (default 4 x concurrency; 0 turns it off)",
+    )
     worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
     worker.add_argument(
         "--shutdown-grace",
@@ -400,6 +408,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             producer=args.command == "producer",
             worker=WorkerConfig(
                 concurrency=args.concurrency,
+                claim_ahead=args.claim_ahead,
                 lease_ttl=args.lease_ttl,
                 worker_id=args.worker_id or default_worker_id(),
                 shutdown_grace=args.shutdown_grace,

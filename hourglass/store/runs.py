@@ -233,20 +233,19 @@ async def mark_running(
         "worker": worker_id,
         "now": now,
     }
+    # One statement (one round trip) for both tables.
     await conn.execute(
         """
-        UPDATE runs SET state = 'running', fencing_token = v.token
-        FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS v(id, token)
-        WHERE runs.id = v.id
-        """,
-        params,
-    )
-    await conn.execute(
-        """
+        WITH v AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
+                AS v(id, attempt, token)
+        ),
+        run AS (
+            UPDATE runs SET state = 'running', fencing_token = v.token
+            FROM v WHERE runs.id = v.id
+        )
         INSERT INTO attempts (run_id, number, state, worker_id, fencing_token, started_at)
-        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s
-        FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
-             AS v(id, attempt, token)
+        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s FROM v
         """,
         params,
     )
