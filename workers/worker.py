@@ -119,6 +119,7 @@ class Worker:
         self.started: dict[RunId, float] = {}
         # Claimed runs waiting for a slot: their slot request, cancelled if the user cancels.
         self.waiting: dict[RunId, asyncio.Task[Literal[True]]] = {}
+        self.waiting_runs: dict[RunId, tuple[QueuedRun, FencingToken]] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
         self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
         self.cancelled_by_user: set[RunId] = set()
@@ -277,7 +278,7 @@ class Worker:
     async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
         """Waits for a slot, then runs the attempt. A run cancelled by its user while it
         waits never starts: it is recorded cancelled, like one stopped while running."""
-        if not await self._take_slot(run.id):
+        if not await self._take_slot(run, token):
             self.cancelled_by_user.discard(run.id)
             outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
             fields = _log_fields(run, token)
@@ -288,12 +289,14 @@ class Worker:
         finally:
             self.slots.release()
 
-    async def _take_slot(self, run_id: RunId) -> bool:
+    async def _take_slot(self, run: QueuedRun, token: FencingToken) -> bool:
         """True once one of the `concurrency` slots is this run's; False if the run was
         cancelled first (the slot, if it came, is given back)."""
+        run_id = run.id
         if self.slots.locked():
             request = asyncio.create_task(self.slots.acquire())
             self.waiting[run_id] = request
+            self.waiting_runs[run_id] = (run, token)
             try:
                 await asyncio.wait([request])
             except asyncio.CancelledError:  # abandoned: give the slot back or stop asking
@@ -303,6 +306,7 @@ class Worker:
                 raise
             finally:
                 self.waiting.pop(run_id, None)
+                self.waiting_runs.pop(run_id, None)
             if request.cancelled():
                 return False
         else:
@@ -383,6 +387,29 @@ class Worker:
         wait = (available - self.clock.now()).total_seconds()
         return min(max(wait, 0.0), self.config.max_idle)
 
+    async def _hand_back_waiting(self) -> None:
+        """On the way out, runs claimed ahead that have not started go back to the queue at
+        once (`runs.hand_back`), for any worker: a stopping worker starts nothing new, and a
+        run that never started must not come back through the claimer as a lost attempt."""
+        waiting = dict(self.waiting_runs)
+        if not waiting:
+            return
+        tasks = [task for task, run in self.active.items() if run.id in waiting]
+        for task in tasks:
+            task.cancel()  # a run given up while waiting writes nothing
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with db.transaction(self.pool) as conn:
+                handed = await runs.hand_back(
+                    conn, [(run.id, run.attempt, token) for run, token in waiting.values()]
+                )
+            await self.etcd.release_runs({run_id: waiting[run_id][1] for run_id in handed})
+        except retrying.TRANSIENT_ERRORS as exc:
+            # Still ours on the lease, which is revoked on the way out: the claimer takes them.
+            log.warning("handing back %d runs that had not started failed: %s", len(waiting), exc)
+            return
+        log.info("handed back %d runs that had not started", len(handed))
+
     async def _abandon_all(self, why: str) -> None:
         """Stops every attempt without writing: they are no longer ours to finish."""
         if self.active:
@@ -392,6 +419,7 @@ class Worker:
         await asyncio.gather(*self.active, return_exceptions=True)
 
     async def _drain(self) -> None:
+        await self._hand_back_waiting()
         if not self.active:
             return
         log.info("waiting up to %ss for %d attempts", self.config.shutdown_grace, len(self.active))
