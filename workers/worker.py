@@ -25,7 +25,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
@@ -38,6 +37,7 @@ from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
+from hourglass.workers.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +113,10 @@ class Worker:
         self.lease = Lease(etcd, self.config.lease_ttl)
         # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
-        self.slots = asyncio.Semaphore(self.config.concurrency)
+        self.slots = Slots(self.config.concurrency)
         self.ahead = ClaimAhead(limit=self.config.ahead, short=self.config.claim_ahead_below)
         # When each executing attempt started (event loop time).
         self.started: dict[RunId, float] = {}
-        # Claimed runs waiting for a slot: their slot request, cancelled if the user cancels.
-        self.waiting: dict[RunId, asyncio.Task[Literal[True]]] = {}
-        self.waiting_runs: dict[RunId, tuple[QueuedRun, FencingToken]] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
         self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
         self.cancelled_by_user: set[RunId] = set()
@@ -239,11 +236,10 @@ class Worker:
                 self._cancel(RunId(uuid.UUID(text)))
 
     def _cancel(self, run_id: RunId) -> None:
-        slot = self.waiting.get(run_id)
-        if slot is not None and run_id not in self.cancelled_by_user:
+        if run_id in self.slots.waiting and run_id not in self.cancelled_by_user:
             log.info("run %s cancelled by request before it started", run_id)
             self.cancelled_by_user.add(run_id)
-            slot.cancel()
+            self.slots.cancel(run_id)
             return
         held = self.executions.get(run_id)
         if held is not None and not held[1].done() and run_id not in self.cancelled_by_user:
@@ -263,7 +259,9 @@ class Worker:
     async def _check_cancellations(self) -> None:
         try:
             async with self.pool.connection() as conn:
-                requested = await runs.cancel_requested(conn, [*self.executions, *self.waiting])
+                requested = await runs.cancel_requested(
+                    conn, [*self.executions, *self.slots.waiting]
+                )
         except retrying.TRANSIENT_ERRORS:
             return
         for run_id in requested:
@@ -278,7 +276,7 @@ class Worker:
     async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
         """Waits for a slot, then runs the attempt. A run cancelled by its user while it
         waits never starts: it is recorded cancelled, like one stopped while running."""
-        if not await self._take_slot(run, token):
+        if not await self.slots.take(run, token, cancelled=self.cancelled_by_user):
             self.cancelled_by_user.discard(run.id)
             outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
             fields = _log_fields(run, token)
@@ -288,33 +286,6 @@ class Worker:
             await self._attempt(run, token)
         finally:
             self.slots.release()
-
-    async def _take_slot(self, run: QueuedRun, token: FencingToken) -> bool:
-        """True once one of the `concurrency` slots is this run's; False if the run was
-        cancelled first (the slot, if it came, is given back)."""
-        run_id = run.id
-        if self.slots.locked():
-            request = asyncio.create_task(self.slots.acquire())
-            self.waiting[run_id] = request
-            self.waiting_runs[run_id] = (run, token)
-            try:
-                await asyncio.wait([request])
-            except asyncio.CancelledError:  # abandoned: give the slot back or stop asking
-                if request.done() and not request.cancelled():
-                    self.slots.release()
-                request.cancel()
-                raise
-            finally:
-                self.waiting.pop(run_id, None)
-                self.waiting_runs.pop(run_id, None)
-            if request.cancelled():
-                return False
-        else:
-            await self.slots.acquire()  # free: returns at once
-        if run_id in self.cancelled_by_user:  # cancelled just as its slot came
-            self.slots.release()
-            return False
-        return True
 
     async def _attempt(self, run: QueuedRun, token: FencingToken) -> None:
         shipper = LogShipper(self.pool, run_id=run.id, attempt=run.attempt, token=token)
@@ -391,7 +362,7 @@ class Worker:
         """On the way out, runs claimed ahead that have not started go back to the queue at
         once (`runs.hand_back`), for any worker: a stopping worker starts nothing new, and a
         run that never started must not come back through the claimer as a lost attempt."""
-        waiting = dict(self.waiting_runs)
+        waiting = dict(self.slots.waiting)
         if not waiting:
             return
         tasks = [task for task, run in self.active.items() if run.id in waiting]
