@@ -56,6 +56,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# The most runs one claim takes: their keys are one etcd transaction, and etcd refuses one of
+# more than 128 operations by default (--max-txn-ops). Found by tests/acceptance/test_load.py.
+MAX_CLAIM = 100
 # How soon a worker whose claim found nothing it may start looks again.
 BLOCKED_POLL = 0.05
 
@@ -156,7 +159,7 @@ class Worker:
                 # otherwise idle, or when half the lead is spent: not once per finished run.
                 oldest = min(self.started.values(), default=loop.time())
                 ahead = self.ahead.runs(longest_running=loop.time() - oldest)
-                free = self.config.concurrency + ahead - len(self.active)
+                free = min(self.config.concurrency + ahead - len(self.active), MAX_CLAIM)
                 starving = len(self.active) < self.config.concurrency
                 if free <= 0 or not (starving or 2 * free >= max(ahead, 1)):
                     await self.wakeups.wait(self.config.max_idle)  # a finished run pokes us
