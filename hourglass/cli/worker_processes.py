@@ -1,9 +1,10 @@
 """`hourglass worker --processes N`: N worker processes under one command.
 
-One worker's event loop claims, spawns and finishes every attempt; on the bench (issue 17,
-docs/benchmarks.md) two processes of 4 slots drained `/bin/true` 2.9 times as fast as one of 8,
-for 12% more CPU per run: a claim's round trips (PostgreSQL and an etcd transaction) run one
-after another in one loop, and a second loop overlaps them. Each child is a whole worker of its
+One worker's event loop claims, spawns and finishes every attempt, and its claims (PostgreSQL
+round trips and an etcd transaction) run one after another. On the loaded bench machine (issue
+17, docs/benchmarks.md) two processes of 4 slots drained `/bin/true` 2 to 4.5 times as fast as
+one of 8 in three runs of four (0.8 times in the fourth), for a little more CPU per run: a
+second loop overlaps the claims' waits. Each child is a whole worker of its
 own: its own etcd lease, worker id (`ID-i`), slots (the total `--concurrency` split between
 them) and metrics port (`--metrics-listen HOST:PORT+i`), so the contract is that of N workers.
 
