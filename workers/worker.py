@@ -285,6 +285,11 @@ class Worker:
             fields = _log_fields(run, token)
             self.finisher.submit(Result(run, token, outcome, Requeue(at=None), fields))
             return
+        if not self.lease.fresh():
+            # Held while this worker stalled past its lease: the claimer may have given the
+            # run to another worker already. Start nothing, write nothing.
+            self.slots.release()
+            return
         try:
             await self._attempt(run, token)
         finally:
