@@ -9,6 +9,7 @@ its lease (and with it the run) changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from hourglass.domain import (
 )
 from hourglass.policies import Requeue as Requeue
 from hourglass.store import job_columns
-from hourglass.store.db import Connection
+from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 
 CANCEL_CHANNEL = "hourglass_cancel"
 LOGS_CHANNEL = "hourglass_logs"
@@ -233,23 +234,60 @@ async def mark_running(
         "worker": worker_id,
         "now": now,
     }
+    # One statement (one round trip) for both tables.
     await conn.execute(
         """
-        UPDATE runs SET state = 'running', fencing_token = v.token
-        FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS v(id, token)
-        WHERE runs.id = v.id
-        """,
-        params,
-    )
-    await conn.execute(
-        """
+        WITH v AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
+                AS v(id, attempt, token)
+        ),
+        run AS (
+            UPDATE runs SET state = 'running', fencing_token = v.token
+            FROM v WHERE runs.id = v.id
+        )
         INSERT INTO attempts (run_id, number, state, worker_id, fencing_token, started_at)
-        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s
-        FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
-             AS v(id, attempt, token)
+        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s FROM v
         """,
         params,
     )
+
+
+async def hand_back(
+    conn: Connection, held: Sequence[tuple[RunId, int, FencingToken]]
+) -> list[RunId]:
+    """Puts runs a worker claimed but never started back in the queue, as if never claimed:
+    the run queued again with the same attempt number, the attempt row that was opened for
+    it removed (it never ran). Fenced per row like any holder's write; returns the runs
+    handed back. One statement; one NOTIFY so that other workers look at once."""
+    if not held:
+        return []
+    cursor = await conn.execute(
+        """
+        WITH v AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
+                AS v(id, attempt, token)
+        ),
+        gone AS (
+            DELETE FROM attempts a USING v
+            WHERE a.run_id = v.id AND a.number = v.attempt AND a.fencing_token = v.token
+              AND a.state = 'running'
+            RETURNING a.run_id, a.fencing_token
+        )
+        UPDATE runs r SET state = 'queued', fencing_token = NULL
+        FROM gone
+        WHERE r.id = gone.run_id AND r.fencing_token = gone.fencing_token AND r.state = 'running'
+        RETURNING r.id
+        """,
+        {
+            "ids": [run_id for run_id, _, _ in held],
+            "attempts": [attempt for _, attempt, _ in held],
+            "tokens": [token for _, _, token in held],
+        },
+    )
+    handed = [RunId(row["id"]) for row in await cursor.fetchall()]
+    if handed:
+        await notify(conn, RUNS_CHANNEL)
+    return handed
 
 
 async def next_available_at(conn: Connection) -> datetime | None:

@@ -50,6 +50,55 @@ async def test_cancel_run_terminates_a_running_process(
     assert not marker.exists()
 
 
+async def test_a_run_claimed_ahead_waits_for_a_slot_and_can_be_cancelled_before_it_starts(
+    pool: db.Pool, database_url: str, etcd: Etcd, stub: pb_grpc.JobSchedulerStub, tmp_path: Path
+) -> None:
+    """A worker holds runs beyond its slots so that a freed slot never waits for a claim. A
+    run held that way is running (claimed, fenced) but has not started: cancelling it records
+    it cancelled, and its command never runs."""
+    marker = tmp_path / "ran"
+    quick = await schedule(pool, "true")
+    # Claims ahead behind attempts shorter than a minute: after `true`, and while `sleep` is
+    # younger than that.
+    async with running_service(
+        pool, database_url, etcd, concurrency=1, claim_ahead=1, claim_ahead_below=60.0
+    ):
+        await finished_run(pool, quick)
+        busy = await schedule(pool, "sleep", "30")
+        await running_run(pool, busy)
+        waiting = await schedule(pool, "touch", str(marker))
+        run = await running_run(pool, waiting)  # claimed while the only slot is busy
+        await stub.CancelRun(pb.CancelRunRequest(run_id=str(run.id)))  # type: ignore[attr-defined]
+        finished = await finished_run(pool, waiting, timeout=10)
+        (still,) = await job_runs(pool, busy)
+        assert still.state == RunState.RUNNING
+    assert finished.state == RunState.CANCELLED
+    (attempt,) = finished.attempts
+    assert attempt.state == RunState.CANCELLED and attempt.error == "cancelled on request"
+    assert not marker.exists()
+
+
+async def test_a_stopping_worker_hands_back_the_runs_it_claimed_ahead_unstarted(
+    pool: db.Pool, database_url: str, etcd: Etcd, tmp_path: Path
+) -> None:
+    """A run held for a slot that never came goes back to the queue as it was (same attempt,
+    no attempt row): it never ran, so it must not come back as a lost attempt."""
+    marker = tmp_path / "ran"
+    quick = await schedule(pool, "true")
+    async with running_service(
+        pool, database_url, etcd, concurrency=1, claim_ahead=1, claim_ahead_below=60.0
+    ):
+        await finished_run(pool, quick)
+        busy = await schedule(pool, "sleep", "30")
+        await running_run(pool, busy)
+        waiting = await schedule(pool, "touch", str(marker))
+        await running_run(pool, waiting)
+    (run,) = await job_runs(pool, waiting)
+    assert run.state == RunState.QUEUED and run.attempt == 1
+    assert run.attempts == ()
+    assert not marker.exists()
+
+
 async def test_replace_terminates_the_running_run_then_starts_the_next(
     pool: db.Pool, database_url: str, etcd: Etcd
 ) -> None:
