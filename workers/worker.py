@@ -38,6 +38,7 @@ from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 from hourglass.workers.slots import Slots
+from hourglass.workers.starter import Starter
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class Worker:
         # A crashed finisher ends the worker (see workers/finisher.py); the poke makes the
         # loop notice at once.
         self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock, on_crash=self.wakeups.poke)
+        self.starter = Starter(pool, self.clock)
         # Runs of a claim that failed after its etcd transaction may have created their keys
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
@@ -188,6 +190,7 @@ class Worker:
             raise
         finally:
             await self.finisher.stop()
+            await self.starter.stop()
             await self.wakeups.stop()
             await self.cancellations.stop()
             await self.lease.stop(revoke=True)
@@ -213,8 +216,16 @@ class Worker:
                     holder=self.config.worker_id,
                 )
                 held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
+                # The runs that take a free slot at once start now; the rest are claimed
+                # ahead and start (runs.start) when a slot frees.
+                free_slots = max(self.config.concurrency - len(self.active), 0)
+                starting = {run.id for run, _ in held[:free_slots]}
                 await runs.mark_running(
-                    conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
+                    conn,
+                    held=held,
+                    starting=starting,
+                    worker_id=self.config.worker_id,
+                    now=self.clock.now(),
                 )
         except BaseException:
             # The claim failed (PostgreSQL restarted before the commit, etcd went away with
@@ -227,7 +238,9 @@ class Worker:
             raise
         metrics.claims.inc(len(held))
         for run, token in held:
-            task = asyncio.create_task(self._execute(run, token), name=f"run {run.id}")
+            task = asyncio.create_task(
+                self._execute(run, token, started=run.id in starting), name=f"run {run.id}"
+            )
             self.active[task] = run
             task.add_done_callback(self._done)
         return len(held)
@@ -276,24 +289,44 @@ class Worker:
             log.error("attempt task crashed", exc_info=task.exception())
         self.wakeups.poke()  # a slot is free
 
-    async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
+    async def _execute(self, run: QueuedRun, token: FencingToken, *, started: bool) -> None:
         """Waits for a slot, then runs the attempt. A run cancelled by its user while it
-        waits never starts: it is recorded cancelled, like one stopped while running."""
+        waits never starts: it is recorded cancelled, like one stopped while running.
+
+        A run claimed ahead (not `started` at its claim) is marked started, fenced, before its
+        command starts. Until then its attempt is not spent: if this worker dies, the claimer
+        hands the run back to the queue with the same attempt; if the claimer did so first
+        (this worker stalled past its lease), the mark is refused and nothing starts."""
         if not await self.slots.take(run, token, cancelled=self.cancelled_by_user):
             self.cancelled_by_user.discard(run.id)
             outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
             fields = _log_fields(run, token)
             self.finisher.submit(Result(run, token, outcome, Requeue(at=None), fields))
             return
-        if not self.lease.fresh():
-            # Held while this worker stalled past its lease: the claimer may have given the
-            # run to another worker already. Start nothing, write nothing.
-            self.slots.release()
-            return
         try:
+            if not self.lease.fresh():
+                # Held while this worker stalled past its lease: the claimer may have given
+                # the run to another worker already. Start nothing, write nothing.
+                return
+            if not started and not await self._start(run, token):
+                return
             await self._attempt(run, token)
         finally:
             self.slots.release()
+
+    async def _start(self, run: QueuedRun, token: FencingToken) -> bool:
+        """Marks a run claimed ahead as started (workers/starter.py); False: start nothing."""
+        try:
+            if await self.starter.start(run.id, run.attempt, token):
+                return True
+        except retrying.TRANSIENT_ERRORS as exc:
+            # Unknown whether it landed. Its key goes with the next claim, so that the claimer
+            # takes the run back: handed back if the mark did not land, lost if it did.
+            log.warning("run %s: marking it started failed (%s); giving it up", run.id, exc)
+            self._unclaimed.add(run.id)
+            return False
+        log.info("run %s was taken back before it started; not starting it", run.id)
+        return False
 
     async def _attempt(self, run: QueuedRun, token: FencingToken) -> None:
         shipper = LogShipper(self.pool, run_id=run.id, attempt=run.attempt, token=token)
@@ -380,7 +413,9 @@ class Worker:
         try:
             async with db.transaction(self.pool) as conn:
                 handed = await runs.hand_back(
-                    conn, [(run.id, run.attempt, token) for run, token in waiting.values()]
+                    conn,
+                    [(run.id, run.attempt, token) for run, token in waiting.values()],
+                    unstarted_only=False,
                 )
             await self.etcd.release_runs({run_id: waiting[run_id][1] for run_id in handed})
         except retrying.TRANSIENT_ERRORS as exc:
