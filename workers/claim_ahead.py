@@ -10,6 +10,10 @@ the worker claims ahead only while its attempts are short: their moving average 
 and none of those running now older than that. A worker that has seen no attempt yet, or whose
 attempts are long, claims only for its free slots, as before. (`SHORT` is the default of
 WorkerConfig.claim_ahead_below.)
+
+A held run costs nothing if its worker dies: its attempt is stored not started until its slot
+comes (workers/starter.py), and the claimer hands such a run back to the queue with its
+attempt unspent instead of recording it lost.
 """
 
 from __future__ import annotations

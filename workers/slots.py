@@ -2,7 +2,8 @@
 for a slot in claim order (workers/claim_ahead.py says how many are claimed ahead).
 
 A run waiting for a slot has been claimed (running, under its fencing token) but has not
-started. A user's cancel ends its wait at once; a stopping worker hands such runs back
+started (nor has its stored attempt, unless it was claimed for a slot that was free). A
+user's cancel ends its wait at once; a stopping worker hands such runs back
 (`waiting`). Neither ever starts the command.
 """
 
