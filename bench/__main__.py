@@ -1,5 +1,5 @@
 """python -m bench [--quick] [--only drain,...,leaderboard,shortener,filesync,metrics,feed,console]
-[--profile]
+[--profile] [--processes P] [--feed-full]
 
 Starts its own PostgreSQL and etcd (embedded, in a temporary folder), runs hourglass's real
 processes against them, and prints a table: each figure beside a baseline measured in the
@@ -26,7 +26,7 @@ def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {
             "drain": 1_000,
-            "lateness": 500,
+            "lateness": 1_000,
             "submit": 200,
             "scale_small": 10_000,
             "scale_large": 100_000,
@@ -91,6 +91,14 @@ def main() -> int:
     parser.add_argument(
         "--feed-full", action="store_true", help="feed: the 100,000-user graph (default 10,000)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="P",
+        help="drain: also run P worker processes of 8 / P slots each, to see whether a worker"
+        " process per core pays (default: the core count; 1 skips it)",
+    )
     args = parser.parse_args()
     # Stopped by a signal, the bench still stops its servers and processes: SIGTERM exits
     # through the `finally` blocks, and SIGINT works even when started in the background.
@@ -131,7 +139,7 @@ def main() -> int:
         for scenario in chosen:
             try:
                 if scenario == "drain":
-                    rows += drain.run(bench, n["drain"], quick=args.quick)
+                    rows += drain.run(bench, n["drain"], quick=args.quick, processes=args.processes)
                 elif scenario == "lateness":
                     rows += lateness.run(bench, n["lateness"], quick=args.quick)
                 elif scenario == "submit":

@@ -9,6 +9,8 @@ Modes:
               local executor's options (pipes for stdout and stderr, a new session)
   skiplocked  a minimal SKIP LOCKED queue: claim 100 rows per transaction, spawn the command
               for each (same concurrency), mark them done
+  skiplocked-one  the plainest SKIP LOCKED queue: `concurrency` loops, each on its own
+              connection: claim one row (one transaction), spawn, mark it done, repeat
   sleeploop   sleep until each due time, then spawn the lateness probe (the best case)
   startup     spawn -> first instruction of the probe, and of `sh -c '... $(date)'`
   rpc         ScheduleJob or grpc.health Check calls from one client with its own channel
@@ -154,6 +156,40 @@ async def skiplocked(args: dict[str, Any]) -> dict[str, Any]:
     await claim.close()
     await mark.close()
     return {"n": marked, "seconds": seconds, "rate": marked / seconds}
+
+
+async def skiplocked_one(args: dict[str, Any]) -> dict[str, Any]:
+    import psycopg
+
+    _use_watcher(args.get("watcher", "default"))
+    dsn, concurrency, argv, total = args["dsn"], args["concurrency"], args["argv"], args["n"]
+    ticker = Ticker(f"SKIP LOCKED loop, one per transaction, x{concurrency}", total)
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            while True:
+                cursor = await conn.execute(
+                    "UPDATE bench_queue SET state = 'running' WHERE id = (SELECT id"
+                    " FROM bench_queue WHERE state = 'queued' AND available_at <= now()"
+                    " ORDER BY available_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id"
+                )
+                row = await cursor.fetchone()
+                if row is None:
+                    return
+                await run_like_executor(argv, SPAWN_ENV)
+                await conn.execute(
+                    "UPDATE bench_queue SET state = 'done', finished_at = now() WHERE id = %s",
+                    (row[0],),
+                )
+                done += 1
+                ticker.tick(done)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    seconds = time.perf_counter() - start
+    return {"n": done, "seconds": seconds, "rate": done / seconds}
 
 
 def due_times(t0: float, step: float, n: int) -> list[float]:
@@ -340,6 +376,7 @@ def main() -> int:
         modes = {
             "spawn": spawn,
             "skiplocked": skiplocked,
+            "skiplocked-one": skiplocked_one,
             "sleeploop": sleeploop,
             "startup": startup,
         }

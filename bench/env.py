@@ -229,12 +229,16 @@ class Bench:
         self.processes.remove(process)
 
     def baseline(
-        self, mode: str, args: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        mode: str,
+        args: dict[str, Any],
+        env: dict[str, str] | None = None,
+        module: str = "bench.baselines",
     ) -> dict[str, Any]:
         """Runs one baseline in its own Python process (its own event loop, like a hourglass
         component); its progress lines go to our stderr; returns its JSON result."""
         result = subprocess.run(
-            [*BENCH, mode, json.dumps(args)],
+            [*BENCH[:-1], module, mode, json.dumps(args)],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             check=False,

@@ -1,6 +1,7 @@
 """`hourglass` with a what-if applied in memory, for bench/whatif.py:
 
-    python -m bench.patched [--pidfd] [--no-pool-check] [--pool-size N] -- worker ...
+    python -m bench.patched [--pidfd] [--no-pool-check] [--pool-size N] [--unsandboxed] \
+        -- worker ...
 
 Nothing in hourglass changes on disk; each patch is the smallest in-process stand-in for a
 change the benchmark suggests, so its effect can be measured before anyone makes it.
@@ -48,10 +49,23 @@ def pool_size(size: int) -> None:
 
     original = db.open_pool
 
-    async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 8) -> db.Pool:
-        return await original(dsn, min_size=min_size, max_size=size)
+    async def open_pool(
+        dsn: str, *, min_size: int = 1, max_size: int = 8, check_idle_after: float = 0.0
+    ) -> db.Pool:
+        return await original(
+            dsn, min_size=min_size, max_size=size, check_idle_after=check_idle_after
+        )
 
     db.open_pool = open_pool  # type: ignore[assignment]
+
+
+def unsandboxed() -> None:
+    """The worker's attempts run as the worker's own children, as `hourglass dev
+    --unsandboxed` runs them: what pgqueuer and the loops do, for a like-for-like figure. The
+    worker itself offers no such flag (jobs are untrusted code)."""
+    from hourglass.cli import sandbox_options
+
+    sandbox_options.config = lambda args: None
 
 
 def main() -> int:
@@ -61,6 +75,7 @@ def main() -> int:
     parser.add_argument("--pidfd", action="store_true")
     parser.add_argument("--no-pool-check", action="store_true")
     parser.add_argument("--pool-size", type=int, default=0)
+    parser.add_argument("--unsandboxed", action="store_true")
     args = parser.parse_args(argv[:split])
     if args.pidfd:
         pidfd_child_watcher()
@@ -68,6 +83,8 @@ def main() -> int:
         no_pool_check()
     if args.pool_size:
         pool_size(args.pool_size)
+    if args.unsandboxed:
+        unsandboxed()
     from hourglass.cli import main as cli
 
     return cli.main(argv[split + 1 :])

@@ -27,6 +27,7 @@ RATE = 100  # samples per second
 # "Class.function (package/file.py:line)"; the thread comes first.
 PHASES: list[tuple[str, str]] = [
     ("logging (log.info lines)", r"\(logging/"),
+    ("metrics (prometheus_client)", r"\(prometheus_client/"),
     ("pool: check_connection (a round trip per borrow)", r"check_connection"),
     ("tenacity retry wrapper (retrying.forever)", r"\(tenacity/"),
     ("spawn: fork/exec (Popen._execute_child)", r"^Popen\._execute_child "),
@@ -48,7 +49,8 @@ PHASES: list[tuple[str, str]] = [
     ("finish: results.finish_many (fenced UPDATE)", r"^finish_many \(hourglass/store/results"),
     ("release: etcd txn (release_runs)", r"^Etcd\.release_runs "),
     ("log shipper", r"LogShipper"),
-    ("finish: BEGIN/COMMIT, pool, retry wrapper", r"^Worker\._execute "),
+    ("finish: BEGIN/COMMIT, pool, retry wrapper", r"^Finisher\.|^Worker\._execute "),
+    ("worker: waiting for a slot, attempt bookkeeping", r"^Worker\._(take_slot|attempt) "),
     ("main loop: next_available_at query", r"^Worker\._idle_seconds "),
     ("main loop: cancellation check", r"^Worker\._check_cancellations "),
     ("producer: fire_due", r"^fire_due "),

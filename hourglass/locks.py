@@ -270,9 +270,19 @@ class Lease:
     def __post_init__(self) -> None:
         self.lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Event loop time of the last heartbeat etcd answered (or of the grant).
+        self._last_ok = 0.0
+
+    def fresh(self) -> bool:
+        """Whether the lease can be trusted right now: not lost, and confirmed within a TTL.
+        A process that was stalled past its TTL sees False at once on waking, before its
+        heartbeat has run and set `lost`."""
+        elapsed = asyncio.get_running_loop().time() - self._last_ok
+        return self.id != 0 and not self.lost.is_set() and elapsed < self.ttl
 
     async def start(self) -> None:
         self.id = await self.etcd.grant(self.ttl)
+        self._last_ok = asyncio.get_running_loop().time()
         self.lost.clear()
         self._task = asyncio.create_task(self._heartbeat(), name=f"lease {self.id:x}")
 
@@ -297,7 +307,7 @@ class Lease:
                 remaining = -1
             now = loop.time()
             if remaining > 0:
-                last_ok = now
+                last_ok = self._last_ok = now
             # A loop that was paused (SIGSTOP, a long GC) wakes up here with a stale clock:
             # the gap since the last good heartbeat tells the truth either way.
             if remaining == 0 or now - last_ok >= self.ttl:

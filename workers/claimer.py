@@ -3,7 +3,9 @@
 A running run must have its etcd key, created by its holder with the run's fencing token as
 create revision. When the holder dies or stalls past its lease TTL, etcd deletes the key; the
 claimer finds such runs, records their attempt as lost, and requeues them (attempt + 1, after a
-backoff) or fails them when their attempts are spent.
+backoff) or fails them when their attempts are spent. A run whose attempt never started (claimed
+ahead, waiting for a slot of its worker: attempts.started false) is instead handed back to the
+queue with its attempt number intact: nothing ran, so nothing is spent.
 
 One claimer leads at a time: leadership is a key on the claimer's own lease, so a dead leader
 is replaced within a TTL. Running several claimers is safe even without it, since every write
@@ -69,9 +71,29 @@ class Claimer:
         if not held:
             return 0
         keys = await self.etcd.held_runs()
-        taken = 0
-        for run in held:
-            if keys.get(str(run.id)) == run.fencing_token:
+        gone = [run for run in held if keys.get(str(run.id)) != run.fencing_token]
+        if not gone:
+            return 0
+        # Runs claimed ahead whose attempt never started go back to the queue as they were
+        # (same attempt), all in one statement: nothing ran, so no attempt is spent.
+        async with db.transaction(self.pool) as conn:
+            handed = set(
+                await runs.hand_back(
+                    conn,
+                    [(run.id, run.attempt, run.fencing_token) for run in gone],
+                    unstarted_only=True,
+                )
+            )
+        if handed:
+            metrics.takeovers.inc(len(handed))
+            log.warning(
+                "%d runs held by a worker now gone had not started; taken back to the queue"
+                " with their attempts unspent",
+                len(handed),
+            )
+        taken = len(handed)
+        for run in gone:
+            if run.id in handed:
                 continue
             async with db.transaction(self.pool) as conn:
                 if await results.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):

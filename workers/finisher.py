@@ -30,6 +30,7 @@ this one, restarted by its supervisor) runs them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -152,8 +153,17 @@ class Finisher:
                     exc,
                 )
                 written = [await self._write_alone(result) for result in results]
+        finished: collections.Counter[str] = collections.Counter()
         for result, ok in written:
-            self._report(result, ok)
+            if ok:
+                finished[result.outcome.state.value] += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    self._report_debug(result)
+            else:
+                self._report_refused(result)
+        # Once per batch and state, not once per run.
+        for state, count in finished.items():
+            metrics.runs_finished.labels(state).inc(count)
         with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
             await self.etcd.release_runs({r.run.id: r.token for r in results})
 
@@ -219,25 +229,26 @@ class Finisher:
         (ok,) = await self._store([failed])
         return failed, ok
 
-    def _report(self, result: Result, ok: bool) -> None:
+    @staticmethod
+    def _report_debug(result: Result) -> None:
         run = result.run
-        if ok:
-            metrics.runs_finished.labels(result.outcome.state.value).inc()
-            log.debug(
-                "run %s attempt %d %s (exit %s)",
-                run.id,
-                run.attempt,
-                result.outcome.state.value,
-                result.outcome.exit_code,
-                extra=result.fields,
-            )
-        else:
-            self.fenced_off += 1
-            metrics.fenced_writes.inc()
-            log.warning(
-                "run %s attempt %d: result refused, token %d no longer holds the run",
-                run.id,
-                run.attempt,
-                result.token,
-                extra=result.fields,
-            )
+        log.debug(
+            "run %s attempt %d %s (exit %s)",
+            run.id,
+            run.attempt,
+            result.outcome.state.value,
+            result.outcome.exit_code,
+            extra=result.fields,
+        )
+
+    def _report_refused(self, result: Result) -> None:
+        run = result.run
+        self.fenced_off += 1
+        metrics.fenced_writes.inc()
+        log.warning(
+            "run %s attempt %d: result refused, token %d no longer holds the run",
+            run.id,
+            run.attempt,
+            result.token,
+            extra=result.fields,
+        )

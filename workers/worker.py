@@ -32,9 +32,13 @@ from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
 from hourglass.store import db, results, runs
 from hourglass.store.runs import QueuedRun, Requeue
+from hourglass.workers import claim_ahead as claim_ahead_module
+from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
+from hourglass.workers.slots import Slots
+from hourglass.workers.starter import Starter
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+# The most runs one claim takes: their keys are one etcd transaction, and etcd refuses one of
+# more than 128 operations by default (--max-txn-ops). Found by tests/acceptance/test_load.py.
+MAX_CLAIM = 100
 # How soon a worker whose claim found nothing it may start looks again.
 BLOCKED_POLL = 0.05
 
@@ -61,6 +68,14 @@ BLOCKED_POLL = 0.05
 class WorkerConfig:
     # Attempts executed at once.
     concurrency: int = 32
+    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 4 x
+    # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
+    # starts a held run at once instead of waiting for a claim's round trips, and a claim
+    # takes at least half this many at once. A held run's attempt is stored not started, so
+    # a worker that dies holding it spends none of its attempts (workers/starter.py).
+    claim_ahead: int | None = None
+    # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
+    claim_ahead_below: float = claim_ahead_module.SHORT
     # Seconds etcd keeps this worker's runs after its last heartbeat.
     lease_ttl: int = 10
     # The longest the worker waits without looking for work (fallback for lost notifications).
@@ -74,6 +89,12 @@ class WorkerConfig:
             raise ValueError("concurrency must be at least 1")
         if self.lease_ttl < 2:
             raise ValueError("lease_ttl must be at least 2 seconds")
+        if self.claim_ahead is not None and self.claim_ahead < 0:
+            raise ValueError("claim_ahead must not be negative")
+
+    @property
+    def ahead(self) -> int:
+        return 4 * self.concurrency if self.claim_ahead is None else self.claim_ahead
 
 
 class Worker:
@@ -95,7 +116,12 @@ class Worker:
         self.wakeups = db.Wakeups(dsn, db.RUNS_CHANNEL)
         self.cancellations = db.Wakeups(dsn, runs.CANCEL_CHANNEL, on_payload=self._cancel_ids)
         self.lease = Lease(etcd, self.config.lease_ttl)
+        # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
+        self.slots = Slots(self.config.concurrency)
+        self.ahead = ClaimAhead(limit=self.config.ahead, short=self.config.claim_ahead_below)
+        # When each executing attempt started (event loop time).
+        self.started: dict[RunId, float] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
         self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
         self.cancelled_by_user: set[RunId] = set()
@@ -104,6 +130,7 @@ class Worker:
         # A crashed finisher ends the worker (see workers/finisher.py); the poke makes the
         # loop notice at once.
         self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock, on_crash=self.wakeups.poke)
+        self.starter = Starter(pool, self.clock)
         # Runs of a claim that failed after its etcd transaction may have created their keys
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
@@ -123,7 +150,7 @@ class Worker:
             await self._start_lease()
             while not self.stopping.is_set():
                 self.finisher.check()
-                if self.executions and loop.time() - last_check >= self.config.max_idle:
+                if self.active and loop.time() - last_check >= self.config.max_idle:
                     last_check = loop.time()
                     await self._check_cancellations()
                 if self.lease.lost.is_set():
@@ -131,19 +158,25 @@ class Worker:
                     await self._abandon_all("lease lost")
                     await self._start_lease()
                     continue
-                free = self.config.concurrency - len(self.active)
-                claimed = 0
-                if free > 0:
-                    try:
-                        claimed = await self.claim(free)
-                    except retrying.TRANSIENT_ERRORS as exc:
-                        log.warning("claim failed (%s); retrying", exc)
-                        await asyncio.sleep(1)
-                        continue
-                if claimed and claimed == free:
+                # Room for the slots plus `ahead` runs waiting. Claim when a slot would
+                # otherwise idle, or when half the lead is spent: not once per finished run.
+                oldest = min(self.started.values(), default=loop.time())
+                ahead = self.ahead.runs(longest_running=loop.time() - oldest)
+                free = min(self.config.concurrency + ahead - len(self.active), MAX_CLAIM)
+                starving = len(self.active) < self.config.concurrency
+                if free <= 0 or not (starving or 2 * free >= max(ahead, 1)):
+                    await self.wakeups.wait(self.config.max_idle)  # a finished run pokes us
+                    continue
+                try:
+                    claimed = await self.claim(free)
+                except retrying.TRANSIENT_ERRORS as exc:
+                    log.warning("claim failed (%s); retrying", exc)
+                    await asyncio.sleep(1)
+                    continue
+                if claimed == free:
                     continue  # there may be more waiting
                 wait = await self._idle_seconds(free)
-                if not claimed and free > 0:
+                if not claimed:
                     # Runs may be available yet not ours to start (another worker holds them
                     # locked, or their exclusive job is running): look again soon, not at once,
                     # or this loop spins. New runs still wake us at once (NOTIFY).
@@ -158,6 +191,7 @@ class Worker:
             raise
         finally:
             await self.finisher.stop()
+            await self.starter.stop()
             await self.wakeups.stop()
             await self.cancellations.stop()
             await self.lease.stop(revoke=True)
@@ -183,8 +217,16 @@ class Worker:
                     holder=self.config.worker_id,
                 )
                 held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
+                # The runs that take a free slot at once start now; the rest are claimed
+                # ahead and start (runs.start) when a slot frees.
+                free_slots = max(self.config.concurrency - len(self.active), 0)
+                starting = {run.id for run, _ in held[:free_slots]}
                 await runs.mark_running(
-                    conn, held=held, worker_id=self.config.worker_id, now=self.clock.now()
+                    conn,
+                    held=held,
+                    starting=starting,
+                    worker_id=self.config.worker_id,
+                    now=self.clock.now(),
                 )
         except BaseException:
             # The claim failed (PostgreSQL restarted before the commit, etcd went away with
@@ -197,7 +239,9 @@ class Worker:
             raise
         metrics.claims.inc(len(held))
         for run, token in held:
-            task = asyncio.create_task(self._execute(run, token), name=f"run {run.id}")
+            task = asyncio.create_task(
+                self._execute(run, token, started=run.id in starting), name=f"run {run.id}"
+            )
             self.active[task] = run
             task.add_done_callback(self._done)
         return len(held)
@@ -209,6 +253,11 @@ class Worker:
                 self._cancel(RunId(uuid.UUID(text)))
 
     def _cancel(self, run_id: RunId) -> None:
+        if run_id in self.slots.waiting and run_id not in self.cancelled_by_user:
+            log.info("run %s cancelled by request before it started", run_id)
+            self.cancelled_by_user.add(run_id)
+            self.slots.cancel(run_id)
+            return
         held = self.executions.get(run_id)
         if held is not None and not held[1].done() and run_id not in self.cancelled_by_user:
             log.info("run %s cancelled by request; terminating it", run_id)
@@ -227,7 +276,9 @@ class Worker:
     async def _check_cancellations(self) -> None:
         try:
             async with self.pool.connection() as conn:
-                requested = await runs.cancel_requested(conn, list(self.executions))
+                requested = await runs.cancel_requested(
+                    conn, [*self.executions, *self.slots.waiting]
+                )
         except retrying.TRANSIENT_ERRORS:
             return
         for run_id in requested:
@@ -239,7 +290,46 @@ class Worker:
             log.error("attempt task crashed", exc_info=task.exception())
         self.wakeups.poke()  # a slot is free
 
-    async def _execute(self, run: QueuedRun, token: FencingToken) -> None:
+    async def _execute(self, run: QueuedRun, token: FencingToken, *, started: bool) -> None:
+        """Waits for a slot, then runs the attempt. A run cancelled by its user while it
+        waits never starts: it is recorded cancelled, like one stopped while running.
+
+        A run claimed ahead (not `started` at its claim) is marked started, fenced, before its
+        command starts. Until then its attempt is not spent: if this worker dies, the claimer
+        hands the run back to the queue with the same attempt; if the claimer did so first
+        (this worker stalled past its lease), the mark is refused and nothing starts."""
+        if not await self.slots.take(run, token, cancelled=self.cancelled_by_user):
+            self.cancelled_by_user.discard(run.id)
+            outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
+            fields = _log_fields(run, token)
+            self.finisher.submit(Result(run, token, outcome, Requeue(at=None), fields))
+            return
+        try:
+            if not self.lease.fresh():
+                # Held while this worker stalled past its lease: the claimer may have given
+                # the run to another worker already. Start nothing, write nothing.
+                return
+            if not started and not await self._start(run, token):
+                return
+            await self._attempt(run, token)
+        finally:
+            self.slots.release()
+
+    async def _start(self, run: QueuedRun, token: FencingToken) -> bool:
+        """Marks a run claimed ahead as started (workers/starter.py); False: start nothing."""
+        try:
+            if await self.starter.start(run.id, run.attempt, token):
+                return True
+        except retrying.TRANSIENT_ERRORS as exc:
+            # Unknown whether it landed. Its key goes with the next claim, so that the claimer
+            # takes the run back: handed back if the mark did not land, lost if it did.
+            log.warning("run %s: marking it started failed (%s); giving it up", run.id, exc)
+            self._unclaimed.add(run.id)
+            return False
+        log.info("run %s was taken back before it started; not starting it", run.id)
+        return False
+
+    async def _attempt(self, run: QueuedRun, token: FencingToken) -> None:
         shipper = LogShipper(self.pool, run_id=run.id, attempt=run.attempt, token=token)
         context = AttemptContext(
             run_id=run.id,
@@ -260,6 +350,7 @@ class Worker:
             metrics.lateness.observe(max(late.total_seconds(), 0.0))
         execution = asyncio.create_task(self.executor.execute(context))
         self.executions[run.id] = (context, execution)
+        started = self.started[run.id] = asyncio.get_running_loop().time()
         try:
             outcome = await execution
         except asyncio.CancelledError:
@@ -276,7 +367,9 @@ class Worker:
             outcome = Outcome(state=RunState.FAILED, error=f"executor error: {exc}")
         finally:
             self.executions.pop(run.id, None)
+            self.started.pop(run.id, None)
             self.cancelled_by_user.discard(run.id)
+        self.ahead.observe(asyncio.get_running_loop().time() - started)
         await shipper.close()
         if outcome.state in results.RETRIED:
             requeue = Requeue.decide(run.retry, attempt=run.attempt, now=self.clock.now())
@@ -307,6 +400,31 @@ class Worker:
         wait = (available - self.clock.now()).total_seconds()
         return min(max(wait, 0.0), self.config.max_idle)
 
+    async def _hand_back_waiting(self) -> None:
+        """On the way out, runs claimed ahead that have not started go back to the queue at
+        once (`runs.hand_back`), for any worker: a stopping worker starts nothing new, and a
+        run that never started must not come back through the claimer as a lost attempt."""
+        waiting = dict(self.slots.waiting)
+        if not waiting:
+            return
+        tasks = [task for task, run in self.active.items() if run.id in waiting]
+        for task in tasks:
+            task.cancel()  # a run given up while waiting writes nothing
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with db.transaction(self.pool) as conn:
+                handed = await runs.hand_back(
+                    conn,
+                    [(run.id, run.attempt, token) for run, token in waiting.values()],
+                    unstarted_only=False,
+                )
+            await self.etcd.release_runs({run_id: waiting[run_id][1] for run_id in handed})
+        except retrying.TRANSIENT_ERRORS as exc:
+            # Still ours on the lease, which is revoked on the way out: the claimer takes them.
+            log.warning("handing back %d runs that had not started failed: %s", len(waiting), exc)
+            return
+        log.info("handed back %d runs that had not started", len(handed))
+
     async def _abandon_all(self, why: str) -> None:
         """Stops every attempt without writing: they are no longer ours to finish."""
         if self.active:
@@ -316,6 +434,7 @@ class Worker:
         await asyncio.gather(*self.active, return_exceptions=True)
 
     async def _drain(self) -> None:
+        await self._hand_back_waiting()
         if not self.active:
             return
         log.info("waiting up to %ss for %d attempts", self.config.shutdown_grace, len(self.active))

@@ -192,6 +192,22 @@ def _add_worker(commands: Any) -> None:
     add_metrics_option(worker)
     worker.add_argument("--lease-ttl", type=int, default=10, help="seconds (default 10)")
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    worker.add_argument(
+        "--claim-ahead",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs held beyond the free slots while attempts take under a second, so a freed"
+        " slot starts one at once (default 4 x concurrency; 0 turns it off)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes, each with its own lease, sharing --concurrency; process"
+        " i serves metrics on the --metrics-listen port + i (default 1)",
+    )
     worker.add_argument("--worker-id", default="", help="default HOSTNAME-PID")
     worker.add_argument(
         "--shutdown-grace",
@@ -334,6 +350,23 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         applied = migrate.apply(args.database_url)
         print(f"applied {len(applied)} migrations" + (f": {', '.join(applied)}" if applied else ""))
         return 0
+    if args.command == "worker" and args.processes != 1:
+        from hourglass.cli import worker_processes
+        from hourglass.workers.worker import default_worker_id
+
+        require(parser, args, "database-url")
+        require(parser, args, "etcd")
+        try:
+            slots = worker_processes.split_slots(args.concurrency, args.processes)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return worker_processes.supervise(
+            args.words,
+            processes=len(slots),
+            concurrency=args.concurrency,
+            worker_id=args.worker_id or default_worker_id(),
+            metrics=args.metrics_listen,
+        )
     return _run_component(parser, args)
 
 
@@ -426,6 +459,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             producer=args.command == "producer",
             worker=WorkerConfig(
                 concurrency=args.concurrency,
+                claim_ahead=args.claim_ahead,
                 lease_ttl=args.lease_ttl,
                 worker_id=args.worker_id or default_worker_id(),
                 shutdown_grace=args.shutdown_grace,

@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split = words.index("--")
         words, command_words = words[:split], words[split + 1 :]
     args = parser.parse_args(words)
+    args.words = words  # `worker --processes` passes them on to its children
     if command_words:
         if not hasattr(args, "argv"):
             parser.error("only schedule, update and lock take a command after --")

@@ -9,6 +9,7 @@ its lease (and with it the run) changes nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from hourglass.domain import (
 )
 from hourglass.policies import Requeue as Requeue
 from hourglass.store import job_columns
-from hourglass.store.db import Connection
+from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 
 CANCEL_CHANNEL = "hourglass_cancel"
 LOGS_CHANNEL = "hourglass_logs"
@@ -220,36 +221,121 @@ async def mark_running(
     conn: Connection,
     *,
     held: list[tuple[QueuedRun, FencingToken]],
+    starting: Collection[RunId],
     worker_id: str,
     now: datetime,
 ) -> None:
-    """Moves locked runs to running under their fencing tokens and opens their attempts."""
+    """Moves locked runs to running under their fencing tokens and opens their attempts.
+
+    The attempts of the runs in `starting` (those about to take a free slot) are opened as
+    started; the others were claimed ahead and wait for a slot, so their attempts are opened
+    not started (`start` marks them when they get one). A run whose holder goes away before
+    its attempt started is handed back, not lost (`hand_back`)."""
     if not held:
         return
     params = {
         "ids": [run.id for run, _ in held],
         "attempts": [run.attempt for run, _ in held],
         "tokens": [token for _, token in held],
+        "started": [run.id in starting for run, _ in held],
         "worker": worker_id,
         "now": now,
     }
+    # One statement (one round trip) for both tables.
     await conn.execute(
         """
-        UPDATE runs SET state = 'running', fencing_token = v.token
-        FROM unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) AS v(id, token)
-        WHERE runs.id = v.id
+        WITH v AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[],
+                                 %(started)s::boolean[])
+                AS v(id, attempt, token, started)
+        ),
+        run AS (
+            UPDATE runs SET state = 'running', fencing_token = v.token
+            FROM v WHERE runs.id = v.id
+        )
+        INSERT INTO attempts (run_id, number, state, worker_id, fencing_token, started_at,
+                              started)
+        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s, v.started FROM v
         """,
         params,
     )
-    await conn.execute(
+
+
+async def start(
+    conn: Connection, held: Sequence[tuple[RunId, int, FencingToken]], *, now: datetime
+) -> set[RunId]:
+    """Marks attempts that were claimed ahead as started, just before their commands start;
+    returns the runs marked. A run left out must not start: it no longer runs under its
+    token (a claimer that found its holder gone handed it back). The attempts row is the
+    one both writes name, so they are ordered by its lock: whichever commits first wins,
+    and the other finds the row changed. One statement, fenced per row; repeating it after
+    a lost reply is harmless."""
+    if not held:
+        return set()
+    cursor = await conn.execute(
         """
-        INSERT INTO attempts (run_id, number, state, worker_id, fencing_token, started_at)
-        SELECT v.id, v.attempt, 'running', %(worker)s, v.token, %(now)s
+        UPDATE attempts a SET started = true, started_at = %(now)s
         FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
              AS v(id, attempt, token)
+        WHERE a.run_id = v.id AND a.number = v.attempt AND a.fencing_token = v.token
+          AND a.state = 'running'
+        RETURNING a.run_id
         """,
-        params,
+        {
+            "ids": [run_id for run_id, _, _ in held],
+            "attempts": [attempt for _, attempt, _ in held],
+            "tokens": [token for _, _, token in held],
+            "now": now,
+        },
     )
+    return {RunId(row["run_id"]) for row in await cursor.fetchall()}
+
+
+async def hand_back(
+    conn: Connection,
+    held: Sequence[tuple[RunId, int, FencingToken]],
+    *,
+    unstarted_only: bool,
+) -> list[RunId]:
+    """Puts runs that were claimed but never started back in the queue, as if never claimed:
+    the run queued again with the same attempt number, the attempt row that was opened for
+    it removed (it never ran). Fenced per row like any holder's write; returns the runs
+    handed back. One statement; one NOTIFY so that other workers look at once.
+
+    The worker that holds them knows which of its runs never started (`unstarted_only`
+    False: a run that got no slot). The claimer, taking back runs whose holder is gone,
+    knows only what is stored: `unstarted_only` hands back just the attempts not marked
+    started, and a start that commits first keeps its attempt (then lost, not handed back)."""
+    if not held:
+        return []
+    cursor = await conn.execute(
+        """
+        WITH v AS (
+            SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
+                AS v(id, attempt, token)
+        ),
+        gone AS (
+            DELETE FROM attempts a USING v
+            WHERE a.run_id = v.id AND a.number = v.attempt AND a.fencing_token = v.token
+              AND a.state = 'running' AND NOT (%(unstarted_only)s AND a.started)
+            RETURNING a.run_id, a.fencing_token
+        )
+        UPDATE runs r SET state = 'queued', fencing_token = NULL
+        FROM gone
+        WHERE r.id = gone.run_id AND r.fencing_token = gone.fencing_token AND r.state = 'running'
+        RETURNING r.id
+        """,
+        {
+            "ids": [run_id for run_id, _, _ in held],
+            "attempts": [attempt for _, attempt, _ in held],
+            "tokens": [token for _, _, token in held],
+            "unstarted_only": unstarted_only,
+        },
+    )
+    handed = [RunId(row["id"]) for row in await cursor.fetchall()]
+    if handed:
+        await notify(conn, RUNS_CHANNEL)
+    return handed
 
 
 async def next_available_at(conn: Connection) -> datetime | None:

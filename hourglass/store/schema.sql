@@ -132,6 +132,10 @@ CREATE TABLE attempts (
     stdout_tail   text NOT NULL DEFAULT '',
     stderr_tail   text NOT NULL DEFAULT '',
     error         text NOT NULL DEFAULT '',
+    -- False while the attempt's run waits in its worker for a slot (claimed ahead): nothing has
+    -- started, so a holder that goes away hands the run back (same attempt) instead of losing
+    -- the attempt. Set, fenced by the token, just before the command starts (0012).
+    started       boolean NOT NULL DEFAULT true,
     PRIMARY KEY (run_id, number)
 );
 

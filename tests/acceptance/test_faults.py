@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from hourglass.v1 import scheduler_pb2 as pb
 from tests.acceptance.faults import TTL, FaultCluster, fault_cluster, fault_servers
 
 __all__ = ["fault_cluster", "fault_servers"]  # fixtures
@@ -27,8 +30,11 @@ WARM_UP = 3.0  # seconds of stream before the fault
 
 
 def running_attempts(c: FaultCluster, worker: str) -> set[tuple[str, int]]:
+    """The attempts a worker has started and not finished (not those claimed ahead, waiting
+    for a slot: those are handed back, not lost)."""
     rows = c.query(
-        "SELECT run_id, number FROM attempts WHERE state = 'running' AND worker_id = %s",
+        "SELECT run_id, number FROM attempts"
+        " WHERE state = 'running' AND started AND worker_id = %s",
         (worker,),
     )
     return {(str(row["run_id"]), row["number"]) for row in rows}
@@ -163,3 +169,75 @@ def test_everything_killed_at_once_then_restarted(fault_cluster: FaultCluster) -
 
     verdict = c.finish_and_verify("kill-all")
     assert verdict.lost_attempts > 0
+
+
+def once(c: FaultCluster, name: str, command: str, *, at: Timestamp) -> str:
+    """A job firing once at `at`, with one attempt allowed."""
+    spec = pb.JobSpec(
+        name=name,
+        task=pb.Task(command=["sh", "-c", command]),
+        schedule=pb.Schedule(at=at),
+        max_attempts=1,
+    )
+    reply = c.stub().ScheduleJob(
+        pb.ScheduleJobRequest(request_id=uuid.uuid4().hex, spec=spec), timeout=10
+    )
+    return str(reply.job_id)
+
+
+def test_sigkill_of_a_worker_holding_runs_claimed_ahead(fault_cluster: FaultCluster) -> None:
+    """Runs a worker claimed ahead of its free slots, and had not started, come back to the
+    queue with their attempt unspent when it dies: each of these one-attempt runs then runs
+    once, as attempt 1, and succeeds."""
+    c = fault_cluster
+    c.start_all(workers=())
+    # One slot, up to four runs waiting for it.
+    c.start(
+        "w1", "worker", "--lease-ttl", str(TTL), "--worker-id", "w1",
+        "--concurrency", "1", "--claim-ahead", "4",
+    )  # fmt: skip
+    c.procs.wait_for_log("w1", "holds lease")
+    # w1 claims ahead only once it has seen that its attempts are short.
+    ledger = f'echo "$HOURGLASS_RUN_ID $HOURGLASS_ATTEMPT $HOURGLASS_FENCING_TOKEN" >> {c.ledger}'
+    now = Timestamp()
+    now.GetCurrentTime()
+    for index in range(3):
+        once(c, f"warm-{index}", ledger, at=now)
+    c.wait_until(lambda: c.count("state = 'succeeded'") >= 3, 30, "warm-up runs succeed")
+    # Five one-shot runs fall due together: one takes the slot for seconds, and the others
+    # wait in w1 for it.
+    due = Timestamp()
+    due.FromSeconds(int(time.time()) + 2)
+    for index in range(5):
+        once(c, f"held-{index}", f"{ledger}; sleep 5", at=due)
+
+    def waiting() -> set[str]:
+        rows = c.query(
+            "SELECT run_id FROM attempts"
+            " WHERE state = 'running' AND NOT started AND worker_id = 'w1'"
+        )
+        return {str(row["run_id"]) for row in rows}
+
+    c.wait_until(lambda: len(waiting()) >= 2, 30, "w1 holds runs claimed ahead")
+    held = waiting()  # the slot is busy for seconds: none of these starts before the kill
+    c.kill("w1")
+    c.start_worker("w2")
+
+    c.finish_and_verify("worker-sigkill-claimed-ahead")
+    rows = c.query(
+        "SELECT r.id, r.state, r.attempt, a.number, a.state AS attempt_state, a.worker_id"
+        " FROM runs r JOIN attempts a ON a.run_id = r.id WHERE r.id = ANY(%s::uuid[])",
+        (sorted(held),),
+    )
+    # Each ran once, as its first and only attempt, on the worker that came next.
+    assert sorted((str(row["id"]), row["number"]) for row in rows) == [
+        (run_id, 1) for run_id in sorted(held)
+    ]
+    expected = ("succeeded", 1, "succeeded", "w2")
+    for row in rows:
+        assert (row["state"], row["attempt"], row["attempt_state"], row["worker_id"]) == expected
+    executions = [line.split() for line in c.ledger.read_text().splitlines()]
+    for run_id in held:
+        assert [attempt for ran, attempt, _ in executions if ran == run_id] == ["1"]
+    assert "taken back to the queue" in c.procs.log("claimer")
+    assert lost_by(c) <= {"w1"}, "an attempt of a live worker was taken back"

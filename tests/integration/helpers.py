@@ -103,7 +103,9 @@ async def hold_runs(
         queued = await runs.lock_queued(conn, limit=count, now=datetime.now(UTC))
         tokens = await etcd.hold_runs([r.id for r in queued], lease_id=lease, holder="w")
         held = [(run, tokens[run.id]) for run in queued]
-        await runs.mark_running(conn, held=held, worker_id="w", now=datetime.now(UTC))
+        await runs.mark_running(
+            conn, held=held, starting=set(tokens), worker_id="w", now=datetime.now(UTC)
+        )
     assert len(held) == count
     return held
 

@@ -15,13 +15,20 @@ from hourglass.workers.producer import Producer
 from tests.integration.helpers import job_runs, schedule, seconds
 
 
-async def hold_one(pool: db.Pool, etcd: Etcd, lease_id: int) -> tuple[runs.QueuedRun, FencingToken]:
-    """Claims the one queued run as a worker would, on the given lease."""
+async def hold_one(
+    pool: db.Pool, etcd: Etcd, lease_id: int, *, started: bool = True
+) -> tuple[runs.QueuedRun, FencingToken]:
+    """Claims the one queued run as a worker would, on the given lease: starting it now, or
+    (`started` False) ahead of a free slot."""
     async with db.transaction(pool) as conn:
         (queued,) = await runs.lock_queued(conn, limit=10, now=datetime.now(UTC))
         tokens = await etcd.hold_runs([queued.id], lease_id=lease_id, holder="worker-a")
         await runs.mark_running(
-            conn, held=[(queued, tokens[queued.id])], worker_id="worker-a", now=datetime.now(UTC)
+            conn,
+            held=[(queued, tokens[queued.id])],
+            starting={queued.id} if started else set(),
+            worker_id="worker-a",
+            now=datetime.now(UTC),
         )
     return queued, tokens[queued.id]
 
@@ -76,6 +83,49 @@ async def test_a_lost_run_with_no_attempts_left_fails(
     assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
     (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
     assert run.state == RunState.FAILED and run.finished_at is not None
+    assert [a.state for a in run.attempts] == [RunState.LOST]
+
+
+async def test_a_run_claimed_ahead_whose_holder_died_before_it_started_is_handed_back(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    # max_attempts 1: losing an attempt would fail the run, though it never ran.
+    job_id = await queue_one(pool, database_url)
+    lease = await etcd.grant(5)
+    queued, token = await hold_one(pool, etcd, lease, started=False)
+    await etcd.revoke(lease)  # the worker dies with the run waiting for a slot
+    assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.QUEUED and run.attempt == 1 and run.attempts == ()
+
+    # The dead worker, resumed, can neither start it nor report it.
+    async with db.transaction(pool) as conn:
+        assert not await runs.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
+        assert not await results.finish(
+            conn,
+            run_id=queued.id,
+            attempt=1,
+            token=token,
+            outcome=Outcome(state=RunState.SUCCEEDED, exit_code=0),
+            requeue=Requeue(at=None),
+            now=datetime.now(UTC),
+        )
+    assert await job_runs(pool, job_id) == [run]  # type: ignore[arg-type]
+
+
+async def test_a_run_claimed_ahead_that_started_is_lost_not_handed_back(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    job_id = await queue_one(pool, database_url)
+    lease = await etcd.grant(5)
+    queued, token = await hold_one(pool, etcd, lease, started=False)
+    async with db.transaction(pool) as conn:
+        marked = await runs.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
+    assert marked == {queued.id}
+    await etcd.revoke(lease)  # the worker dies while the command runs
+    assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
+    (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
+    assert run.state == RunState.FAILED
     assert [a.state for a in run.attempts] == [RunState.LOST]
 
 

@@ -39,6 +39,7 @@ async def claim(pool: db.Pool, limit: int, token: int) -> list[runs.QueuedRun]:
         await runs.mark_running(
             conn,
             held=[(run, FencingToken(token)) for run in queued],
+            starting={run.id for run in queued},
             worker_id="test",
             now=datetime.now(UTC),
         )
@@ -112,7 +113,11 @@ async def test_two_claims_at_once_never_pass_a_namespaces_running_cap(pool: db.P
         async with first.transaction():
             taken = await runs.lock_queued(first, limit=8, now=datetime.now(UTC))
             await runs.mark_running(
-                first, held=[(r, FencingToken(1)) for r in taken], worker_id="a", now=now
+                first,
+                held=[(r, FencingToken(1)) for r in taken],
+                starting={r.id for r in taken},
+                worker_id="a",
+                now=now,
             )
             async with second.transaction():
                 assert await runs.lock_queued(second, limit=8, now=datetime.now(UTC)) == []

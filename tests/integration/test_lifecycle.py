@@ -50,6 +50,90 @@ async def test_cancel_run_terminates_a_running_process(
     assert not marker.exists()
 
 
+async def test_a_run_claimed_ahead_waits_for_a_slot_and_can_be_cancelled_before_it_starts(
+    pool: db.Pool, database_url: str, etcd: Etcd, stub: pb_grpc.JobSchedulerStub, tmp_path: Path
+) -> None:
+    """A worker holds runs beyond its slots so that a freed slot never waits for a claim. A
+    run held that way is running (claimed, fenced) but has not started: cancelling it records
+    it cancelled, and its command never runs."""
+    marker = tmp_path / "ran"
+    quick = await schedule(pool, "true")
+    # Claims ahead behind attempts shorter than a minute: after `true`, and while `sleep` is
+    # younger than that.
+    async with running_service(
+        pool, database_url, etcd, concurrency=1, claim_ahead=1, claim_ahead_below=60.0
+    ):
+        await finished_run(pool, quick)
+        busy = await schedule(pool, "sleep", "30")
+        await running_run(pool, busy)
+        waiting = await schedule(pool, "touch", str(marker))
+        run = await running_run(pool, waiting)  # claimed while the only slot is busy
+        await stub.CancelRun(pb.CancelRunRequest(run_id=str(run.id)))  # type: ignore[attr-defined]
+        finished = await finished_run(pool, waiting, timeout=10)
+        (still,) = await job_runs(pool, busy)
+        assert still.state == RunState.RUNNING
+    assert finished.state == RunState.CANCELLED
+    (attempt,) = finished.attempts
+    assert attempt.state == RunState.CANCELLED and attempt.error == "cancelled on request"
+    assert not marker.exists()
+
+
+async def test_runs_claimed_ahead_start_when_a_slot_frees_marked_started(
+    pool: db.Pool, database_url: str, etcd: Etcd, tmp_path: Path
+) -> None:
+    """A run held for a slot is stored not started until its slot comes; then its attempt is
+    marked started (fenced) and it runs as its first attempt."""
+    go = tmp_path / "go"
+    quick = await schedule(pool, "true")
+    async with running_service(
+        pool, database_url, etcd, concurrency=1, claim_ahead=3, claim_ahead_below=60.0
+    ):
+        await finished_run(pool, quick)
+        # Holds the only slot until the test says go.
+        busy = await schedule(pool, "sh", "-c", f"until [ -e {go} ]; do sleep 0.05; done")
+        await running_run(pool, busy)
+        held = [await schedule(pool, "true") for _ in range(3)]
+        waiting = [await running_run(pool, job) for job in held]  # claimed, slot busy
+
+        async def started(run_id: object) -> bool:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT started FROM attempts WHERE run_id = %s", (run_id,)
+                )
+                row = await cursor.fetchone()
+            assert row is not None
+            return bool(row["started"])
+
+        assert [await started(run.id) for run in waiting] == [False] * 3  # type: ignore[attr-defined]
+        go.touch()
+        finished = [await finished_run(pool, job, timeout=20) for job in held]
+    for run in finished:
+        assert run.state == RunState.SUCCEEDED and run.attempt == 1
+        assert [a.number for a in run.attempts] == [1]
+        assert await started(run.id)
+
+
+async def test_a_stopping_worker_hands_back_the_runs_it_claimed_ahead_unstarted(
+    pool: db.Pool, database_url: str, etcd: Etcd, tmp_path: Path
+) -> None:
+    """A run held for a slot that never came goes back to the queue as it was (same attempt,
+    no attempt row): it never ran, so it must not come back as a lost attempt."""
+    marker = tmp_path / "ran"
+    quick = await schedule(pool, "true")
+    async with running_service(
+        pool, database_url, etcd, concurrency=1, claim_ahead=1, claim_ahead_below=60.0
+    ):
+        await finished_run(pool, quick)
+        busy = await schedule(pool, "sleep", "30")
+        await running_run(pool, busy)
+        waiting = await schedule(pool, "touch", str(marker))
+        await running_run(pool, waiting)
+    (run,) = await job_runs(pool, waiting)
+    assert run.state == RunState.QUEUED and run.attempt == 1
+    assert run.attempts == ()
+    assert not marker.exists()
+
+
 async def test_replace_terminates_the_running_run_then_starts_the_next(
     pool: db.Pool, database_url: str, etcd: Etcd
 ) -> None:
