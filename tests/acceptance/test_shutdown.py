@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Processes
+from tests.acceptance.conftest import Processes, Shared
 
 TTL = 30  # long on purpose: a hand-back that waited for it would be obvious
 
@@ -33,7 +33,9 @@ def wait_for(p: Processes, job_id: str, state: str, timeout: float = 20) -> dict
     raise AssertionError(f"never {state}: {run_of(p, job_id)}")
 
 
-def test_sigterm_finishes_short_runs_and_hands_back_long_ones(cluster_env: Processes) -> None:
+def test_sigterm_finishes_short_runs_and_hands_back_long_ones(
+    cluster_env: Processes, shared: Shared
+) -> None:
     p = cluster_env
     p.start("api", "api", "--insecure", "--listen", p.env["HOURGLASS_SERVER"])
     p.start("producer", "producer")
@@ -42,7 +44,11 @@ def test_sigterm_finishes_short_runs_and_hands_back_long_ones(cluster_env: Proce
     p.wait_for_log("api", "serving")
     p.wait_for_log("w1", "holds lease")
 
-    short = p.cli("schedule", "--after", "0s", "--", "sleep", "1.5").stdout.strip()
+    # The short run lasts until the test says so (after SIGTERM): a run of a fixed length
+    # could end before a busy machine's CLI saw it running.
+    release = shared.file("release")
+    wait = f"while [ ! -s {release} ]; do sleep 0.05; done"
+    short = p.cli("schedule", "--after", "0s", "--", "sh", "-c", wait).stdout.strip()
     long = p.cli(
         "schedule", "--after", "0s", "--max-attempts", "2", "--", "sleep", "60"
     ).stdout.strip()
@@ -51,6 +57,7 @@ def test_sigterm_finishes_short_runs_and_hands_back_long_ones(cluster_env: Proce
 
     stopped_at = time.monotonic()
     p.running["w1"].send_signal(signal.SIGTERM)
+    release.write_text("go")
     later = p.cli("schedule", "--after", "0s", "--", "true").stdout.strip()  # must not be taken
     assert p.running["w1"].wait(15) == 0
     took = time.monotonic() - stopped_at
