@@ -22,7 +22,7 @@ from datetime import timedelta
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, jobs, results, runs
+from hourglass.store import claims, db, jobs, results, runs
 from hourglass.workers.maintenance import Maintenance
 from hourglass.workers.worker import default_worker_id
 
@@ -78,7 +78,7 @@ class Claimer:
         # (same attempt), all in one statement: nothing ran, so no attempt is spent.
         async with db.transaction(self.pool) as conn:
             handed = set(
-                await runs.hand_back(
+                await claims.hand_back(
                     conn,
                     [(run.id, run.attempt, run.fencing_token) for run in gone],
                     unstarted_only=True,

@@ -40,9 +40,10 @@ from hourglass import metrics, retrying
 from hourglass.clock import Clock
 from hourglass.domain import FencingToken, Outcome, RunState
 from hourglass.locks import Etcd
+from hourglass.policies import Requeue
 from hourglass.store import db
+from hourglass.store.claims import QueuedRun
 from hourglass.store.results import Finish, finish_many
-from hourglass.store.runs import QueuedRun, Requeue
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import asyncio
 from typing import Literal
 
 from hourglass.domain import FencingToken, RunId
-from hourglass.store.runs import QueuedRun
+from hourglass.store.claims import QueuedRun
 
 
 class Slots:

@@ -3,7 +3,7 @@
 A run claimed ahead of a free slot holds its key and token but has not begun: its attempt is
 stored not started (attempts.started false), so that if its worker dies the claimer hands it
 back to the queue with the attempt unspent. Before its command starts, the attempt is marked
-started (`runs.start`, fenced by the token); a run the claimer took back first is refused and
+started (`claims.start`, fenced by the token); a run the claimer took back first is refused and
 never starts.
 
 That mark is a round trip per run on the drain's hot path. Slots free in bursts, so the marks
@@ -19,7 +19,7 @@ import contextlib
 from hourglass import retrying
 from hourglass.clock import Clock
 from hourglass.domain import FencingToken, RunId
-from hourglass.store import db, runs
+from hourglass.store import claims, db
 
 
 class Starter:
@@ -45,7 +45,7 @@ class Starter:
                 batch, self._pending = self._pending, []
                 try:
                     async with self.pool.connection() as conn:
-                        marked = await runs.start(
+                        marked = await claims.start(
                             conn,
                             [(run_id, attempt, token) for run_id, attempt, token, _ in batch],
                             now=self.clock.now(),

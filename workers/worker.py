@@ -30,8 +30,9 @@ from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, results, runs
-from hourglass.store.runs import QueuedRun, Requeue
+from hourglass.policies import Requeue
+from hourglass.store import claims, db, results, runs
+from hourglass.store.claims import QueuedRun
 from hourglass.workers import claim_ahead as claim_ahead_module
 from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
@@ -208,7 +209,7 @@ class Worker:
         queued: list[QueuedRun] = []
         try:
             async with db.transaction(self.pool) as conn:
-                queued = await runs.lock_queued(conn, limit=limit, now=self.clock.now())
+                queued = await claims.lock_queued(conn, limit=limit, now=self.clock.now())
                 if not queued:
                     return 0
                 tokens = await self.etcd.hold_runs(
@@ -218,10 +219,10 @@ class Worker:
                 )
                 held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
                 # The runs that take a free slot at once start now; the rest are claimed
-                # ahead and start (runs.start) when a slot frees.
+                # ahead and start (claims.start) when a slot frees.
                 free_slots = max(self.config.concurrency - len(self.active), 0)
                 starting = {run.id for run, _ in held[:free_slots]}
-                await runs.mark_running(
+                await claims.mark_running(
                     conn,
                     held=held,
                     starting=starting,
@@ -392,7 +393,7 @@ class Worker:
             return self.config.max_idle
         try:
             async with self.pool.connection() as conn:
-                available = await runs.next_available_at(conn)
+                available = await claims.next_available_at(conn)
         except retrying.TRANSIENT_ERRORS:
             return self.config.max_idle
         if available is None:
@@ -402,7 +403,7 @@ class Worker:
 
     async def _hand_back_waiting(self) -> None:
         """On the way out, runs claimed ahead that have not started go back to the queue at
-        once (`runs.hand_back`), for any worker: a stopping worker starts nothing new, and a
+        once (`claims.hand_back`), for any worker: a stopping worker starts nothing new, and a
         run that never started must not come back through the claimer as a lost attempt."""
         waiting = dict(self.slots.waiting)
         if not waiting:
@@ -413,7 +414,7 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with db.transaction(self.pool) as conn:
-                handed = await runs.hand_back(
+                handed = await claims.hand_back(
                     conn,
                     [(run.id, run.attempt, token) for run, token in waiting.values()],
                     unstarted_only=False,

@@ -9,7 +9,7 @@ from typing import TypeVar
 from hourglass.domain import FencingToken, JobId, JobSpec, Run, Task
 from hourglass.locks import Etcd
 from hourglass.schedules import At, Schedule
-from hourglass.store import db, jobs, runs
+from hourglass.store import claims, db, jobs, runs
 from hourglass.workers.executors.local import BinaryCache, LocalExecutor
 from hourglass.workers.producer import Producer, ProducerConfig
 from hourglass.workers.worker import Worker, WorkerConfig
@@ -92,7 +92,7 @@ async def running_service(
 
 async def hold_runs(
     pool: db.Pool, database_url: str, etcd: Etcd, count: int, **spec: object
-) -> list[tuple[runs.QueuedRun, FencingToken]]:
+) -> list[tuple[claims.QueuedRun, FencingToken]]:
     """Queues one run each of `count` new `true` jobs and holds them all as one worker would,
     on a lease of 30 s."""
     for _ in range(count):
@@ -100,10 +100,10 @@ async def hold_runs(
     assert await Producer(pool=pool, dsn=database_url).run_once() == count
     lease = await etcd.grant(30)
     async with db.transaction(pool) as conn:
-        queued = await runs.lock_queued(conn, limit=count, now=datetime.now(UTC))
+        queued = await claims.lock_queued(conn, limit=count, now=datetime.now(UTC))
         tokens = await etcd.hold_runs([r.id for r in queued], lease_id=lease, holder="w")
         held = [(run, tokens[run.id]) for run in queued]
-        await runs.mark_running(
+        await claims.mark_running(
             conn, held=held, starting=set(tokens), worker_id="w", now=datetime.now(UTC)
         )
     assert len(held) == count

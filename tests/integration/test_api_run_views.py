@@ -11,7 +11,7 @@ import pytest
 
 from hourglass.domain import FencingToken, Outcome, RunState
 from hourglass.policies import Requeue
-from hourglass.store import db, results, runs
+from hourglass.store import claims, db, results
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 from tests.integration.test_api import every, snapshot
@@ -38,9 +38,10 @@ async def _run_some(pool: db.Pool) -> None:
     attempt (started_at unset again), two keep running."""
     now = datetime.now(UTC)
     async with db.transaction(pool) as conn:
-        queued = await runs.lock_queued(conn, limit=6, now=now)
+        queued = await claims.lock_queued(conn, limit=6, now=now)
         held = [(run, FencingToken(100 + n)) for n, run in enumerate(queued)]
-        await runs.mark_running(conn, held=held, worker_id="w", now=now)
+        starting = {run.id for run, _ in held}
+        await claims.mark_running(conn, held=held, starting=starting, worker_id="w", now=now)
     assert len(held) == 6
     async with db.transaction(pool) as conn:
         for n, (run, token) in enumerate(held[:4]):

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, RunState
 from hourglass.locks import Etcd, Lease
-from hourglass.store import db, results, runs
-from hourglass.store.runs import Requeue
+from hourglass.policies import Requeue
+from hourglass.store import claims, db, results
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.producer import Producer
 from tests.integration.helpers import job_runs, schedule, seconds
@@ -17,13 +17,13 @@ from tests.integration.helpers import job_runs, schedule, seconds
 
 async def hold_one(
     pool: db.Pool, etcd: Etcd, lease_id: int, *, started: bool = True
-) -> tuple[runs.QueuedRun, FencingToken]:
+) -> tuple[claims.QueuedRun, FencingToken]:
     """Claims the one queued run as a worker would, on the given lease: starting it now, or
     (`started` False) ahead of a free slot."""
     async with db.transaction(pool) as conn:
-        (queued,) = await runs.lock_queued(conn, limit=10, now=datetime.now(UTC))
+        (queued,) = await claims.lock_queued(conn, limit=10, now=datetime.now(UTC))
         tokens = await etcd.hold_runs([queued.id], lease_id=lease_id, holder="worker-a")
-        await runs.mark_running(
+        await claims.mark_running(
             conn,
             held=[(queued, tokens[queued.id])],
             starting={queued.id} if started else set(),
@@ -100,7 +100,7 @@ async def test_a_run_claimed_ahead_whose_holder_died_before_it_started_is_handed
 
     # The dead worker, resumed, can neither start it nor report it.
     async with db.transaction(pool) as conn:
-        assert not await runs.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
+        assert not await claims.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
         assert not await results.finish(
             conn,
             run_id=queued.id,
@@ -120,7 +120,7 @@ async def test_a_run_claimed_ahead_that_started_is_lost_not_handed_back(
     lease = await etcd.grant(5)
     queued, token = await hold_one(pool, etcd, lease, started=False)
     async with db.transaction(pool) as conn:
-        marked = await runs.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
+        marked = await claims.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
     assert marked == {queued.id}
     await etcd.revoke(lease)  # the worker dies while the command runs
     assert await Claimer(pool=pool, etcd=etcd).run_once() == 1

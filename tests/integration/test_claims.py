@@ -12,7 +12,7 @@ from hourglass.domain import FencingToken, JobId, JobSpec, Overlap, Task
 from hourglass.locks import Etcd
 from hourglass.policies import Quota
 from hourglass.schedules import Every
-from hourglass.store import db, fires, jobs, quotas, runs
+from hourglass.store import claims, db, fires, jobs, quotas
 from hourglass.workers.executors.local import LocalExecutor
 from hourglass.workers.worker import Worker, WorkerConfig
 from tests.integration.helpers import eventually
@@ -32,11 +32,11 @@ async def create(pool: db.Pool, namespace: str, command: tuple[str, ...], **spec
     return job_id
 
 
-async def claim(pool: db.Pool, limit: int, token: int) -> list[runs.QueuedRun]:
+async def claim(pool: db.Pool, limit: int, token: int) -> list[claims.QueuedRun]:
     """One worker's claim, committed (the etcd part played by a made-up token)."""
     async with db.transaction(pool) as conn:
-        queued = await runs.lock_queued(conn, limit=limit, now=datetime.now(UTC))
-        await runs.mark_running(
+        queued = await claims.lock_queued(conn, limit=limit, now=datetime.now(UTC))
+        await claims.mark_running(
             conn,
             held=[(run, FencingToken(token)) for run in queued],
             starting={run.id for run in queued},
@@ -60,7 +60,7 @@ async def test_one_namespaces_backlog_does_not_delay_another(pool: db.Pool) -> N
 
     # A worker with room for 8: b's one run is in its first claim.
     async with pool.connection() as conn, conn.transaction(force_rollback=True):
-        first = await runs.lock_queued(conn, limit=8, now=datetime.now(UTC))
+        first = await claims.lock_queued(conn, limit=8, now=datetime.now(UTC))
     assert late in [run.id for run in first]
     # a offers its share of the claim: half of 8.
     assert sum(1 for run in first if run.job_id == backlog) == 4
@@ -111,8 +111,8 @@ async def test_two_claims_at_once_never_pass_a_namespaces_running_cap(pool: db.P
         await fires.backfill(conn, flood, start=now - timedelta(hours=20), end=now, now=now)
     async with pool.connection() as first, pool.connection() as second:
         async with first.transaction():
-            taken = await runs.lock_queued(first, limit=8, now=datetime.now(UTC))
-            await runs.mark_running(
+            taken = await claims.lock_queued(first, limit=8, now=datetime.now(UTC))
+            await claims.mark_running(
                 first,
                 held=[(r, FencingToken(1)) for r in taken],
                 starting={r.id for r in taken},
@@ -120,7 +120,7 @@ async def test_two_claims_at_once_never_pass_a_namespaces_running_cap(pool: db.P
                 now=now,
             )
             async with second.transaction():
-                assert await runs.lock_queued(second, limit=8, now=datetime.now(UTC)) == []
+                assert await claims.lock_queued(second, limit=8, now=datetime.now(UTC)) == []
         assert len(taken) == 4
     assert await claim(pool, 8, 2) == []
 
@@ -133,10 +133,10 @@ async def test_the_claim_reads_indexes_not_the_backlog(pool: db.Pool) -> None:
         await conn.execute("ANALYZE runs")
     async with db.transaction(pool) as conn:
         params: dict[str, object] = {"now": datetime.now(UTC), "max_running": 100_000}
-        cursor = await conn.execute(("EXPLAIN " + runs._WAITING).encode(), params)
+        cursor = await conn.execute(("EXPLAIN " + claims._WAITING).encode(), params)
         plan = "\n".join(row["QUERY PLAN"] for row in await cursor.fetchall())
         params.update(namespaces=["a"], running=[0], shares=[8], share=8, limit=8)
-        cursor = await conn.execute(("EXPLAIN " + runs._CLAIM).encode(), params)
+        cursor = await conn.execute(("EXPLAIN " + claims._CLAIM).encode(), params)
         plan += "\n".join(row["QUERY PLAN"] for row in await cursor.fetchall())
     assert "Seq Scan on runs" not in plan, plan
     assert "runs_queued" in plan and "runs_running" in plan, plan

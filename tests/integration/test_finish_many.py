@@ -10,9 +10,10 @@ import pytest
 
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, Run, RunState
 from hourglass.locks import Etcd
+from hourglass.policies import Requeue
 from hourglass.store import db, results, runs
+from hourglass.store.claims import QueuedRun
 from hourglass.store.results import Finish
-from hourglass.store.runs import QueuedRun, Requeue
 from tests.integration.helpers import hold_runs, seconds
 
 

@@ -11,8 +11,9 @@ import pytest
 from hourglass.clock import SystemClock
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, RunState
 from hourglass.locks import Etcd
+from hourglass.policies import Requeue
 from hourglass.store import db, runs
-from hourglass.store.runs import QueuedRun, Requeue
+from hourglass.store.claims import QueuedRun
 from hourglass.workers.claimer import Claimer
 from hourglass.workers.executors.local import LocalExecutor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result

@@ -20,7 +20,7 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
-from hourglass.store import db, jobs, runs
+from hourglass.store import claims, db, jobs, runs
 from hourglass.workers.producer import Producer
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -323,11 +323,11 @@ async def test_overlap_buffer_one_keeps_one_waiting(
     assert [r.state for r in found] == [RunState.RUNNING, RunState.QUEUED, RunState.SKIPPED]
     # The waiting run may not start while the first runs...
     async with db.transaction(pool) as conn:
-        assert await runs.lock_queued(conn, limit=10, now=clock.now()) == []
+        assert await claims.lock_queued(conn, limit=10, now=clock.now()) == []
     await finish_all_running(pool, found[0])
     # ...and may once it has finished.
     async with db.transaction(pool) as conn:
-        claimable = await runs.lock_queued(conn, limit=10, now=clock.now())
+        claimable = await claims.lock_queued(conn, limit=10, now=clock.now())
     assert [r.id for r in claimable] == [found[1].id]
 
 

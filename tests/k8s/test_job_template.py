@@ -25,7 +25,7 @@ from kubernetes import client
 
 from hourglass.domain import FencingToken, RunState
 from hourglass.operator import job_template_schema
-from hourglass.store import db, runs
+from hourglass.store import claims, db
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_manifests import SCHEDULED_JOB_LABEL
@@ -129,15 +129,15 @@ def test_a_job_template_with_a_task_command_is_refused(
     assert "with a jobTemplate, set command, image, env" in refused.stderr, refused.stderr
 
 
-def _trigger_and_claim(api: HourglassApi, database_url: str, job_id: str) -> runs.QueuedRun:
+def _trigger_and_claim(api: HourglassApi, database_url: str, job_id: str) -> claims.QueuedRun:
     """A run of the job made now, as a worker's claim query reads it."""
     triggered = api.call("TriggerJob", pb.TriggerJobRequest(job_id=job_id)).run.id
 
-    async def claim() -> runs.QueuedRun:
+    async def claim() -> claims.QueuedRun:
         pool = await db.open_pool(database_url)
         try:
             async with pool.connection() as conn, conn.transaction(force_rollback=True):
-                queued = await runs.lock_queued(conn, limit=100, now=datetime.now(UTC))
+                queued = await claims.lock_queued(conn, limit=100, now=datetime.now(UTC))
                 (run,) = [run for run in queued if str(run.id) == triggered]
                 return run
         finally:
@@ -156,7 +156,7 @@ def _jobs(api: client.ApiClient, namespace: str, selector: str) -> list[dict[str
 def _run_attempt(
     api: client.ApiClient,
     config: KubernetesConfig,
-    run: runs.QueuedRun,
+    run: claims.QueuedRun,
     *,
     namespace: str,
     token: int,
