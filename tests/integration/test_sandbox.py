@@ -149,6 +149,56 @@ def test_a_new_worker_ends_what_a_dead_one_left_in_its_cgroups() -> None:
         second.stop()
 
 
+def test_a_worker_leaves_alone_the_attempts_of_a_worker_it_cannot_judge(tmp_path: Path) -> None:
+    """Workers of another run folder (another container, another --sandbox-run-dir) share
+    the cgroup tree but not the locks: whether they live cannot be told, so a new worker must
+    not end their attempts."""
+    other = Host(SandboxConfig(run_dir=tmp_path / "other-run"))
+    other.start()
+    slot = other.acquire("r-of-another-1", memory=None)
+    join = " && ".join(f'echo $$ > "{path}"' for path in slot.cgroup.procs_files())
+    theirs = subprocess.Popen(["sh", "-c", f"{join} && exec setsid sleep 3014"])
+    try:
+        deadline = time.monotonic() + 10
+        while theirs.pid not in slot.cgroup.pids():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        mine = Host(SandboxConfig())
+        mine.start()
+        try:
+            assert theirs.poll() is None  # still running
+            assert slot.cgroup.track.exists()
+        finally:
+            mine.stop()
+    finally:
+        theirs.kill()
+        theirs.wait()
+        slot.close()
+        other.stop()
+
+
+def test_a_dead_workers_half_removed_attempt_is_cleaned_up() -> None:
+    """A worker that died while removing an attempt's folders (the tracking one gone, others
+    left): the next worker removes what is left instead of failing to start."""
+    config = SandboxConfig()
+    first = Host(config)
+    first.start()
+    assert first.plan is not None
+    slot = first.acquire("r-half-removed-1", memory=None)
+    slot.cgroup.track.rmdir()  # on cgroup v1 the other hierarchies' folders are left
+    assert first._worker_lock is not None
+    os.close(first._worker_lock)
+    first._worker_lock = None
+    os.close(slot._uid_lock)
+
+    second = Host(config)
+    second.start()
+    try:
+        assert not any(folder.exists() for folder in slot.cgroup.folders.values())
+    finally:
+        second.stop()
+
+
 async def test_output_caps_hold_in_the_database_and_on_disk(
     pool: db.Pool, database_url: str, etcd: Etcd, host: Host, tmp_path: Path
 ) -> None:

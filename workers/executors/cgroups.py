@@ -48,7 +48,11 @@ class AttemptCgroup:
         return [folder / "cgroup.procs" for folder in self.folders.values()]
 
     def pids(self) -> list[int]:
-        return cgroup_pids(self.track)
+        """The attempt's processes: from the tracking hierarchy, or, when that folder is gone
+        (a dead worker's half-removed attempt), from whichever of its folders are left."""
+        if self.plan.track in self.folders:
+            return cgroup_pids(self.track)
+        return sorted({pid for folder in self.folders.values() for pid in cgroup_pids(folder)})
 
     def oom_killed(self) -> bool:
         folder = self.folders.get(self.plan.memory) if self.plan.memory else None
@@ -62,7 +66,9 @@ class AttemptCgroup:
         return False
 
     def kill(self) -> None:
-        _kill_tree(self.track, self.folders.get(self.plan.freezer) if self.plan.freezer else None)
+        freezer = self.folders.get(self.plan.freezer) if self.plan.freezer else None
+        for folder in [self.track] if self.plan.track in self.folders else self.folders.values():
+            _kill_tree(folder, freezer)
 
     def remove(self, timeout: float = 2.0) -> bool:
         """Ends whatever is left and removes the folders; False if one would not go."""

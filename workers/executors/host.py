@@ -14,7 +14,10 @@ Locks live in a root-only folder (`SandboxConfig.run_dir`):
   host, of one worker or of two, never share a uid;
 - `workers/<key>`: held by a live worker for its whole life. Its cgroups are named after the
   key, so a worker starting on the host can tell the cgroups of dead workers (whose lock is
-  free) from those of live ones, and end the processes left in them.
+  free) from those of live ones, and end the processes left in them. A worker key with no
+  lock file here belongs to a worker of another run folder (another container or mount
+  namespace sharing the cgroup tree): its cgroups are left alone, since whether it lives
+  cannot be told.
 """
 
 from __future__ import annotations
@@ -255,6 +258,11 @@ class Host:
         }
         for key in sorted(keys - {self.key}):
             lock_path = self.config.run_dir / "workers" / key
+            if not lock_path.exists():
+                # Not a worker of this run folder: one in another container or mount
+                # namespace, or with another --sandbox-run-dir, that shares the cgroup tree.
+                # Whether it lives cannot be told from here, so its attempts are left alone.
+                continue
             fd = _lock(lock_path)
             if fd is None:
                 continue  # a live worker
