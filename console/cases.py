@@ -18,7 +18,7 @@ import grpc
 import grpc.aio
 from aiohttp import web
 
-from hourglass.console.case_pages import filesync, leaderboard, metrics, shortener
+from hourglass.console.case_pages import feed, filesync, leaderboard, metrics, shortener
 from hourglass.console.case_pages.common import CaseDown, CasePage, Context
 
 # How long a page waits for its case's server to take a connection before it says that the
@@ -28,7 +28,8 @@ READY_SECONDS = 3.0
 CHANNEL_OPTIONS = [("grpc.max_reconnect_backoff_ms", 5_000)]
 
 PAGES: dict[str, CasePage] = {
-    page.name: page for page in (leaderboard.PAGE, shortener.PAGE, filesync.PAGE, metrics.PAGE)
+    page.name: page
+    for page in (leaderboard.PAGE, shortener.PAGE, filesync.PAGE, metrics.PAGE, feed.PAGE)
 }
 
 

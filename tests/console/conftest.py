@@ -21,7 +21,7 @@ CHROMIUM = os.environ.get("HOURGLASS_CHROMIUM", "/usr/bin/chromium")
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parents[2]
 # The cases `hourglass dev` runs beside the console, each with its page.
-CASES = ("leaderboard", "shortener", "filesync", "metrics")
+CASES = ("leaderboard", "shortener", "filesync", "metrics", "feed")
 
 
 @dataclass
@@ -31,7 +31,8 @@ class Console:
     database_url: str
     # The leaderboard case's gRPC address (dev runs it with --case leaderboard).
     leaderboard: str
-    # Every case's gRPC HOST:PORT and HTTP base URL, by name, as `hourglass dev` printed them.
+    # Every case's gRPC HOST:PORT, and HTTP base URL (for those with one: not the feed), by
+    # name, as `hourglass dev` printed them.
     grpc: dict[str, str]
     http: dict[str, str]
 
@@ -68,7 +69,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     database = re.search(r"database: (\S+)", procs.log("dev"))
     faces = dict(
         (found.group(1), (found.group(2), found.group(3)))
-        for found in re.finditer(r"(\w+): gRPC ([^\s,]+), HTTP (\S+) ", procs.log("dev"))
+        for found in re.finditer(r"(\w+): gRPC ([^\s,]+)(?:, HTTP (\S+))? ", procs.log("dev"))
     )
     assert database is not None and set(CASES) <= set(faces), procs.log("dev")
     yield Console(
@@ -77,7 +78,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         database.group(1),
         faces["leaderboard"][0],
         grpc={name: face[0] for name, face in faces.items()},
-        http={name: face[1] for name, face in faces.items()},
+        http={name: face[1] for name, face in faces.items() if face[1]},
     )
     procs.stop_all()
 

@@ -233,6 +233,124 @@ def test_the_metrics_page_puts_the_refusal_next_to_its_field(tab: Page, console:
     assert page.get_by_label("Series selector").input_value() == 'console_temperature{room="lab"'
 
 
+def make_user(page: Any, handle: str) -> str:
+    """Makes a Feed user from the page; their id (the page then shows them)."""
+    page.get_by_label("Handle").fill(handle)
+    page.get_by_role("button", name="Make the user").click()
+    page.wait_for_url("**/cases/feed?user=*")
+    return str(page.url.rsplit("=", 1)[1])
+
+
+def test_the_feed_page_shows_a_post_on_a_followers_timeline(
+    tab: Page, console: Console, screenshots: Path
+) -> None:
+    tab.sign_in(console.token("team-feed"))
+    suffix = str(time.time_ns())[-8:]
+    page = tab.go("/cases/feed")
+    ana = make_user(page, f"ana_{suffix}")
+    assert page.locator("#feed-notice").inner_text().startswith(f"Made @ana_{suffix}")
+    page = tab.go("/cases/feed")
+    bob = make_user(page, f"bob_{suffix}")
+    assert page.get_by_text("Nothing yet: follow someone who posts.").is_visible()
+
+    # Bob follows Ana: from the keyboard, the id typed and the Follow button pressed.
+    page.get_by_label("User id to follow or unfollow").fill(ana)
+    page.get_by_label("User id to follow or unfollow").press("Enter")
+    page.wait_for_url(f"**/cases/feed?user={bob}")
+    assert page.locator("#feed-notice").inner_text() == f"@bob_{suffix} now follows @ana_{suffix}."
+
+    # Ana posts; markup in a post is text, never markup.
+    page = tab.go(f"/cases/feed?user={ana}")
+    page.get_by_label("Text of the post (up to 280 characters)").fill("hello <b>feed</b>")
+    page.get_by_role("button", name="Post").click()
+    page.wait_for_url(f"**/cases/feed?user={ana}")
+    assert page.locator("table.own tbody tr[data-post]").count() == 1
+
+    # The fan-out is asynchronous: the post reaches Bob's timeline within moments.
+    def arrived() -> bool:
+        rows = tab.go(f"/cases/feed?user={bob}").locator("table.home tbody tr[data-post]")
+        return bool(rows.count() == 1)
+
+    wait_until(arrived, what="Ana's post on Bob's home timeline")
+    page = tab.page
+    row = page.locator("table.home tbody tr[data-post]").first
+    assert row.locator("td.post-text").inner_text() == "hello <b>feed</b>"
+    assert row.locator("b").count() == 0
+    assert row.get_by_role("link").inner_text() == f"@ana_{suffix}"
+    assert not tab.axe(), "axe found serious violations on the feed page"
+    shoot(page, screenshots, "feed")
+
+    # Unfollowing takes Ana's posts off Bob's timeline at once.
+    page.get_by_label("User id to follow or unfollow").fill(ana)
+    page.get_by_role("button", name="Unfollow").click()
+    page.wait_for_url(f"**/cases/feed?user={bob}")
+    assert page.locator("#feed-notice").inner_text().startswith(f"@bob_{suffix} no longer follows")
+    assert page.locator("table.home tbody tr[data-post]").count() == 0
+
+
+def test_the_feed_timeline_pages_newest_first(tab: Page, console: Console) -> None:
+    """More posts than a page holds: the first page is the newest, "Older posts" the rest."""
+    from hourglass.cases.feed.v1 import feed_pb2 as pb
+    from hourglass.cases.feed.v1 import feed_pb2_grpc as pb_grpc
+
+    suffix = str(time.time_ns())[-8:]
+    with grpc.insecure_channel(console.grpc["feed"]) as channel:
+        stub = pb_grpc.FeedStub(channel)
+        writer = stub.CreateUser(pb.CreateUserRequest(handle=f"w_{suffix}"), timeout=30).id
+        reader = stub.CreateUser(pb.CreateUserRequest(handle=f"r_{suffix}"), timeout=30).id
+        stub.Follow(pb.FollowRequest(user=reader, followee=writer), timeout=30)
+        for n in range(25):
+            stub.CreatePost(pb.CreatePostRequest(user=writer, text=f"post {n}"), timeout=30)
+    tab.sign_in(console.token("team-feed-pages"))
+
+    def filled() -> bool:
+        page = tab.go(f"/cases/feed?user={reader}")
+        return bool(page.locator("table.home tbody tr[data-post]").count() == 20)
+
+    wait_until(filled, what="a full first page of the reader's timeline")
+    page = tab.page
+    texts = page.locator("table.home td.post-text").all_inner_texts()
+    assert texts == [f"post {n}" for n in range(24, 4, -1)]
+    page.get_by_role("link", name="Older posts").click()
+    page.wait_for_url("**cursor=*")
+    texts = page.locator("table.home td.post-text").all_inner_texts()
+    assert texts == [f"post {n}" for n in range(4, -1, -1)]
+    assert page.get_by_role("link", name="Older posts").count() == 0
+    assert page.get_by_role("link", name="Newest posts").is_visible()
+
+
+def test_the_feed_page_puts_the_refusal_next_to_its_field(tab: Page, console: Console) -> None:
+    tab.sign_in(console.token("team-feed-bad"))
+    page = tab.go("/cases/feed")
+    page.get_by_label("Handle").fill("Not A Handle")
+    page.get_by_role("button", name="Make the user").click()
+    assert page.locator("#handle-error").inner_text().startswith("handle: ")
+    assert page.get_by_label("Handle").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Handle").input_value() == "Not A Handle"
+    assert page.get_by_text("None yet").is_visible(), "a refused user was kept"
+
+    page = tab.go("/cases/feed?user=not-an-id")
+    assert page.locator("#open_user-error").inner_text().startswith("user: ")
+    page = tab.go("/cases/feed?user=99")
+    assert page.locator("#open_user-error").inner_text() == "user: no user 99"
+    assert page.get_by_label("User id", exact=True).get_attribute("aria-invalid") == "true"
+
+    suffix = str(time.time_ns())[-8:]
+    user = make_user(tab.go("/cases/feed"), f"cy_{suffix}")
+    page.get_by_label("User id to follow or unfollow").fill(user)
+    page.get_by_role("button", name="Follow", exact=True).click()
+    error = page.locator("#followee-error")
+    assert error.inner_text() == "followee: a user cannot follow themselves"
+    followee = page.get_by_label("User id to follow or unfollow")
+    assert followee.get_attribute("aria-invalid") == "true"
+
+    page.get_by_label("Text of the post (up to 280 characters)").fill("x" * 281)
+    page.get_by_role("button", name="Post").click()
+    assert page.locator("#text-error").inner_text() == "text: must be at most 280 characters"
+    assert page.get_by_label("Text of the post (up to 280 characters)").input_value() == "x" * 281
+    assert page.get_by_text("No posts yet.").is_visible(), "a refused post was stored"
+
+
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
 def test_every_case_page_passes_axe_and_fits_the_screen(
     browser: Any, console: Console, screenshots: Path, width: int, height: int
@@ -244,7 +362,7 @@ def test_every_case_page_passes_axe_and_fits_the_screen(
         page = tab.go("/cases/shortener")
         shorten(page, f"https://example.com/a/rather/long/path/to/fit/{width}/" + "x" * 80)
         page.wait_for_url("**?key=*")
-        # Each page as it looks with something in it: a link, a workspace, a query.
+        # Each page as it looks with something in it: a link, a workspace, a query, a post.
         paths = {"leaderboard": "/cases/leaderboard", "shortener": page.url[len(console.url) :]}
         page = tab.go("/cases/filesync")
         page.get_by_label("Workspace", exact=True).fill(f"console-fit-{width}")
@@ -252,10 +370,16 @@ def test_every_case_page_passes_axe_and_fits_the_screen(
         page.get_by_role("button", name="Make it").click()
         page.wait_for_url("**?workspace=*")
         paths["filesync"] = page.url[len(console.url) :]
+        page = tab.go("/cases/feed")
+        make_user(page, f"fit_{width}_{str(time.time_ns())[-8:]}")
+        page.get_by_label("Text of the post (up to 280 characters)").fill("a post " + "y" * 200)
+        page.get_by_role("button", name="Post").click()
+        page.wait_for_url("**?user=*")
+        paths["feed"] = page.url[len(console.url) :]
         query = f"/cases/metrics?selector=console_fit{{room=%22{width}%22}}&window=1h"
         found: dict[str, list[dict[str, Any]]] = {}
         wide: dict[str, int] = {}
-        for name in ("leaderboard", "shortener", "filesync", "metrics"):
+        for name in ("leaderboard", "shortener", "filesync", "metrics", "feed"):
             if name == "metrics":
                 wait_until(
                     lambda: tab.go(query).locator("#metrics-chart polyline").count() == 1,

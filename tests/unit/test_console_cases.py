@@ -11,11 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hourglass.console import app as console
-from hourglass.console.case_pages import charts
+from hourglass.console.case_pages import charts, feed
 from hourglass.console.case_pages.common import refused, remember
 from hourglass.console.client import ApiError
 
-CASES = ("leaderboard", "shortener", "filesync", "metrics")
+CASES = ("leaderboard", "shortener", "filesync", "metrics", "feed")
 
 
 def test_day_bars_keep_every_day_in_place_and_scale_to_the_busiest() -> None:
@@ -72,6 +72,25 @@ def test_a_session_keeps_a_bounded_number_of_entries() -> None:
     assert list(kept) == ["k3", "k4", "k2"]
 
 
+def test_a_feed_user_id_the_feed_cannot_be_asked_is_refused_by_field() -> None:
+    assert feed.parse_id(" 42 ", "followee") == 42
+    assert feed.parse_id(str(2**63 - 1), "user") == 2**63 - 1
+    # Empty, zero or negative: the Feed's own refusal ("user: is required ...") is shown.
+    assert feed.parse_id("", "user") == 0 and feed.parse_id("-3", "user") == 0
+    assert feed.parse_id("ana", "followee") == (
+        "followee: 'ana' is not a user id (a number, as CreateUser returned it)"
+    )
+    too_big = feed.parse_id(str(2**63), "user")
+    assert isinstance(too_big, str) and too_big.startswith("user: ")
+
+
+def test_a_feed_author_is_shown_by_handle_when_the_session_knows_it() -> None:
+    users = {"7": "ana", "8": ""}
+    assert feed.author(users, 7) == "@ana"
+    assert feed.author(users, 8) == "user 8"
+    assert feed.author(users, 9) == "user 9"
+
+
 async def _signed_in(servers: dict[str, str]) -> tuple[TestClient, dict[str, str]]:
     app = console.make_app(console.Config(server="127.0.0.1:1", case_servers=servers))
     client = TestClient(TestServer(app))
@@ -88,6 +107,9 @@ async def test_a_case_that_is_not_deployed_says_how_to_deploy_it() -> None:
         assert answer.status == 404
         assert "The shortener case is not deployed here." in text
         assert "hourglass dev --case shortener" in text
+        answer = await client.get("/cases/feed?user=1", cookies=cookies)
+        assert answer.status == 404
+        assert "hourglass dev --case feed" in await answer.text()
         unknown = await client.get("/cases/feed<x>", cookies=cookies)
         assert unknown.status == 404 and "feed&lt;x&gt;" in await unknown.text()
     finally:
@@ -95,7 +117,15 @@ async def test_a_case_that_is_not_deployed_says_how_to_deploy_it() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/cases/metrics", "/cases/shortener", "/cases/leaderboard", "/cases/filesync"]
+    "path",
+    [
+        "/cases/metrics",
+        "/cases/shortener",
+        "/cases/leaderboard",
+        "/cases/filesync",
+        "/cases/feed",
+        "/cases/feed?user=12",
+    ],
 )
 async def test_a_case_whose_server_does_not_answer_says_so(path: str) -> None:
     # Port 1 refuses connections: the case is configured, its server is down.
