@@ -17,6 +17,7 @@ from hourglass import artifact_quota, artifacts, ownership, policies
 from hourglass.api import convert, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
+from hourglass.api.group_commit import GroupCommit
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
@@ -144,6 +145,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         # Streams wait at most this long between re-checks of their token.
         self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
         self.watches = watch.JobWatch(pool, hub=hub, auth=auth, poll=self.stream_poll)
+        self.submits = GroupCommit(pool)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -199,18 +201,18 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         managed_by = validation.manager(request.managed_by, "managed_by")
         spec = validation.job_spec(request.spec, now=now)
         digest = request_digest(request) if request.request_id else b""
-        # The common case in one round trip; None: something to decide, on the full path.
-        async with self.pool.connection() as conn:
-            stored = await admitted.create(
-                conn,
-                spec=spec,
-                rate=policies.admission_rate(spec.schedule, now=now),
-                now=now,
-                namespace=namespace,
-                request_id=request.request_id,
-                request_digest=digest,
-                managed_by=managed_by,
-            )
+        # The common case in one round trip, in a transaction shared with the namespace's
+        # concurrent calls; None: something to decide, on the full path.
+        prepared = admitted.prepare(
+            spec=spec,
+            rate=policies.admission_rate(spec.schedule, now=now),
+            now=now,
+            namespace=namespace,
+            request_id=request.request_id,
+            request_digest=digest,
+            managed_by=managed_by,
+        )
+        stored = None if prepared is None else await self.submits.store(prepared)
         if stored is not None:
             log.info("job %s (%s) scheduled in namespace %s", stored, spec.name, namespace)
             return pb.ScheduleJobResponse(job_id=str(stored))

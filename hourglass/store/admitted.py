@@ -1,25 +1,32 @@
-"""ScheduleJob's common case in one round trip: a new job, within its namespace's quotas.
+"""ScheduleJob's common case in one round trip: new jobs, within their namespace's quotas.
 
 jobs.create under quotas.lock, admit_schedules and enforce_jobs costs nine statements, each
 waiting on the last; a ScheduleJob spent most of its time on those round trips
 (docs/benchmarks.md). Here the same decisions are made by PostgreSQL, in one pipeline:
 
-    BEGIN; the namespace's advisory lock; one INSERT of the job and its first revision,
-    made only if the quotas allow it; COMMIT
+    BEGIN; the namespace's advisory lock; per job, one INSERT of the job and its first
+    revision, made only if the quotas allow it; COMMIT
 
-The INSERT's snapshot is taken after the lock is held, so its count of the namespace's jobs
-includes every job committed by a request that held the lock before: the count is as exact
-as enforce_jobs' (READ COMMITTED takes a snapshot per statement).
+Several calls of one namespace may share the transaction (api.group_commit): the lock is
+taken and the commit flushed once for all of them. Each INSERT reads the namespace's count
+from namespace_counts, which the INSERTs before it in the transaction have already raised
+(a trigger on jobs keeps it, 0011): jobs are admitted in order, and the ones past max_jobs
+are left out while the others are stored. The INSERTs' snapshots are taken after the lock is
+held, so the count includes every job committed by a request that held the lock before: it
+is as exact as enforce_jobs'.
 
 Anything but the plain case (a retried request id, a job a manager adopts, a quota that
-would refuse, a binary to check) stores nothing here and returns None: the caller then takes
+would refuse, a binary to check) stores nothing here and gives None: the caller then takes
 the full path (jobs.create with the quota checks), which decides it and says why.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from hourglass import schedules
 from hourglass.domain import JobId, JobSpec, JobState
@@ -28,6 +35,7 @@ from hourglass.store.db import JOBS_CHANNEL, Connection
 from hourglass.store.jobs import _spec_json, _spec_params
 from hourglass.store.quotas import NAMESPACE_LOCK
 
+_DEFAULTS = Quota()
 _LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 
 # Typed placeholders: an INSERT ... SELECT does not infer parameter types from the columns.
@@ -39,9 +47,8 @@ WITH quota AS (
     LEFT JOIN namespace_quotas q ON q.namespace = %(namespace)s::text
 ),
 held AS (
-    SELECT count(*) AS n FROM (
-        SELECT 1 FROM jobs WHERE namespace = %(namespace)s::text
-        LIMIT (SELECT max_jobs FROM quota)) AS bounded
+    SELECT coalesce(
+        (SELECT jobs FROM namespace_counts WHERE namespace = %(namespace)s::text), 0) AS n
 ),
 stored AS (
     INSERT INTO jobs (id, name, request_id, request_digest, command, args, env, image,
@@ -70,6 +77,68 @@ SELECT id, pg_notify(%(channel)s::text, '') FROM stored
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A new job's INSERT, built before any lock is held: the Python per job runs outside
+    the namespace's serialized section."""
+
+    namespace: str
+    params: dict[str, Any]
+
+
+def prepare(
+    *,
+    spec: JobSpec,
+    rate: float,
+    now: datetime,
+    namespace: str,
+    request_id: str = "",
+    request_digest: bytes = b"",
+    managed_by: str = "",
+) -> Prepared | None:
+    """The INSERT for a new job, or None when only the full path can store it. `rate` is the
+    most fires a second the quota must allow (policies.admission_rate)."""
+    if spec.task.binary:
+        return None  # the ownership check (jobs._check_binary) is the full path's
+    first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
+    spec_params = _spec_params(spec)
+    return Prepared(
+        namespace,
+        {
+            **spec_params,
+            "id": uuid.uuid4(),
+            "namespace": namespace,
+            "managed_by": managed_by,
+            "request_id": request_id or None,
+            "digest": request_digest or None,
+            "state": (JobState.ACTIVE if first else JobState.COMPLETED).value,
+            "next_fire_at": first,
+            "now": now,
+            "revision": _spec_json(spec, spec_params),
+            "rate": rate,
+            "channel": JOBS_CHANNEL,
+            "default_max_jobs": _DEFAULTS.max_jobs,
+            "default_rate": _DEFAULTS.max_fires_per_second,
+        },
+    )
+
+
+async def store(conn: Connection, batch: Sequence[Prepared]) -> list[JobId | None]:
+    """Stores jobs of one namespace in one transaction and one round trip, admitted in
+    order; gives each one's id, or None where nothing was stored for it (see the module's
+    docstring). `conn` must be outside a transaction: this makes its own."""
+    namespaces = {prepared.namespace for prepared in batch}
+    assert len(namespaces) == 1, "one namespace per transaction: one lock"
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(_LOCK, (NAMESPACE_LOCK, namespaces.pop()), prepare=True)
+        cursors = [await conn.execute(_INSERT, prepared.params, prepare=True) for prepared in batch]
+    stored: list[JobId | None] = []
+    for cursor in cursors:
+        row = await cursor.fetchone()
+        stored.append(None if row is None else JobId(row["id"]))
+    return stored
+
+
 async def create(
     conn: Connection,
     *,
@@ -81,34 +150,14 @@ async def create(
     request_digest: bytes = b"",
     managed_by: str = "",
 ) -> JobId | None:
-    """Stores a new job in one round trip if nothing stands in its way; returns its id, or
-    None when nothing was stored (see the module's docstring). `rate` is the most fires a
-    second the quota must allow (policies.admission_rate). `conn` must be outside a
-    transaction: this makes its own."""
-    if spec.task.binary:
-        return None  # the ownership check (jobs._check_binary) is the full path's
-    job_id = JobId(uuid.uuid4())
-    first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
-    defaults = Quota()
-    spec_params = _spec_params(spec)
-    params = {
-        **spec_params,
-        "id": job_id,
-        "namespace": namespace,
-        "managed_by": managed_by,
-        "request_id": request_id or None,
-        "digest": request_digest or None,
-        "state": (JobState.ACTIVE if first else JobState.COMPLETED).value,
-        "next_fire_at": first,
-        "now": now,
-        "revision": _spec_json(spec, spec_params),
-        "rate": rate,
-        "channel": JOBS_CHANNEL,
-        "default_max_jobs": defaults.max_jobs,
-        "default_rate": defaults.max_fires_per_second,
-    }
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(_LOCK, (NAMESPACE_LOCK, namespace), prepare=True)
-        cursor = await conn.execute(_INSERT, params, prepare=True)
-    row = await cursor.fetchone()
-    return None if row is None else JobId(row["id"])
+    """One job alone: prepare, then store."""
+    prepared = prepare(
+        spec=spec,
+        rate=rate,
+        now=now,
+        namespace=namespace,
+        request_id=request_id,
+        request_digest=request_digest,
+        managed_by=managed_by,
+    )
+    return None if prepared is None else (await store(conn, [prepared]))[0]
