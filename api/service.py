@@ -21,7 +21,7 @@ from hourglass.api.group_commit import GroupCommit
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId
-from hourglass.store import admitted, db, fires, jobs, quotas, runs
+from hourglass.store import admitted, db, fires, job_batch, jobs, quotas, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -247,7 +247,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                 "requests", f"has {len(request.requests)} jobs; at most {MAX_BATCH}"
             )
         now = self.clock.now()
-        new: list[jobs.NewJob] = []
+        new: list[job_batch.NewJob] = []
         seen: dict[str, int] = {}
         for index, item in enumerate(request.requests):
             try:
@@ -267,14 +267,16 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     )
                 seen[item.request_id] = index
             digest = request_digest(item) if item.request_id else b""
-            new.append(jobs.NewJob(spec=spec, request_id=item.request_id, request_digest=digest))
+            new.append(
+                job_batch.NewJob(spec=spec, request_id=item.request_id, request_digest=digest)
+            )
         try:
             async with db.transaction(self.pool) as conn:
                 await quotas.lock(conn, namespace)
                 await quotas.admit_schedules(
                     conn, namespace, (job.spec.schedule for job in new), now=now
                 )
-                ids = await jobs.create_many(conn, new, namespace=namespace, now=now)
+                ids = await job_batch.create_many(conn, new, namespace=namespace, now=now)
                 await quotas.enforce_jobs(conn, namespace)
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))

@@ -13,7 +13,7 @@ from hourglass import policies
 from hourglass.domain import JobSpec, Task
 from hourglass.policies import Quota
 from hourglass.schedules import At, Every, Schedule
-from hourglass.store import admitted, db, jobs, quotas
+from hourglass.store import admitted, db, job_batch, jobs, quotas
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -110,10 +110,12 @@ async def test_the_namespace_count_follows_every_insert_and_delete(pool: db.Pool
     assert await create(pool, spec(), request_id="r") is not None
     assert await create(pool, spec(), request_id="r") is None  # nothing stored
     async with db.transaction(pool) as conn:
-        await jobs.create_many(
-            conn, [jobs.NewJob(spec=spec()) for _ in range(50)], namespace="team", now=NOW
+        await job_batch.create_many(
+            conn, [job_batch.NewJob(spec=spec()) for _ in range(50)], namespace="team", now=NOW
         )
-        await jobs.create_many(conn, [jobs.NewJob(spec=spec())], namespace="other", now=NOW)
+        await job_batch.create_many(
+            conn, [job_batch.NewJob(spec=spec())], namespace="other", now=NOW
+        )
     assert (await counted(pool, "team"), await jobs_of(pool, "team")) == (54, 54)
     async with db.transaction(pool) as conn:
         cursor = await conn.execute(
@@ -146,8 +148,8 @@ async def test_the_quota_holds_with_many_jobs_counted(pool: db.Pool) -> None:
     async with pool.connection() as conn:
         await quotas.put(conn, "team", Quota(max_jobs=3_000), now=NOW)
     async with db.transaction(pool) as conn:
-        await jobs.create_many(
-            conn, [jobs.NewJob(spec=spec()) for _ in range(2_999)], namespace="team", now=NOW
+        await job_batch.create_many(
+            conn, [job_batch.NewJob(spec=spec()) for _ in range(2_999)], namespace="team", now=NOW
         )
     assert await create(pool, spec()) is not None
     assert await create(pool, spec()) is None
