@@ -38,25 +38,32 @@ class NewJob:
     spec: JobSpec
     request_id: str = ""
     request_digest: bytes = b""
+    # ScheduleJob's adoption key (ScheduleJobs refuses one).
+    managed_by: str = ""
 
 
 # The jobs columns the document gives, per job; namespace and the times are the batch's.
-_COLUMNS = (
+COLUMNS = (
     "id, name, request_id, request_digest, command, args, env, image, working_dir,"
     " binary_digest, resources, secret_env, kubernetes, schedule, max_attempts, retry_backoff,"
-    " timeout, overlap, catch_up, catch_up_window, state, next_fire_at"
+    " timeout, overlap, catch_up, catch_up_window, state, next_fire_at, managed_by"
 )
 # The revisions' FOREIGN KEY to jobs is checked at the end of the statement, when the jobs
 # of the first INSERT are there.
 _INSERT = f"""
 WITH stored AS (
-    INSERT INTO jobs ({_COLUMNS}, namespace, created_at, updated_at)
-    SELECT {_COLUMNS}, %(namespace)s, %(now)s, %(now)s
+    INSERT INTO jobs ({COLUMNS}, namespace, created_at, updated_at)
+    SELECT {COLUMNS}, %(namespace)s, %(now)s, %(now)s
     FROM json_populate_recordset(NULL::jobs, %(jobs)s::json)
 )
 INSERT INTO job_revisions (job_id, revision, spec, created_at)
 SELECT id, 1, spec, %(now)s FROM json_to_recordset(%(revisions)s::json) AS r(id uuid, spec jsonb)
 """  # noqa: S608 - constant
+
+
+def dumps(documents: list[dict[str, Any]]) -> str:
+    """A batch's documents as one JSON text, compact, UTF-8 left as it is."""
+    return json.dumps(documents, ensure_ascii=False, separators=(",", ":"))
 
 
 def _interval(value: timedelta | None) -> str | None:
@@ -68,7 +75,7 @@ def _seconds(value: timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
 
-def _documents(
+def documents(
     job: NewJob, *, job_id: uuid.UUID, now: datetime
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The job's row and its first revision, as plain JSON values."""
@@ -105,6 +112,7 @@ def _documents(
         "catch_up_window": _interval(spec.catch_up.window),
         "state": JobState.ACTIVE if first else JobState.COMPLETED,
         "next_fire_at": first.isoformat() if first else None,
+        "managed_by": job.managed_by,
     }
     # jobs._spec_json's document: the spec's plain columns (an absent timeout or window
     # shows as null), the JSON ones, secrets by name only, durations in seconds.
@@ -170,7 +178,7 @@ async def create_many(
             continue
         job_id = JobId(uuid.uuid4())
         ids.append(job_id)
-        row, revision = _documents(job, job_id=job_id, now=now)
+        row, revision = documents(job, job_id=job_id, now=now)
         rows.append(row)
         revisions.append(revision)
     if rows:
@@ -179,8 +187,8 @@ async def create_many(
             {
                 "namespace": namespace,
                 "now": now,
-                "jobs": json.dumps(rows, ensure_ascii=False, separators=(",", ":")),
-                "revisions": json.dumps(revisions, ensure_ascii=False, separators=(",", ":")),
+                "jobs": dumps(rows),
+                "revisions": dumps(revisions),
             },
         )
         await notify(conn, JOBS_CHANNEL)

@@ -184,3 +184,41 @@ async def test_one_transaction_admits_in_order_and_leaves_out_only_the_refused(
         cursor = await conn.execute("SELECT DISTINCT xmin::text FROM jobs")
         assert len(await cursor.fetchall()) == 1
     assert (await counted(pool, "team"), await jobs_of(pool, "team")) == (4, 4)
+
+
+async def test_the_one_statement_path_and_the_full_paths_never_pass_max_jobs_together(
+    database_url: str,
+) -> None:
+    """The one-statement path locks the namespace's count row, the full paths (ScheduleJob's
+    and ScheduleJobs') take the advisory lock and then the row through their insert: racing
+    each other, they still stop at exactly max_jobs."""
+    pool = await db.open_pool(database_url, max_size=12)
+    try:
+        async with pool.connection() as conn:
+            await quotas.put(conn, "team", Quota(max_jobs=9), now=NOW)
+
+        async def full(count: int) -> int:
+            try:
+                async with db.transaction(pool) as conn:
+                    await quotas.lock(conn, "team")
+                    await job_batch.create_many(
+                        conn,
+                        [job_batch.NewJob(spec=spec()) for _ in range(count)],
+                        namespace="team",
+                        now=NOW,
+                    )
+                    await quotas.enforce_jobs(conn, "team")
+            except policies.QuotaExceeded:
+                return 0
+            return count
+
+        async def fast() -> int:
+            return 0 if await create(pool, spec()) is None else 1
+
+        stored = await asyncio.gather(
+            *(full(count) for count in (1, 2, 3, 1, 2)), *(fast() for _ in range(12))
+        )
+        assert sum(stored) == await jobs_of(pool, "team") == await counted(pool, "team")
+        assert await jobs_of(pool, "team") <= 9
+    finally:
+        await pool.close()

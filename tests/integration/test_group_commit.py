@@ -86,7 +86,7 @@ async def test_a_call_that_fails_fails_alone(pool: db.Pool) -> None:
     """A job the database refuses fails its batch; the batch is then stored call by call, so
     only that call gets the error."""
     bad = prepared()
-    bad = replace(bad, params={**bad.params, "max_attempts": 0})  # breaks a CHECK
+    bad = replace(bad, row={**bad.row, "max_attempts": 0})  # breaks a CHECK
     commit = GroupCommit(pool)
     results = await asyncio.gather(
         commit.store(prepared()), commit.store(bad), commit.store(prepared()),
