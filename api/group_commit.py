@@ -1,20 +1,20 @@
 """Group commit for ScheduleJob: the calls of one namespace that arrive while its last
-transaction is in flight share the next one.
+statement is in flight share the next one.
 
-A namespace's submits are serialized by its advisory lock (the max_jobs count must be exact),
-and the lock is held through each commit's WAL flush. One call per transaction made the
-namespace's rate one flush and one lock hand-over per job; on a busy machine each hand-over
-also waits for the next backend to be scheduled, and 8 clients managed less than one
-(docs/benchmarks.md). Here, per API process and namespace, one transaction at a time is in
-flight; the calls that arrive meanwhile wait and go together in the next one, so one lock
-and one flush serve them all. A lone call waits for nothing: it finds no transaction in
-flight and goes at once.
+A namespace's submits are serialized (its max_jobs count must be exact: the statement locks
+the namespace's row of namespace_counts), and the lock is held through each commit's WAL
+flush. One call per transaction made the namespace's rate one flush and one lock hand-over
+per job; on a busy machine each hand-over also waits for the next backend to be scheduled,
+and 8 clients managed fewer calls than one (docs/benchmarks.md). Here, per API process and
+namespace, one statement at a time is in flight; the calls that arrive meanwhile wait and go
+together in the next one, so one lock and one flush serve them all. A lone call waits for
+nothing: it finds nothing in flight and goes at once.
 
 Every caller is answered only after the commit that stored its job. The jobs are admitted in
 arrival order (hourglass.store.admitted): one left out by a quota gets None and takes the
 full path alone, which refuses it and says why, while the others are stored. A batch that
-fails as a whole (a lost connection) is retried job by job, so one job's failure is only
-its own.
+fails as a whole (a lost connection, a value the database refuses) is retried job by job,
+so one job's failure is only its own.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hourglass.store import admitted, db
 
 log = logging.getLogger(__name__)
 
-# Calls one transaction may carry; more wait for the next. Bounds how long the lock is held.
+# Calls one statement may carry; more wait for the next. Bounds how long the lock is held.
 MAX_BATCH = 64
 
 

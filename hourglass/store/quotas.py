@@ -4,8 +4,11 @@ writes the rows they need. (max_running_runs is read by the claim itself, in run
 
 Requests check a quota after writing and raise QuotaExceeded when it is exceeded, so the
 caller's transaction rolls back and nothing is stored. A per-namespace advisory lock,
-taken first, makes the count exact under concurrent requests of one namespace; the producer
-never takes it (it only paces, and its counts may be a cycle stale).
+taken first, makes the counts exact under concurrent requests of one namespace; the producer
+never takes it (it only paces, and its counts may be a cycle stale). The job count is
+namespace_counts' row, which every insert and delete of jobs changes (0011): the insert locks
+it until the commit, so a count read after one's own insert is exact even against
+ScheduleJob's one-statement path (store/admitted.py), which locks that row instead.
 """
 
 from __future__ import annotations
