@@ -23,6 +23,7 @@ A job with a binary always takes the full path (the ownership check is there).
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +102,8 @@ def prepare(
     most fires a second the quota must allow (policies.admission_rate)."""
     if spec.task.binary:
         return None  # the ownership check (jobs._check_binary) is the full path's
+    if not math.isfinite(rate):
+        return None  # JSON has no infinity; check_rate on the full path decides
     job_id = uuid.uuid4()
     job = NewJob(
         spec=spec, request_id=request_id, request_digest=request_digest, managed_by=managed_by

@@ -63,7 +63,7 @@ SELECT id, 1, spec, %(now)s FROM json_to_recordset(%(revisions)s::json) AS r(id 
 
 def dumps(documents: list[dict[str, Any]]) -> str:
     """A batch's documents as one JSON text, compact, UTF-8 left as it is."""
-    return json.dumps(documents, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(documents, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _interval(value: timedelta | None) -> str | None:
