@@ -119,3 +119,34 @@ async def test_a_batch_keeps_its_order_and_gives_back_a_retried_request(pool: db
                 namespace="team",
                 now=NOW,
             )
+
+
+async def test_a_batch_mixing_retried_and_new_requests_stores_only_the_new_ones(
+    pool: db.Pool,
+) -> None:
+    async with db.transaction(pool) as conn:
+        (kept,) = await job_batch.create_many(
+            conn,
+            [job_batch.NewJob(spec=SPECS[0], request_id="old", request_digest=b"d")],
+            namespace="team",
+            now=NOW,
+        )
+    mixed = [
+        job_batch.NewJob(spec=SPECS[2], request_id="new", request_digest=b"d"),
+        job_batch.NewJob(spec=SPECS[0], request_id="old", request_digest=b"d"),
+        job_batch.NewJob(spec=SPECS[3]),
+    ]
+    async with db.transaction(pool) as conn:
+        ids = await job_batch.create_many(conn, mixed, namespace="team", now=NOW)
+    assert ids[1] == kept and len({*ids}) == 3
+    async with pool.connection() as conn:
+        names = [(await jobs.get(conn, job_id)).spec.name for job_id in ids]  # type: ignore[union-attr]
+        cursor = await conn.execute(
+            "SELECT (SELECT count(*) FROM jobs) AS jobs,"
+            " (SELECT count(*) FROM job_revisions) AS revisions,"
+            " (SELECT jobs FROM namespace_counts WHERE namespace = 'team') AS counted"
+        )
+        counts = await cursor.fetchone()
+    assert names == [SPECS[2].name, SPECS[0].name, SPECS[3].name]
+    # The retried request made no second job, no revision, and the count did not move.
+    assert counts == {"jobs": 3, "revisions": 3, "counted": 3}
