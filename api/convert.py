@@ -76,8 +76,13 @@ def duration(value: timedelta | None) -> Duration | None:
     return message
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_timestamp(message: Timestamp) -> datetime:
-    return message.ToDatetime(tzinfo=UTC)
+    """Timestamp.ToDatetime(tzinfo=UTC) (nanos cut to microseconds), without its detour
+    through the local time functions: a third of the cost of reading a schedule."""
+    return _EPOCH + timedelta(seconds=message.seconds, microseconds=message.nanos // 1000)
 
 
 def task_to_pb(task: Task) -> pb.Task:

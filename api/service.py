@@ -17,10 +17,11 @@ from hourglass import artifact_quota, artifacts, ownership, policies
 from hourglass.api import convert, revisions, run_queries, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
+from hourglass.api.group_commit import GroupCommit
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId, RunSummary
-from hourglass.store import admitted, db, fires, jobs, quotas, run_lists, runs
+from hourglass.store import admitted, db, fires, job_batch, jobs, quotas, run_lists, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -144,6 +145,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         # Streams wait at most this long between re-checks of their token.
         self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
         self.watches = watch.JobWatch(pool, hub=hub, auth=auth, poll=self.stream_poll)
+        self.submits = GroupCommit(pool)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -199,18 +201,18 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         managed_by = validation.manager(request.managed_by, "managed_by")
         spec = validation.job_spec(request.spec, now=now)
         digest = request_digest(request) if request.request_id else b""
-        # The common case in one round trip; None: something to decide, on the full path.
-        async with self.pool.connection() as conn:
-            stored = await admitted.create(
-                conn,
-                spec=spec,
-                rate=policies.admission_rate(spec.schedule, now=now),
-                now=now,
-                namespace=namespace,
-                request_id=request.request_id,
-                request_digest=digest,
-                managed_by=managed_by,
-            )
+        # The common case in one round trip, in a transaction shared with the namespace's
+        # concurrent calls; None: something to decide, on the full path.
+        prepared = admitted.prepare(
+            spec=spec,
+            rate=policies.admission_rate(spec.schedule, now=now),
+            now=now,
+            namespace=namespace,
+            request_id=request.request_id,
+            request_digest=digest,
+            managed_by=managed_by,
+        )
+        stored = None if prepared is None else await self.submits.store(prepared)
         if stored is not None:
             log.info("job %s (%s) scheduled in namespace %s", stored, spec.name, namespace)
             return pb.ScheduleJobResponse(job_id=str(stored))
@@ -245,7 +247,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                 "requests", f"has {len(request.requests)} jobs; at most {MAX_BATCH}"
             )
         now = self.clock.now()
-        new: list[jobs.NewJob] = []
+        new: list[job_batch.NewJob] = []
         seen: dict[str, int] = {}
         for index, item in enumerate(request.requests):
             try:
@@ -265,14 +267,16 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
                     )
                 seen[item.request_id] = index
             digest = request_digest(item) if item.request_id else b""
-            new.append(jobs.NewJob(spec=spec, request_id=item.request_id, request_digest=digest))
+            new.append(
+                job_batch.NewJob(spec=spec, request_id=item.request_id, request_digest=digest)
+            )
         try:
             async with db.transaction(self.pool) as conn:
                 await quotas.lock(conn, namespace)
                 await quotas.admit_schedules(
                     conn, namespace, (job.spec.schedule for job in new), now=now
                 )
-                ids = await jobs.create_many(conn, new, namespace=namespace, now=now)
+                ids = await job_batch.create_many(conn, new, namespace=namespace, now=now)
                 await quotas.enforce_jobs(conn, namespace)
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))

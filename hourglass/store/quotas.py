@@ -4,8 +4,11 @@ writes the rows they need. (max_running_runs is read by the claim itself, in run
 
 Requests check a quota after writing and raise QuotaExceeded when it is exceeded, so the
 caller's transaction rolls back and nothing is stored. A per-namespace advisory lock,
-taken first, makes the count exact under concurrent requests of one namespace; the producer
-never takes it (it only paces, and its counts may be a cycle stale).
+taken first, makes the counts exact under concurrent requests of one namespace; the producer
+never takes it (it only paces, and its counts may be a cycle stale). The job count is
+namespace_counts' row, which every insert and delete of jobs changes (0011): the insert locks
+it until the commit, so a count read after one's own insert is exact even against
+ScheduleJob's one-statement path (store/admitted.py), which locks that row instead.
 """
 
 from __future__ import annotations
@@ -110,12 +113,22 @@ async def _count(conn: Connection, query: str, namespace: str, limit: int) -> in
     return int(row["n"])
 
 
+async def job_count(conn: Connection, namespace: str) -> int:
+    """The namespace's jobs, from namespace_counts (kept exactly by triggers on jobs, 0011):
+    one row read, however many jobs the namespace holds. Within a transaction it includes
+    the transaction's own inserts and deletes."""
+    cursor = await conn.execute(
+        "SELECT jobs FROM namespace_counts WHERE namespace = %s", (namespace,), prepare=True
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row["jobs"])
+
+
 async def enforce_jobs(conn: Connection, namespace: str) -> None:
     """Raises QuotaExceeded if the namespace holds more jobs than max_jobs (call it after
     inserting, in the same transaction, after `lock`)."""
     quota = (await get(conn, namespace)).quota
-    count = await _count(conn, "SELECT 1 FROM jobs WHERE namespace = %s", namespace, quota.max_jobs)
-    policies.check_jobs(quota, namespace=namespace, count=count)
+    policies.check_jobs(quota, namespace=namespace, count=await job_count(conn, namespace))
 
 
 async def enforce_queued(conn: Connection, namespace: str) -> None:

@@ -319,3 +319,54 @@ CREATE TABLE namespace_pacing (
     namespace text PRIMARY KEY,
     tat       timestamptz NOT NULL
 );
+
+-- Each namespace's jobs, counted exactly by the statements that insert and delete them
+-- (whatever their state: that is what max_jobs counts), so that the max_jobs check reads one
+-- row. Statement-level: a COPY of 1,000 jobs adds 1,000 at once. A job never changes
+-- namespace (jobs_namespace_fixed refuses it).
+CREATE TABLE namespace_counts (
+    namespace text PRIMARY KEY,
+    jobs      bigint NOT NULL CHECK (jobs >= 0)
+);
+
+-- The rows are taken in namespace order, so statements of several namespaces do not deadlock.
+CREATE FUNCTION hourglass_jobs_counted_in() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO namespace_counts AS c (namespace, jobs)
+    SELECT namespace, count(*) FROM inserted GROUP BY namespace ORDER BY namespace
+    ON CONFLICT (namespace) DO UPDATE SET jobs = c.jobs + EXCLUDED.jobs;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION hourglass_jobs_counted_out() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE namespace_counts AS c SET jobs = c.jobs - d.n
+    FROM (SELECT namespace, count(*) AS n FROM deleted GROUP BY namespace) AS d
+    WHERE c.namespace = d.namespace;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION hourglass_jobs_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM namespace_counts;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION hourglass_jobs_namespace_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'job %: a job cannot move to another namespace', OLD.id;
+END
+$$;
+
+CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_jobs_counted_in();
+CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_jobs_counted_out();
+CREATE TRIGGER jobs_truncated AFTER TRUNCATE ON jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION hourglass_jobs_truncated();
+CREATE TRIGGER jobs_namespace_fixed BEFORE UPDATE OF namespace ON jobs
+    FOR EACH ROW WHEN (OLD.namespace IS DISTINCT FROM NEW.namespace)
+    EXECUTE FUNCTION hourglass_jobs_namespace_fixed();

@@ -3,10 +3,14 @@ person named by a word, never reaching another namespace's."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import grpc
 import pytest
 
-from hourglass.store import db
+from hourglass.domain import JobSpec, Task
+from hourglass.schedules import Every
+from hourglass.store import db, jobs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 from tests.integration.test_api import every
@@ -19,15 +23,21 @@ async def _schedule(stub: pb_grpc.JobSchedulerStub, name: str) -> str:
     return job_id
 
 
+async def _theirs(pool: db.Pool, name: str) -> str:
+    """A job of another namespace, stored there (a job never moves between namespaces)."""
+    spec = JobSpec(name=name, task=Task(command=("true",)), schedule=Every(timedelta(minutes=1)))
+    async with pool.connection() as conn:
+        job_id, _ = await jobs.create(conn, spec=spec, now=datetime.now(UTC), namespace="other")
+    return str(job_id)
+
+
 async def test_list_jobs_by_exact_name_in_the_callers_namespace_only(
     stub: pb_grpc.JobSchedulerStub, pool: db.Pool
 ) -> None:
     hello = await _schedule(stub, "hello")
     again = await _schedule(stub, "hello")
     await _schedule(stub, "hello-world")
-    theirs = await _schedule(stub, "hello")
-    async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET namespace = 'other' WHERE id = %s", (theirs,))
+    await _theirs(pool, "hello")
     found = await stub.ListJobs(pb.ListJobsRequest(name="hello"))
     assert sorted(j.id for j in found.jobs) == sorted([hello, again])
     assert all(j.namespace == "default" for j in found.jobs)
@@ -48,9 +58,7 @@ async def test_list_jobs_by_id_prefix(stub: pb_grpc.JobSchedulerStub, pool: db.P
             found = await stub.ListJobs(pb.ListJobsRequest(id_prefix=job_id[:length]))
             assert job_id in [j.id for j in found.jobs]
             assert all(j.id.startswith(job_id[:length]) for j in found.jobs)
-    theirs = ids[0]
-    async with pool.connection() as conn:
-        await conn.execute("UPDATE jobs SET namespace = 'other' WHERE id = %s", (theirs,))
+    theirs = await _theirs(pool, "job-theirs")
     assert not (await stub.ListJobs(pb.ListJobsRequest(id_prefix=theirs))).jobs
 
 

@@ -48,3 +48,30 @@ def test_migrations_produce_exactly_schema_sql(postgres_server: PostgresServer) 
 def test_migrate_is_idempotent(database_url: str) -> None:
     # The template was migrated already: nothing is left to apply.
     assert migrate.apply(database_url) == []
+
+
+def test_the_namespace_counts_start_from_the_jobs_already_stored(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """0011 counts the jobs that exist when it runs: max_jobs stays exact across the
+    upgrade."""
+    before = tmp_path / "before"
+    (before / "migrations").mkdir(parents=True)
+    for version, name, text in migrate.migrations():
+        if version < 11:
+            (before / "migrations" / name).write_text(text)
+    database = f"counts_{uuid.uuid4().hex[:8]}"
+    with postgres_server.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    dsn = postgres_server.dsn(database)
+    migrate.apply(dsn, folder=before)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, name, command, schedule, namespace, created_at, updated_at)"
+            " SELECT gen_random_uuid(), 'j', '{true}', '{}', ns, now(), now()"
+            " FROM unnest(ARRAY['a', 'a', 'a', 'b']) AS ns"
+        )
+    assert migrate.apply(dsn) == ["0011_namespace_counts.sql"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        counts = conn.execute("SELECT namespace, jobs FROM namespace_counts ORDER BY 1").fetchall()
+    assert counts == [("a", 3), ("b", 1)]
