@@ -40,6 +40,10 @@ def _get(port: int, path: str) -> tuple[int, dict[str, Any] | str]:
     return status, json.loads(body)
 
 
+# Each started component's output, by its metrics port: a failure shows why it did not answer.
+LOGS: dict[int, Path] = {}
+
+
 def _until(port: int, path: str, condition: Callable[[int, Any], bool]) -> tuple[int, Any]:
     deadline = time.monotonic() + DEADLINE
     last: tuple[int, Any] = (0, "no answer yet")
@@ -48,16 +52,20 @@ def _until(port: int, path: str, condition: Callable[[int, Any], bool]) -> tuple
         if condition(*last):
             return last
         time.sleep(0.2)
-    raise AssertionError(f"{path} never met the condition; last answer {last}")
+    log = LOGS.get(port)
+    said = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{path} never met the condition; last answer {last}\n{said}")
 
 
 @pytest.fixture
 def component(
     fault_servers: FaultServers,  # noqa: F811 - the fixture imported above
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., int]]:
     """Starts `hourglass <command> ...` with --metrics-listen; returns the metrics port."""
     processes: list[subprocess.Popen[bytes]] = []
     database_url = fault_servers.new_database()
+    logs = tmp_path_factory.mktemp("components")
 
     def start(command: str, *args: str, env: dict[str, str] | None = None) -> int:
         port = free_port()
@@ -69,14 +77,16 @@ def component(
             "HOURGLASS_ETCD_PREFIX": f"/health-{port}/",
             "HOURGLASS_METRICS_LISTEN": f"127.0.0.1:{port}",
         }
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "hourglass.cli.main", command, *args],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        LOGS[port] = log = logs / f"{command}-{port}.log"
+        with log.open("wb") as out:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "hourglass.cli.main", command, *args],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             )
-        )
         return port
 
     yield start
