@@ -48,7 +48,7 @@ class Dev:
             name, "dev", "--data-dir", str(self.folder / "data"), "--listen", self.listen,
             "--case", "filesync",
         )  # fmt: skip
-        self.procs.wait_for_log(name, "serving hourglass.v1.JobScheduler", WAIT)
+        self.procs.wait_for_log(name, "hourglass dev: serving hourglass.v1.JobScheduler", WAIT)
         found = ADDRESS.search(self.procs.log(name))
         assert found and found.group(3) == "filesync_dev", self.procs.log(name)
         assert self.grpc in ("", found.group(1)), "a restart moved the service"

@@ -68,7 +68,7 @@ class Dev:
             name, "dev", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}",
             "--case", "leaderboard",
         )  # fmt: skip
-        self.procs.wait_for_log(name, "serving hourglass.v1.JobScheduler", 120)
+        self.procs.wait_for_log(name, "hourglass dev: serving hourglass.v1.JobScheduler", 120)
         found = ADDRESS.search(self.procs.log(name))
         assert found, self.procs.log(name)
         assert found.group(3) == "leaderboard_dev"

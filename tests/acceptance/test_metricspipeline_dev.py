@@ -46,7 +46,7 @@ class Dev:
             "dev", "dev", "--data-dir", str(self.folder / "data"),
             "--listen", f"127.0.0.1:{free_port()}", "--case", "metrics",
         )  # fmt: skip
-        self.procs.wait_for_log("dev", "serving hourglass.v1.JobScheduler", WAIT)
+        self.procs.wait_for_log("dev", "hourglass dev: serving hourglass.v1.JobScheduler", WAIT)
         text = self.procs.log("dev")
         found = ADDRESS.search(text)
         assert found and found.group(3) == "metrics_dev", text

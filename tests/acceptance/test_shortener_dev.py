@@ -42,7 +42,7 @@ class Dev:
             "dev", "dev", "--data-dir", str(self.folder / "data"),
             "--listen", f"127.0.0.1:{free_port()}", "--case", "shortener",
         )  # fmt: skip
-        self.procs.wait_for_log("dev", "serving hourglass.v1.JobScheduler", WAIT)
+        self.procs.wait_for_log("dev", "hourglass dev: serving hourglass.v1.JobScheduler", WAIT)
         found = ADDRESS.search(self.procs.log("dev"))
         assert found, self.procs.log("dev")
         assert found.group(3) == "shortener_dev"
