@@ -120,9 +120,11 @@ def converge(expected: dict[str, bytes], *folders: Path) -> None:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     running = Dev(tmp_path_factory.mktemp("filesync"))
-    running.start()
-    yield running
-    running.procs.stop_all()
+    try:  # a start that fails stops what it started too
+        running.start()
+        yield running
+    finally:
+        running.procs.stop_all()
 
 
 def workspace(dev: Dev, name: str) -> Path:

@@ -83,9 +83,11 @@ class Dev:
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
     running = Dev(tmp_path)
-    running.start()
-    yield running
-    running.procs.stop_all()
+    try:  # a start that fails stops what it started too
+        running.start()
+        yield running
+    finally:
+        running.procs.stop_all()
 
 
 def test_shorten_with_the_cli_and_follow_over_http(dev: Dev) -> None:
