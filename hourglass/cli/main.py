@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from hourglass import logs
-from hourglass.cli import admin, client, completion, components, exit_codes, quota, serve
+from hourglass.cli import (
+    admin,
+    client,
+    completion,
+    component_options,
+    components,
+    exit_codes,
+    quota,
+    serve,
+)
 from hourglass.cli import console as console_command
 from hourglass.cli import locks as lock_commands
 from hourglass.cli import revisions as revision_commands
@@ -52,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_parsers(commands)
     revision_commands.add_parser(commands)
     lock_commands.add_parsers(commands, add_client_options=add_client_options)
-    components.add_parsers(commands)
+    component_options.add_parsers(commands)
     console_command.add_parser(commands)
     admin.add_parsers(commands, add_store_options=add_store_options)
     quota.add_parser(commands, add_store_options=add_store_options)
