@@ -46,7 +46,11 @@ fenced_writes = Counter(
 )
 lease_losses = Counter("hourglass_lease_losses_total", "Leases this process lost.")
 takeovers = Counter(
-    "hourglass_takeovers_total", "Runs the claimer took back from a dead or stalled worker."
+    "hourglass_takeovers_total",
+    "Runs the claimer took back from a dead or stalled worker, by what became of the attempt: "
+    "lost (it had started, so it counts against max_attempts) or unspent (claimed ahead and "
+    "never started, so the run went back to the queue as it was).",
+    ["attempt"],
 )
 queue_depth = Gauge(
     "hourglass_queue_depth", "Runs queued and ready to start now (measured by the leader)."

@@ -85,7 +85,7 @@ class Claimer:
                 )
             )
         if handed:
-            metrics.takeovers.inc(len(handed))
+            metrics.takeovers.labels(attempt="unspent").inc(len(handed))
             log.warning(
                 "%d runs held by a worker now gone had not started; taken back to the queue"
                 " with their attempts unspent",
@@ -98,7 +98,7 @@ class Claimer:
             async with db.transaction(self.pool) as conn:
                 if await results.mark_lost(conn, run=run, now=self.clock.now(), reason=LOST_REASON):
                     taken += 1
-                    metrics.takeovers.inc()
+                    metrics.takeovers.labels(attempt="lost").inc()
                     log.warning("run %s attempt %d lost; taken back", run.id, run.attempt)
         return taken
 
