@@ -66,6 +66,11 @@ def _settings(*, in_main_thread: bool) -> kopf.OperatorSettings:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # A resource being deleted keeps its finalizer until its timers have exited. A timer caught
+    # mid-call (a status refresh waiting on the API server) is checked again only after
+    # `cancellation_polling`, 60 s by default: deleting a case's resource then took a minute.
+    # The refresh is one short API call, so check again each second.
+    settings.background.cancellation_polling = 1
     if not in_main_thread:
         # kopf SIGKILLs its thread when it does not exit in time; in a thread that is the host
         # process (a test run, say).

@@ -11,9 +11,12 @@ finalizer), which the test checks along with the ownerReferences.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from hourglass import cases
+from hourglass.operator import cases as case_handlers
 from hourglass.operator import crds, owned
 from tests.k8s import case_helpers
 from tests.k8s.case_helpers import Kubectl, condition, get, make_available
@@ -343,3 +347,57 @@ def test_pruning_leaves_another_resources_objects_alone(
     assert get(kubectl, "configmap", "probe-right-extra") is not None
     kubectl("delete", "pr", "left", "--wait=true", "--timeout=30s")
     assert get(kubectl, "deployment", "probe-right") is not None
+
+
+class _Heard(logging.Handler):
+    """Sets `event` when a record's message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_resource_deleted_while_its_status_refresh_is_in_flight_goes_once_it_returns(
+    start_case_operator: Callable[[Path | None], RunningOperator],
+    kubectl: Kubectl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf keeps the finalizer until the resource's timers exit; a refresh caught mid-call
+    used to be looked at again only after a minute (kubectl delete --timeout=30s failed)."""
+    armed, inside, release = threading.Event(), threading.Event(), threading.Event()
+    items = case_handlers.Kube.items
+
+    async def held_items(self: case_handlers.Kube, kind: Any, *args: Any) -> Any:
+        if kind.kind == "Deployment" and armed.is_set():
+            armed.clear()
+            inside.set()
+            await asyncio.to_thread(release.wait, 60)
+        return await items(self, kind, *args)
+
+    monkeypatch.setattr(case_handlers.Kube, "items", held_items)
+    objects = logging.getLogger("kopf.objects")
+    heard = _Heard("is still exiting")
+    objects.addHandler(heard)
+    level = objects.level
+    objects.setLevel(logging.DEBUG)  # (setLevel, not the attribute: it clears the level cache)
+    try:
+        start_case_operator(None)
+        kubectl("apply", "-f", "-", stdin=probe("slow"))
+        wait_for(
+            "generation 1 applied",
+            lambda: (get(kubectl, "pr", "slow") or {}).get("status", {}).get("observedGeneration"),
+        )
+        armed.set()  # the next Deployment listing is the refresh timer's
+        assert inside.wait(30), "the refresh timer did not run"
+        kubectl("delete", "pr", "slow", "--wait=false")
+        assert heard.event.wait(30), "kopf did not find the refresh timer still running"
+        release.set()
+        wait_for("the Probe gone", lambda: get(kubectl, "pr", "slow") is None, timeout=20)
+    finally:
+        release.set()
+        objects.removeHandler(heard)
+        objects.setLevel(level)
