@@ -300,7 +300,8 @@ def test_helm_test_upgrade_and_uninstall(cluster: Cluster, release: Release) -> 
     print(f"\n$ helm uninstall {name} ({time.monotonic() - started:.0f}s)\n{out}")
     assert cluster.kubectl("--namespace", ns, "get", "scheduledjobs", "-o", "name").strip() == ""
     leases = cluster.kubectl("--namespace", ns, "get", "leases", "-o", "name").split()
-    assert "lease.coordination.k8s.io/hourglass-operator" not in leases, leases
+    # The operator's Lease (named for the release: `<release>-hourglass-operator`) is gone.
+    assert not [lease for lease in leases if lease.endswith("hourglass-operator")], leases
     selector = f"app.kubernetes.io/instance={name}"
 
     def chart_objects_gone() -> list[str] | None:

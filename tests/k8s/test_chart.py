@@ -310,7 +310,11 @@ def test_the_chart_renders_what_the_brief_asks_for(
     operator = deployments["hg-hourglass-operator"]["spec"]["template"]["spec"]
     assert operator["containers"][0]["args"] == [
         "operator", "--server", "hg-hourglass-api.hourglass.svc:50051",
+        "--lease", "hg-hourglass-operator",  # the release's own, as is the hook that deletes it
     ]  # fmt: skip
+    lease_hook = objects[("Job", "hg-hourglass-operator-cleanup-lease")]["spec"]["template"]
+    lease_args = lease_hook["spec"]["containers"][0]["args"]
+    assert lease_args[lease_args.index("--lease") + 1] == "hg-hourglass-operator"
     env = {e["name"] for e in operator["containers"][0]["env"]}
     assert "HOURGLASS_DATABASE_URL" not in env  # the operator only talks to the API
     for name in ("postgresql", "etcd"):

@@ -35,6 +35,7 @@ pytest_plugins = ["tests.k8s.test_operator", "tests.k8s.test_chart"]
 
 RELEASE = "hg"
 HOOK = f"{RELEASE}-hourglass-operator-cleanup"
+LEASE = f"{RELEASE}-hourglass-operator"  # the operator's --lease, named for the release
 Render = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -175,7 +176,7 @@ def test_the_post_delete_hook_deletes_the_lease_once_the_operator_pods_are_gone(
     leases.create_namespaced_lease(
         k8s_namespace,
         {
-            "metadata": {"name": "hourglass-operator"},
+            "metadata": {"name": LEASE},
             "spec": {"holderIdentity": "operator-0", "leaseDurationSeconds": 15},
         },
     )
@@ -213,7 +214,7 @@ def test_the_post_delete_hook_deletes_the_lease_once_the_operator_pods_are_gone(
                 timeout=60,
             )
             # While the pod is there, the Lease stays (the pod could still renew it).
-            assert leases.read_namespaced_lease("hourglass-operator", k8s_namespace)
+            assert leases.read_namespaced_lease(LEASE, k8s_namespace)
             core.patch_namespaced_pod(pod, k8s_namespace, {"metadata": {"finalizers": None}})
             process.wait(timeout=120)
         finally:
@@ -225,7 +226,7 @@ def test_the_post_delete_hook_deletes_the_lease_once_the_operator_pods_are_gone(
     assert process.returncode == 0, output
     assert "lease deleted" in output.splitlines()[-1]
     try:
-        leases.read_namespaced_lease("hourglass-operator", k8s_namespace)
+        leases.read_namespaced_lease(LEASE, k8s_namespace)
         raise AssertionError("the Lease is still there")
     except client.ApiException as error:
         assert error.status == 404
@@ -246,7 +247,9 @@ def test_the_hooks_have_no_rights_beyond_their_resources_and_the_lease(
         ("delete", GROUP, PLURAL, k8s_namespace, ""): True,
         ("patch", GROUP, PLURAL, k8s_namespace, ""): True,
         ("delete", GROUP, "leaderboards", k8s_namespace, ""): True,
-        ("delete", "coordination.k8s.io", "leases", k8s_namespace, "hourglass-operator"): True,
+        ("delete", "coordination.k8s.io", "leases", k8s_namespace, LEASE): True,
+        # Another release's operator Lease in the same namespace is not this hook's.
+        ("delete", "coordination.k8s.io", "leases", k8s_namespace, "other-hourglass-operator"): False,
         ("delete", "coordination.k8s.io", "leases", k8s_namespace, "another"): False,
         ("create", "coordination.k8s.io", "leases", k8s_namespace, ""): False,
         ("delete", GROUP, PLURAL, "kube-system", ""): False,
