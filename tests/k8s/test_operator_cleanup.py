@@ -249,7 +249,7 @@ def test_the_hooks_have_no_rights_beyond_their_resources_and_the_lease(
         ("delete", GROUP, "leaderboards", k8s_namespace, ""): True,
         ("delete", "coordination.k8s.io", "leases", k8s_namespace, LEASE): True,
         # Another release's operator Lease in the same namespace is not this hook's.
-        ("delete", "coordination.k8s.io", "leases", k8s_namespace, "other-hourglass-operator"): False,
+        ("delete", "coordination.k8s.io", "leases", k8s_namespace, f"x{LEASE}"): False,
         ("delete", "coordination.k8s.io", "leases", k8s_namespace, "another"): False,
         ("create", "coordination.k8s.io", "leases", k8s_namespace, ""): False,
         ("delete", GROUP, PLURAL, "kube-system", ""): False,
