@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, RunState
 from hourglass.locks import Etcd, Lease
 from hourglass.policies import Requeue
@@ -13,6 +15,12 @@ from hourglass.store import claims, db, results
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.producer import Producer
 from tests.integration.helpers import job_runs, schedule, seconds
+
+
+def takeovers(attempt: str) -> float:
+    """The claimer's `hourglass_takeovers_total{attempt=...}` as /metrics shows it."""
+    value = REGISTRY.get_sample_value("hourglass_takeovers_total", {"attempt": attempt})
+    return value or 0.0
 
 
 async def hold_one(
@@ -94,7 +102,9 @@ async def test_a_run_claimed_ahead_whose_holder_died_before_it_started_is_handed
     lease = await etcd.grant(5)
     queued, token = await hold_one(pool, etcd, lease, started=False)
     await etcd.revoke(lease)  # the worker dies with the run waiting for a slot
+    unspent, lost = takeovers("unspent"), takeovers("lost")
     assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
+    assert (takeovers("unspent") - unspent, takeovers("lost") - lost) == (1, 0)
     (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
     assert run.state == RunState.QUEUED and run.attempt == 1 and run.attempts == ()
 
@@ -123,7 +133,9 @@ async def test_a_run_claimed_ahead_that_started_is_lost_not_handed_back(
         marked = await claims.start(conn, [(queued.id, 1, token)], now=datetime.now(UTC))
     assert marked == {queued.id}
     await etcd.revoke(lease)  # the worker dies while the command runs
+    unspent, lost = takeovers("unspent"), takeovers("lost")
     assert await Claimer(pool=pool, etcd=etcd).run_once() == 1
+    assert (takeovers("unspent") - unspent, takeovers("lost") - lost) == (0, 1)
     (run,) = await job_runs(pool, job_id)  # type: ignore[arg-type]
     assert run.state == RunState.FAILED
     assert [a.state for a in run.attempts] == [RunState.LOST]
