@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-from dataclasses import dataclass, field
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
@@ -31,7 +28,6 @@ from hourglass.locks import Etcd, Lease
 from hourglass.policies import Requeue
 from hourglass.store import claims, db, results
 from hourglass.store.claims import QueuedRun
-from hourglass.workers import claim_ahead as claim_ahead_module
 from hourglass.workers.cancellations import Cancellations
 from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
@@ -39,6 +35,7 @@ from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 from hourglass.workers.slots import Slots
 from hourglass.workers.starter import Starter
+from hourglass.workers.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,48 +50,11 @@ def _log_fields(run: QueuedRun, token: FencingToken) -> dict[str, object]:
     }
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 # The most runs one claim takes: their keys are one etcd transaction, and etcd refuses one of
 # more than 128 operations by default (--max-txn-ops). Found by tests/acceptance/test_load.py.
 MAX_CLAIM = 100
 # How soon a worker whose claim found nothing it may start looks again.
 BLOCKED_POLL = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    # Attempts executed at once.
-    concurrency: int = 32
-    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 4 x
-    # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
-    # starts a held run at once instead of waiting for a claim's round trips, and a claim
-    # takes at least half this many at once. A held run's attempt is stored not started, so
-    # a worker that dies holding it spends none of its attempts (workers/starter.py).
-    claim_ahead: int | None = None
-    # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
-    claim_ahead_below: float = claim_ahead_module.SHORT
-    # Seconds etcd keeps this worker's runs after its last heartbeat.
-    lease_ttl: int = 10
-    # The longest the worker waits without looking for work (fallback for lost notifications).
-    max_idle: float = 1.0
-    # How long SIGTERM waits for running attempts before handing them back.
-    shutdown_grace: float = 30.0
-    worker_id: str = field(default_factory=default_worker_id)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.lease_ttl < 2:
-            raise ValueError("lease_ttl must be at least 2 seconds")
-        if self.claim_ahead is not None and self.claim_ahead < 0:
-            raise ValueError("claim_ahead must not be negative")
-
-    @property
-    def ahead(self) -> int:
-        return 4 * self.concurrency if self.claim_ahead is None else self.claim_ahead
 
 
 class Worker:

@@ -14,7 +14,8 @@ from hourglass.policies import Quota
 from hourglass.schedules import Every
 from hourglass.store import claims, db, fires, jobs, quotas
 from hourglass.workers.executors.local import LocalExecutor
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 from tests.integration.helpers import eventually
 
 
