@@ -65,10 +65,10 @@ from hourglass.workers.executors.kube_api import (
     call_api,
     tail_bytes,
 )
+from hourglass.workers.executors.kube_config import KubernetesConfig
 from hourglass.workers.executors.kube_manifests import (
     REPORTED_ANNOTATION,
     SCHEDULED_JOB_LABEL,
-    KubernetesConfig,
     Manifest,
     Refused,
     job_manifest,
