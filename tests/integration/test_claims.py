@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hourglass.domain import FencingToken, JobId, JobSpec, Overlap, Task
 from hourglass.locks import Etcd
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.schedules import Every
 from hourglass.store import claims, db, fires, jobs, quotas
 from hourglass.workers.executors.local import LocalExecutor
