@@ -208,6 +208,7 @@ class Worker:
         return len(held)
 
     async def _check_cancellations(self) -> None:
+        """Cancel requests whose notification was lost (bench/profiling.py names this frame)."""
         await self.cancellations.check()
 
     def _done(self, task: asyncio.Task[None]) -> None:
