@@ -26,23 +26,43 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import hashlib
 import os
-import re
 import tempfile
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, NewType, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store
 
+from hourglass.artifact_bytes import (
+    ALGORITHM,
+    CHUNK,
+    HEX,
+    MIB,
+    Admit,
+    ArtifactCorrupt,
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactStore,
+    ArtifactTooLarge,
+    Digest,
+    Stored,
+    VerifiedDestination,
+    digest_of,
+    hex_of,
+    parse_digest,
+    spool,
+    write_verified,
+)
+
 if TYPE_CHECKING:
     from obstore.store import S3Config
 
+# The names, errors and contract live in hourglass.artifact_bytes (shared with
+# hourglass.artifact_urls); they are re-exported here, the module callers import.
 __all__ = [
     "Admit",
     "ArtifactCorrupt",
@@ -58,225 +78,6 @@ __all__ = [
     "parse_digest",
     "write_verified",
 ]
-
-Digest = NewType("Digest", str)
-"""An artifact's name: "sha256:" and the 64 lowercase hex digits of its bytes' sha256."""
-
-_ALGORITHM = "sha256"
-_HEX = re.compile(r"[0-9a-f]{64}")
-_MIB = 1024 * 1024
-# The size of the pieces that a fetch writes and an S3 upload sends.
-_CHUNK = 1 * _MIB
-
-
-def parse_digest(text: str) -> Digest:
-    """Return `text` as a `Digest`, or raise ValueError saying what is wrong with it."""
-    if not isinstance(text, str):
-        raise ValueError(f"a digest must be a string, got {type(text).__name__}")
-    algorithm, colon, hex_part = text.partition(":")
-    if not colon:
-        raise ValueError(f"digest {text!r} has no algorithm: expected 'sha256:<64 hex digits>'")
-    if algorithm != _ALGORITHM:
-        raise ValueError(f"digest {text!r} uses algorithm {algorithm!r}: only 'sha256' is known")
-    if len(hex_part) != 64:
-        raise ValueError(
-            f"digest {text!r} has {len(hex_part)} hex digits after 'sha256:': expected 64"
-        )
-    if not _HEX.fullmatch(hex_part):
-        raise ValueError(f"digest {text!r} is not 64 lowercase hex digits after 'sha256:'")
-    return Digest(text)
-
-
-def _digest_of(hex_part: str) -> Digest:
-    return Digest(f"{_ALGORITHM}:{hex_part}")
-
-
-def _hex_of(digest: Digest) -> str:
-    return parse_digest(digest).partition(":")[2]
-
-
-def _mib(size: int) -> str:
-    mib = size / _MIB
-    return f"{mib:.2f}".rstrip("0").rstrip(".") if mib >= 0.01 else f"{mib:.2g}"
-
-
-class ArtifactError(Exception):
-    """Something went wrong storing or fetching an artifact."""
-
-
-class ArtifactTooLarge(ArtifactError):
-    """An upload went past its size limit; nothing was stored."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"artifact is larger than the limit of {limit} bytes ({_mib(limit)} MiB)")
-        self.limit = limit
-
-
-class ArtifactNotFound(ArtifactError):
-    """No artifact is stored under the digest."""
-
-    def __init__(self, digest: Digest) -> None:
-        super().__init__(f"artifact {digest} is not stored")
-        self.digest = digest
-
-
-class ArtifactCorrupt(ArtifactError):
-    """The stored bytes of an artifact no longer hash to its digest."""
-
-    def __init__(self, expected: Digest, found: Digest) -> None:
-        super().__init__(
-            f"artifact {expected} is corrupt: expected digest {expected}, found {found}"
-        )
-        self.expected = expected
-        self.found = found
-
-
-@dataclass(frozen=True)
-class Stored:
-    """The result of a put: the artifact's name, its size, and whether this put stored it."""
-
-    digest: Digest
-    size: int
-    created: bool  # False when the same bytes were already stored
-
-
-Admit = Callable[[Stored], Awaitable[None]]
-"""Called with a spooled upload before it is published; raising refuses it (nothing is kept)."""
-
-
-@runtime_checkable
-class ArtifactStore(Protocol):
-    """A content-addressed store of artifacts, each named by the sha256 of its bytes."""
-
-    async def put(
-        self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
-    ) -> Stored:
-        """Store the bytes of `chunks`, at most `limit` of them, under their digest.
-
-        Raises ArtifactTooLarge (and stores nothing) past the limit. The same bytes twice
-        are stored once: the second put returns `created=False`. `admit`, if given, is
-        awaited once all bytes arrived and before they are published; what it raises
-        propagates, and nothing is stored.
-        """
-        ...
-
-    async def fetch(self, digest: Digest, destination: Path) -> None:
-        """Write the artifact to `destination` atomically, verifying its sha256 on the way.
-
-        Raises ArtifactNotFound, or ArtifactCorrupt (and leaves no file at `destination`)
-        when the stored bytes do not hash to `digest`.
-        """
-        ...
-
-    async def exists(self, digest: Digest) -> bool:
-        """Whether an artifact is stored under `digest`."""
-        ...
-
-    async def delete(self, digest: Digest) -> None:
-        """Remove the artifact; a missing one is not an error."""
-        ...
-
-    async def list(self) -> builtins.list[Digest]:
-        """The digests of every stored artifact, sorted."""
-        ...
-
-
-# ---------------------------------------------------------------------------------------
-# Writing files: hashing, size limits, atomic renames. Blocking calls go through a thread.
-
-
-class _HashingFile:
-    """A new temporary file in `folder` that hashes what is written to it."""
-
-    def __init__(self, folder: Path, prefix: str) -> None:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".part")
-        self.path = Path(name)
-        self.size = 0
-        self._file: IO[bytes] = os.fdopen(fd, "wb")
-        self._hash = hashlib.sha256()
-
-    def write(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        self._file.write(chunk)
-        self.size += len(chunk)
-
-    def close(self) -> Digest:
-        """Flush the file to disk, close it and return the digest of its bytes."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        return _digest_of(self._hash.hexdigest())
-
-    def discard(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-
-
-async def _spool(chunks: AsyncIterable[bytes], folder: Path, limit: int) -> tuple[Path, Stored]:
-    """Write `chunks` to a temporary file in `folder`; return it with its digest and size.
-
-    Past `limit` bytes the file is removed and ArtifactTooLarge raised. `created` of the
-    returned Stored is True; the caller decides.
-    """
-    if limit < 0:
-        raise ValueError(f"limit must be at least 0 bytes, got {limit}")
-    spool = await asyncio.to_thread(_HashingFile, folder, ".upload-")
-    try:
-        async for chunk in chunks:
-            if spool.size + len(chunk) > limit:
-                raise ArtifactTooLarge(limit)
-            if chunk:
-                await asyncio.to_thread(spool.write, bytes(chunk))
-        digest = await asyncio.to_thread(spool.close)
-    except BaseException:
-        await asyncio.to_thread(spool.discard)
-        raise
-    return spool.path, Stored(digest=digest, size=spool.size, created=True)
-
-
-class _VerifiedDestination:
-    """A temporary file beside `destination` that becomes it only if its digest matches."""
-
-    def __init__(self, destination: Path, expected: Digest) -> None:
-        self.destination = destination
-        self.expected = expected
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        self._file = _HashingFile(destination.parent, f".{destination.name}.")
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-
-    def commit(self) -> None:
-        """Rename the file onto the destination, or remove it and raise ArtifactCorrupt."""
-        try:
-            found = self._file.close()
-            if found != self.expected:
-                raise ArtifactCorrupt(self.expected, found)
-            os.chmod(self._file.path, 0o644)
-            os.replace(self._file.path, self.destination)
-        except BaseException:
-            self._file.path.unlink(missing_ok=True)
-            raise
-
-    def discard(self) -> None:
-        self._file.discard()
-
-
-def write_verified(chunks: Iterable[bytes], digest: Digest, destination: Path) -> None:
-    """Write `chunks` to `destination` atomically, only if they hash to `digest`: for readers
-    that get the bytes some other way than from a store (a signed URL). Blocking.
-
-    Raises ArtifactCorrupt, and leaves no file at `destination`, when they do not.
-    """
-    target = _VerifiedDestination(destination, digest)
-    try:
-        for chunk in chunks:
-            target.write(chunk)
-    except BaseException:
-        target.discard()
-        raise
-    target.commit()
-
 
 # ---------------------------------------------------------------------------------------
 # A folder.
@@ -297,8 +98,8 @@ class LocalArtifactStore:
 
     def path_of(self, digest: Digest) -> Path:
         """Where the artifact with `digest` is (or would be) stored."""
-        hex_part = _hex_of(digest)
-        return self.root / _ALGORITHM / hex_part[:2] / hex_part
+        hex_part = hex_of(digest)
+        return self.root / ALGORITHM / hex_part[:2] / hex_part
 
     def _spool_dir(self) -> Path:
         folder = self.root / "tmp"
@@ -309,7 +110,7 @@ class LocalArtifactStore:
         self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
     ) -> Stored:
         spool_dir = await asyncio.to_thread(self._spool_dir)
-        spooled, stored = await _spool(chunks, spool_dir, limit)
+        spooled, stored = await spool(chunks, spool_dir, limit)
         if admit is not None:
             try:
                 await admit(stored)
@@ -350,9 +151,9 @@ class LocalArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFound(digest) from None
         with reader:
-            target = _VerifiedDestination(destination, digest)
+            target = VerifiedDestination(destination, digest)
             try:
-                while chunk := reader.read(_CHUNK):
+                while chunk := reader.read(CHUNK):
                     target.write(chunk)
             except BaseException:
                 target.discard()
@@ -370,7 +171,7 @@ class LocalArtifactStore:
 
     def _list(self) -> builtins.list[Digest]:
         digests: builtins.list[Digest] = []
-        base = self.root / _ALGORITHM
+        base = self.root / ALGORITHM
         if not base.is_dir():
             return digests
         for shard in base.iterdir():
@@ -378,8 +179,8 @@ class LocalArtifactStore:
                 continue
             for entry in shard.iterdir():
                 name = entry.name
-                if _HEX.fullmatch(name) and name[:2] == shard.name and entry.is_file():
-                    digests.append(_digest_of(name))
+                if HEX.fullmatch(name) and name[:2] == shard.name and entry.is_file():
+                    digests.append(digest_of(name))
         return sorted(digests)
 
 
@@ -442,13 +243,13 @@ class S3ArtifactStore:
 
     def key_of(self, digest: Digest) -> str:
         """The object key of the artifact with `digest`."""
-        return f"{self.prefix}{_ALGORITHM}/{_hex_of(digest)}"
+        return f"{self.prefix}{ALGORITHM}/{hex_of(digest)}"
 
     async def put(
         self, chunks: AsyncIterable[bytes], *, limit: int, admit: Admit | None = None
     ) -> Stored:
         spool_dir = self.spool_dir or Path(tempfile.gettempdir())
-        spooled, stored = await _spool(chunks, spool_dir, limit)
+        spooled, stored = await spool(chunks, spool_dir, limit)
         try:
             if admit is not None:
                 await admit(stored)
@@ -460,7 +261,7 @@ class S3ArtifactStore:
                 self._store,
                 self.key_of(stored.digest),
                 spooled,
-                chunk_size=5 * _MIB,
+                chunk_size=5 * MIB,
                 max_concurrency=4,
             )
             return stored
@@ -473,9 +274,9 @@ class S3ArtifactStore:
             result = await obstore.get_async(self._store, key)
         except (NotFoundError, FileNotFoundError):
             raise ArtifactNotFound(digest) from None
-        target = await asyncio.to_thread(_VerifiedDestination, destination, digest)
+        target = await asyncio.to_thread(VerifiedDestination, destination, digest)
         try:
-            async for chunk in result.stream(min_chunk_size=_CHUNK):
+            async for chunk in result.stream(min_chunk_size=CHUNK):
                 await asyncio.to_thread(target.write, chunk)
         except BaseException:
             await asyncio.to_thread(target.discard)
@@ -494,13 +295,13 @@ class S3ArtifactStore:
             await obstore.delete_async(self._store, self.key_of(digest))
 
     async def list(self) -> builtins.list[Digest]:
-        folder = f"{self.prefix}{_ALGORITHM}/"
+        folder = f"{self.prefix}{ALGORITHM}/"
         digests: builtins.list[Digest] = []
         async for batch in obstore.list(self._store, prefix=folder):
             for meta in batch:
                 name = meta["path"].removeprefix(folder)
-                if _HEX.fullmatch(name):
-                    digests.append(_digest_of(name))
+                if HEX.fullmatch(name):
+                    digests.append(digest_of(name))
         return sorted(digests)
 
 

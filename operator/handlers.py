@@ -10,7 +10,7 @@ state comes back as the resource's status.
 - a timer refreshes the status from GetJobStatus (sj_status decides what it says), posts an
   event for every run that finished since the last refresh, puts back a spec or a pause that
   a forced request changed, and triggers a run for each new value of the annotation
-  hourglass.io/trigger.
+  hourglass.io/trigger. Its handler is sj_refresh.py's; it is registered here.
 
 The operator's own bookkeeping lives in annotations, not in the status: which runs were
 reported (hourglass.io/reported-until), the job revision it last wrote (hourglass.io/revision)
@@ -23,7 +23,7 @@ changes. Anything else (the API is down, say) is retried with a delay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ class Config:
     recent_runs: int = 20
 
 
-def _set_ready(
+def set_ready(
     patch: kopf.Patch,
     status: Mapping[str, Any],
     *,
@@ -78,11 +78,11 @@ def _set_ready(
     patch.status["observedGeneration"] = generation
 
 
-def _manager(namespace: str | None, name: str | None) -> str:
+def manager_of(namespace: str | None, name: str | None) -> str:
     return ownership.scheduled_job(namespace or "", name or "")
 
 
-def _annotate(patch: kopf.Patch, key: str, value: str) -> None:
+def annotate(patch: kopf.Patch, key: str, value: str) -> None:
     patch.metadata.annotations[key] = value
 
 
@@ -112,14 +112,14 @@ class Reconciler:
             message = f"the hourglass API refused the spec: {details}"
             if status.get("jobId"):
                 message += f" (job {status['jobId']} keeps its previous spec)"
-            _set_ready(
+            set_ready(
                 patch, status, ready=False, reason=reason, message=message, generation=generation
             )
             kopf.warn(body, reason=reason, message=message)
             return kopf.PermanentError(message)
         message = f"{doing} failed ({code.name}: {details}); retrying"
         patch.status["nextFireAt"] = None  # unknown, not stale
-        _set_ready(
+        set_ready(
             patch,
             status,
             ready=False,
@@ -129,7 +129,7 @@ class Reconciler:
         )
         return kopf.TemporaryError(message, delay=self.config.retry_delay)
 
-    async def _suspend(self, job: pb.Job, *, suspend: bool, manager: str) -> str | None:
+    async def suspend(self, job: pb.Job, *, suspend: bool, manager: str) -> str | None:
         """Pauses or resumes the job as spec.suspend says; the action taken, if any."""
         if suspend and job.state == pb.JOB_STATE_ACTIVE:
             await self.api.pause(job.id, manager=manager)
@@ -154,14 +154,14 @@ class Reconciler:
         **_: Any,
     ) -> None:
         generation = int(meta.get("generation") or 1)
-        manager = _manager(namespace, name)
+        manager = manager_of(namespace, name)
         try:
             desired = resources.job_spec(namespace or "", name or "", spec, uid=uid)
         except resources.SpecError as error:
             message = f"invalid spec: {error}"
             if not status.get("schedule"):
                 patch.status["schedule"] = "invalid"
-            _set_ready(
+            set_ready(
                 patch,
                 status,
                 ready=False,
@@ -193,7 +193,7 @@ class Reconciler:
                 actions = ["Updated"] if not actions else ["Adopted"]
             if job is not None:
                 doing = "PauseJob/ResumeJob"
-                done = await self._suspend(job, suspend=bool(spec.get("suspend")), manager=manager)
+                done = await self.suspend(job, suspend=bool(spec.get("suspend")), manager=manager)
                 actions += [done] if done else []
             doing = "GetJobStatus"
             fresh = await self.api.status(job_id, self.config.recent_runs)
@@ -215,11 +215,11 @@ class Reconciler:
         previous = status.get("jobId")
         if not annotations.get(REPORTED_UNTIL) or (previous and previous != job_id):
             # Runs of this job are reported from its start.
-            _annotate(patch, REPORTED_UNTIL, resources.watermark(fresh.job.created_at))
+            annotate(patch, REPORTED_UNTIL, resources.watermark(fresh.job.created_at))
         revision = fresh.job.revision
-        _annotate(patch, REVISION, str(revision))
+        annotate(patch, REVISION, str(revision))
         readiness = sj_status.health(fresh.recent_runs, job_id=job_id, state=fresh.job.state)
-        _set_ready(
+        set_ready(
             patch,
             status,
             ready=readiness.ready,
@@ -244,7 +244,7 @@ class Reconciler:
         if not job_id:
             return
         try:
-            deleted = await self.api.delete(job_id, manager=_manager(namespace, name))
+            deleted = await self.api.delete(job_id, manager=manager_of(namespace, name))
         except grpc.aio.AioRpcError as error:
             raise kopf.TemporaryError(
                 f"DeleteJob {job_id} failed ({error.code().name}: {error.details()}); retrying",
@@ -252,167 +252,12 @@ class Reconciler:
             ) from None
         logger.info("job %s %s", job_id, "deleted" if deleted else "was already gone")
 
-    async def _restore(
-        self,
-        response: pb.GetJobStatusResponse,
-        *,
-        body: kopf.Body,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        patch: kopf.Patch,
-        manager: str,
-    ) -> bool:
-        """Puts back what the ScheduledJob declares when a forced request changed the job: its
-        spec (seen by a revision the operator did not write) or its pause. True if it did."""
-        job = response.job
-        if job.state == pb.JOB_STATE_CANCELLED:
-            return False  # nothing brings it back; Ready says so
-        annotations = meta.get("annotations") or {}
-        try:
-            desired = resources.job_spec(meta.get("namespace") or "", meta["name"], spec)
-        except resources.SpecError:
-            return False  # the reconcile reports it
-        changed = False
-        written = str(annotations.get(REVISION) or "")
-        if written and written != str(job.revision) and not resources.same_spec(job.spec, desired):
-            job = await self.api.update(job.id, desired, manager=manager)
-            changed = True
-        if await self._suspend(job, suspend=bool(spec.get("suspend")), manager=manager):
-            changed = True
-        if changed:
-            message = f"job {job.id} was changed outside the ScheduledJob; restored its spec"
-            kopf.warn(body, reason="Restored", message=message)
-        if changed or written != str(job.revision):
-            _annotate(patch, REVISION, str(job.revision))
-        return changed
 
-    async def _trigger(
-        self, job_id: str, *, body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch
-    ) -> None:
-        """One run per new value of the annotation hourglass.io/trigger, like `kubectl create
-        job --from=cronjob/x`. At least once: a crash between the call and the annotation's
-        patch triggers that value again."""
-        annotations = meta.get("annotations") or {}
-        value = str(annotations.get(TRIGGER) or "")
-        if not value or value == annotations.get(TRIGGERED):
-            return
-        try:
-            run = await self.api.trigger(job_id)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in (*PERMANENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                message = f"{TRIGGER}={value}: TriggerJob refused: {error.details()}"
-                kopf.warn(body, reason="TriggerRefused", message=message)
-                _annotate(patch, TRIGGERED, value)
-            return  # anything else: the next tick tries again
-        _annotate(patch, TRIGGERED, value)
-        kopf.info(body, reason="Triggered", message=f"run {run.id} for {TRIGGER}={value}")
-
-    async def refresh(
-        self,
-        *,
-        body: kopf.Body,
-        meta: kopf.Meta,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        patch: kopf.Patch,
-        logger: kopf.Logger,
-        **kwargs: Any,
-    ) -> None:
-        job_id = str(status.get("jobId") or "")
-        if not job_id:
-            return  # not scheduled yet, or the spec was refused: nothing to mirror
-        generation = int(meta.get("generation") or 1)
-        current = sj_status.ready_of(status)
-        manager = _manager(meta.get("namespace"), meta.get("name"))
-        try:
-            response = await self.api.status(job_id, self.config.recent_runs)
-            may_act = sj_status.refreshed(current, _OK, generation=generation) is not None
-            if (
-                response is not None
-                and may_act
-                and await self._restore(
-                    response, body=body, meta=meta, spec=spec, patch=patch, manager=manager
-                )
-            ):
-                response = await self.api.status(job_id, self.config.recent_runs)
-            if response is not None:
-                await self._trigger(job_id, body=body, meta=meta, patch=patch)
-        except grpc.aio.AioRpcError as error:
-            logger.warning("GetJobStatus %s: %s %s", job_id, error.code().name, error.details())
-            fields, readiness = sj_status.api_unavailable(f"{error.code().name}: {error.details()}")
-            self._write(status, patch, fields, readiness, current=current, generation=generation)
-            return
-        if response is None:
-            # Deleted behind the operator's back (forced): the resource still asks for it.
-            message = f"job {job_id} no longer exists in hourglass; scheduling it again"
-            kopf.warn(body, reason="JobNotFound", message=message)
-            try:
-                await self.reconcile(
-                    body=body, meta=meta, spec=spec, status=status, patch=patch, logger=logger,
-                    **kwargs,
-                )  # fmt: skip
-            except (kopf.PermanentError, kopf.TemporaryError) as error:
-                logger.warning("%s", error)  # the next tick tries again
-            return
-        annotations = meta.get("annotations") or {}
-        events, watermark = resources.finished_runs(
-            response.recent_runs, annotations.get(REPORTED_UNTIL)
-        )
-        for event in events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        if watermark and watermark != annotations.get(REPORTED_UNTIL):
-            _annotate(patch, REPORTED_UNTIL, watermark)
-        readiness = sj_status.health(response.recent_runs, job_id=job_id, state=response.job.state)
-        self._write(
-            status,
-            patch,
-            sj_status.summary(response),
-            readiness,
-            current=current,
-            generation=generation,
-        )
-
-    @staticmethod
-    def _write(
-        status: Mapping[str, Any],
-        patch: kopf.Patch,
-        fields: Mapping[str, Any],
-        readiness: sj_status.Readiness,
-        *,
-        current: Mapping[str, Any] | None,
-        generation: int,
-    ) -> None:
-        """Patches only what changed, so that a quiet refresh writes nothing."""
-        for key, value in fields.items():
-            if status.get(key) != value:
-                patch.status[key] = value
-        wanted = sj_status.refreshed(current, readiness, generation=generation)
-        if wanted is None or (
-            current is not None
-            and current.get("status") == ("True" if wanted.ready else "False")
-            and current.get("reason") == wanted.reason
-        ):
-            return
-        _set_ready(
-            patch,
-            status,
-            ready=wanted.ready,
-            reason=wanted.reason,
-            message=wanted.message,
-            generation=int(current.get("observedGeneration") or generation)
-            if current
-            else generation,
-        )
-
-
-# Stands for "the refresh may act": sj_status.refreshed answers None when a spec refusal of
-# this generation holds.
-_OK = sj_status.Readiness(True, "Scheduled", "")
-
-
-def build_registry(reconciler: Reconciler, config: Config) -> kopf.OperatorRegistry:
+def build_registry(
+    reconciler: Reconciler, config: Config, *, refresh: Callable[..., Awaitable[None]]
+) -> kopf.OperatorRegistry:
     """A registry of its own (not kopf's global one), so that several operators can run in
-    one process, as the tests do."""
+    one process, as the tests do. `refresh` is the timer's handler (sj_refresh.Refresher)."""
     registry = kopf.OperatorRegistry()
     resource = (resources.GROUP, resources.VERSION, resources.PLURAL)
 
@@ -429,5 +274,5 @@ def build_registry(reconciler: Reconciler, config: Config) -> kopf.OperatorRegis
         id="refresh",
         interval=config.refresh_interval,
         registry=registry,
-    )(reconciler.refresh)
+    )(refresh)
     return registry

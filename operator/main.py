@@ -23,7 +23,7 @@ from kubernetes import client
 
 from hourglass import cases, health
 from hourglass.operator import cases as case_handlers
-from hourglass.operator import handlers, kube, leader, resources
+from hourglass.operator import handlers, kube, leader, resources, sj_refresh
 from hourglass.operator.api_client import Api
 from hourglass.operator.token_file import TokenFile
 
@@ -148,7 +148,9 @@ async def _main(
     reconciler = handlers.Reconciler(Api(channel, cfg.rpc_timeout, token), cfg)
     checks.add("hourglass api", _api_check(channel, cfg.rpc_timeout))
     monitor = asyncio.create_task(checks.run(), name="health")
-    registry = handlers.build_registry(reconciler, cfg)
+    registry = handlers.build_registry(
+        reconciler, cfg, refresh=sj_refresh.Refresher(reconciler).refresh
+    )
     plurals = [resources.PLURAL]
     cases_client: client.ApiClient | None = None
     if platform is not None:

@@ -24,7 +24,7 @@ from hourglass.clock import Clock, SystemClock
 from hourglass.locks import Etcd, Lease
 from hourglass.store import claims, db, jobs, results, runs
 from hourglass.workers.maintenance import Maintenance
-from hourglass.workers.worker import default_worker_id
+from hourglass.workers.worker_config import default_worker_id
 
 log = logging.getLogger(__name__)
 

@@ -12,34 +12,30 @@ attempts without writing anything, since the claimer may already have given them
 worker, and starts over on a new lease.
 
 A run someone cancels (CancelRun, a replacing fire, DeleteJob) is flagged in the database and
-announced on a notification channel; the worker holding it terminates the process and records
-the run as cancelled. A check of the flags every `max_idle` covers lost notifications.
+announced on a notification channel; the worker holding it terminates the process
+(workers/cancellations.py) and records the run as cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
-import uuid
-from dataclasses import dataclass, field
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd, Lease
 from hourglass.policies import Requeue
-from hourglass.store import claims, db, results, runs
+from hourglass.store import claims, db, results
 from hourglass.store.claims import QueuedRun
-from hourglass.workers import claim_ahead as claim_ahead_module
+from hourglass.workers.cancellations import Cancellations
 from hourglass.workers.claim_ahead import ClaimAhead
 from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 from hourglass.workers.slots import Slots
 from hourglass.workers.starter import Starter
+from hourglass.workers.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +50,11 @@ def _log_fields(run: QueuedRun, token: FencingToken) -> dict[str, object]:
     }
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 # The most runs one claim takes: their keys are one etcd transaction, and etcd refuses one of
 # more than 128 operations by default (--max-txn-ops). Found by tests/acceptance/test_load.py.
 MAX_CLAIM = 100
 # How soon a worker whose claim found nothing it may start looks again.
 BLOCKED_POLL = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    # Attempts executed at once.
-    concurrency: int = 32
-    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 4 x
-    # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
-    # starts a held run at once instead of waiting for a claim's round trips, and a claim
-    # takes at least half this many at once. A held run's attempt is stored not started, so
-    # a worker that dies holding it spends none of its attempts (workers/starter.py).
-    claim_ahead: int | None = None
-    # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
-    claim_ahead_below: float = claim_ahead_module.SHORT
-    # Seconds etcd keeps this worker's runs after its last heartbeat.
-    lease_ttl: int = 10
-    # The longest the worker waits without looking for work (fallback for lost notifications).
-    max_idle: float = 1.0
-    # How long SIGTERM waits for running attempts before handing them back.
-    shutdown_grace: float = 30.0
-    worker_id: str = field(default_factory=default_worker_id)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.lease_ttl < 2:
-            raise ValueError("lease_ttl must be at least 2 seconds")
-        if self.claim_ahead is not None and self.claim_ahead < 0:
-            raise ValueError("claim_ahead must not be negative")
-
-    @property
-    def ahead(self) -> int:
-        return 4 * self.concurrency if self.claim_ahead is None else self.claim_ahead
 
 
 class Worker:
@@ -115,7 +74,6 @@ class Worker:
         self.config = config or WorkerConfig()
         self.clock = clock or SystemClock()
         self.wakeups = db.Wakeups(dsn, db.RUNS_CHANNEL)
-        self.cancellations = db.Wakeups(dsn, runs.CANCEL_CHANNEL, on_payload=self._cancel_ids)
         self.lease = Lease(etcd, self.config.lease_ttl)
         # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
@@ -125,8 +83,10 @@ class Worker:
         self.started: dict[RunId, float] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
         self.executions: dict[RunId, tuple[AttemptContext, asyncio.Task[Outcome]]] = {}
-        self.cancelled_by_user: set[RunId] = set()
-        self._terminating: set[asyncio.Task[None]] = set()
+        # Cancel requests of its users (workers/cancellations.py).
+        self.cancellations = Cancellations(
+            pool=pool, dsn=dsn, executor=executor, slots=self.slots, executions=self.executions
+        )
         self.stopping = asyncio.Event()
         # A crashed finisher ends the worker (see workers/finisher.py); the poke makes the
         # loop notice at once.
@@ -247,43 +207,9 @@ class Worker:
             task.add_done_callback(self._done)
         return len(held)
 
-    def _cancel_ids(self, payload: str) -> None:
-        """A notification on the cancel channel: comma-separated run ids."""
-        for text in payload.split(","):
-            with contextlib.suppress(ValueError):
-                self._cancel(RunId(uuid.UUID(text)))
-
-    def _cancel(self, run_id: RunId) -> None:
-        if run_id in self.slots.waiting and run_id not in self.cancelled_by_user:
-            log.info("run %s cancelled by request before it started", run_id)
-            self.cancelled_by_user.add(run_id)
-            self.slots.cancel(run_id)
-            return
-        held = self.executions.get(run_id)
-        if held is not None and not held[1].done() and run_id not in self.cancelled_by_user:
-            log.info("run %s cancelled by request; terminating it", run_id)
-            self.cancelled_by_user.add(run_id)
-            task = asyncio.create_task(self._terminate(*held), name=f"terminate {run_id}")
-            self._terminating.add(task)
-            task.add_done_callback(self._terminating.discard)
-
-    async def _terminate(self, context: AttemptContext, execution: asyncio.Task[Outcome]) -> None:
-        try:
-            await self.executor.terminate(context)
-        except Exception:
-            log.exception("terminating run %s failed", context.run_id)
-        execution.cancel()
-
     async def _check_cancellations(self) -> None:
-        try:
-            async with self.pool.connection() as conn:
-                requested = await runs.cancel_requested(
-                    conn, [*self.executions, *self.slots.waiting]
-                )
-        except retrying.TRANSIENT_ERRORS:
-            return
-        for run_id in requested:
-            self._cancel(run_id)
+        """Cancel requests whose notification was lost (bench/profiling.py names this frame)."""
+        await self.cancellations.check()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.active.pop(task, None)
@@ -299,8 +225,8 @@ class Worker:
         command starts. Until then its attempt is not spent: if this worker dies, the claimer
         hands the run back to the queue with the same attempt; if the claimer did so first
         (this worker stalled past its lease), the mark is refused and nothing starts."""
-        if not await self.slots.take(run, token, cancelled=self.cancelled_by_user):
-            self.cancelled_by_user.discard(run.id)
+        if not await self.slots.take(run, token, cancelled=self.cancellations.requested):
+            self.cancellations.requested.discard(run.id)
             outcome = Outcome(state=RunState.CANCELLED, error="cancelled on request")
             fields = _log_fields(run, token)
             self.finisher.submit(Result(run, token, outcome, Requeue(at=None), fields))
@@ -355,7 +281,7 @@ class Worker:
         try:
             outcome = await execution
         except asyncio.CancelledError:
-            if run.id not in self.cancelled_by_user or not execution.cancelled():
+            if run.id not in self.cancellations.requested or not execution.cancelled():
                 raise  # this worker is stopping or lost its lease: write nothing
             outcome = Outcome(
                 state=RunState.CANCELLED,
@@ -369,7 +295,7 @@ class Worker:
         finally:
             self.executions.pop(run.id, None)
             self.started.pop(run.id, None)
-            self.cancelled_by_user.discard(run.id)
+            self.cancellations.requested.discard(run.id)
         self.ahead.observe(asyncio.get_running_loop().time() - started)
         await shipper.close()
         if outcome.state in results.RETRIED:

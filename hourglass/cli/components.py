@@ -53,7 +53,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if args.command == "worker" and args.processes != 1:
         from hourglass.cli import worker_processes
-        from hourglass.workers.worker import default_worker_id
+        from hourglass.workers.worker_config import default_worker_id
 
         require(parser, args, "database-url")
         require(parser, args, "etcd")
@@ -135,7 +135,7 @@ def _run_component(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     from hourglass.cli import services
     from hourglass.workers.claimer import ClaimerConfig
     from hourglass.workers.maintenance import MaintenanceConfig
-    from hourglass.workers.worker import WorkerConfig, default_worker_id
+    from hourglass.workers.worker_config import WorkerConfig, default_worker_id
 
     require(parser, args, "database-url")
     if args.command in ("worker", "claimer"):

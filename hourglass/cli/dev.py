@@ -15,7 +15,7 @@ from hourglass.embedded import INSTALL_HINT, EmbeddedEtcd, EmbeddedPostgres, mis
 from hourglass.store import migrate
 from hourglass.workers.claimer import ClaimerConfig
 from hourglass.workers.executors.sandbox import SandboxError
-from hourglass.workers.worker import WorkerConfig
+from hourglass.workers.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 

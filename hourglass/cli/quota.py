@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from hourglass import artifact_quota, policies, sizes
+from hourglass import artifact_quota, quota_rules, sizes
 from hourglass.cli import output, tables
 from hourglass.cli.options import command
 
@@ -123,7 +123,7 @@ def add_parser(
         "--max-running-runs",
         type=_count,
         help="runs it may have running at once (the claim leaves the other slots to other"
-        f" namespaces; default {policies.DEFAULT_MAX_RUNNING_RUNS})",
+        f" namespaces; default {quota_rules.DEFAULT_MAX_RUNNING_RUNS})",
     )
     set_.add_argument(
         "--max-artifact-bytes",
@@ -136,7 +136,7 @@ def add_parser(
 
 
 def _row(
-    namespace: str, quota: policies.Quota, artifact_bytes: int | None, source: str
+    namespace: str, quota: quota_rules.Quota, artifact_bytes: int | None, source: str
 ) -> list[object]:
     return [
         namespace,
@@ -193,10 +193,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             async with db.transaction(pool) as conn:
                 artifact_quotas = dict(await artifact_rows.list_quotas(conn))
                 if args.quota_command == "list":
-                    rows = [_row("(default)", policies.Quota(), None, "default")]
+                    rows = [_row("(default)", quota_rules.Quota(), None, "default")]
                     custom = {q.namespace: q.quota for q in await quotas.list_custom(conn)}
                     for namespace in sorted({*custom, *artifact_quotas}):
-                        limits = custom.get(namespace, policies.Quota())
+                        limits = custom.get(namespace, quota_rules.Quota())
                         rows.append(_row(namespace, limits, artifact_quotas.get(namespace), "own"))
                     print(_render(args.output, rows))
                     return 0
@@ -209,7 +209,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 artifact_bytes = artifact_quotas.get(args.namespace)
                 quota = current.quota
                 if args.quota_command == "set":
-                    quota = policies.Quota(
+                    quota = quota_rules.Quota(
                         max_jobs=_given(args.max_jobs, quota.max_jobs),
                         max_queued_runs=_given(args.max_queued_runs, quota.max_queued_runs),
                         max_fires_per_second=_given(

@@ -30,7 +30,8 @@ from hourglass.workers.executors.local import DEFAULT_LOG_LIMIT, BinaryCache, Lo
 from hourglass.workers.executors.sandbox import SandboxConfig
 from hourglass.workers.maintenance import Maintenance, MaintenanceConfig
 from hourglass.workers.producer import Producer
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from hourglass.schedules import At, Schedule
 from hourglass.store import claims, db, jobs, runs
 from hourglass.workers.executors.local import BinaryCache, LocalExecutor
 from hourglass.workers.producer import Producer, ProducerConfig
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 
 T = TypeVar("T")
 

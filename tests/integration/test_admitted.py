@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from hourglass import policies
+from hourglass import quota_rules
 from hourglass.domain import JobSpec, Task
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.schedules import At, Every, Schedule
 from hourglass.store import admitted, db, job_batch, jobs, quotas
 
@@ -29,7 +29,7 @@ async def create(
         return await admitted.create(
             conn,
             spec=job,
-            rate=policies.admission_rate(job.schedule, now=NOW),
+            rate=quota_rules.admission_rate(job.schedule, now=NOW),
             now=NOW,
             namespace=namespace,
             request_id=request_id,
@@ -153,7 +153,7 @@ async def test_the_quota_holds_with_many_jobs_counted(pool: db.Pool) -> None:
         )
     assert await create(pool, spec()) is not None
     assert await create(pool, spec()) is None
-    with pytest.raises(policies.QuotaExceeded, match="max_jobs=3000"):
+    with pytest.raises(quota_rules.QuotaExceeded, match="max_jobs=3000"):
         async with db.transaction(pool) as conn:
             await quotas.lock(conn, "team")
             await jobs.create(conn, spec=spec(), now=NOW, namespace="team")
@@ -172,7 +172,7 @@ async def test_one_transaction_admits_in_order_and_leaves_out_only_the_refused(
     batch = [spec(), fast, spec(), spec(), spec(), spec()]
     prepared = [
         admitted.prepare(
-            spec=job, rate=policies.admission_rate(job.schedule, now=NOW), now=NOW,
+            spec=job, rate=quota_rules.admission_rate(job.schedule, now=NOW), now=NOW,
             namespace="team",
         )
         for job in batch
@@ -208,7 +208,7 @@ async def test_the_one_statement_path_and_the_full_paths_never_pass_max_jobs_tog
                         now=NOW,
                     )
                     await quotas.enforce_jobs(conn, "team")
-            except policies.QuotaExceeded:
+            except quota_rules.QuotaExceeded:
                 return 0
             return count
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from hourglass.domain import FencingToken, JobId, JobSpec, Overlap, Task
 from hourglass.locks import Etcd
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.schedules import Every
 from hourglass.store import claims, db, fires, jobs, quotas
 from hourglass.workers.executors.local import LocalExecutor
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 from tests.integration.helpers import eventually
 
 

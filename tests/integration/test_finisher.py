@@ -19,7 +19,8 @@ from hourglass.workers.executors.local import LocalExecutor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT
 from hourglass.workers.producer import Producer
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 from tests.integration.helpers import (
     finished_run,
     hold_runs,

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from hourglass import policies
+from hourglass import quota_rules
 from hourglass.api.group_commit import GroupCommit
 from hourglass.domain import JobSpec, Task
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.schedules import At
 from hourglass.store import admitted, db, quotas
 
@@ -25,7 +25,7 @@ SPEC = JobSpec(name="t", task=Task(command=("true",)), schedule=At(NOW))
 def prepared(namespace: str = "team") -> admitted.Prepared:
     made = admitted.prepare(
         spec=SPEC,
-        rate=policies.admission_rate(SPEC.schedule, now=NOW),
+        rate=quota_rules.admission_rate(SPEC.schedule, now=NOW),
         now=NOW,
         namespace=namespace,
     )

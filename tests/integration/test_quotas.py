@@ -10,7 +10,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hourglass.domain import JobId, JobSpec, Task
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.schedules import At, Every
 from hourglass.store import db, fires, jobs, quotas
 from hourglass.v1 import scheduler_pb2 as pb

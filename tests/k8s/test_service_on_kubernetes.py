@@ -22,7 +22,8 @@ from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 from hourglass.workers.claimer import Claimer, ClaimerConfig
 from hourglass.workers.executors.kubernetes import KubernetesConfig, KubernetesExecutor
 from hourglass.workers.producer import Producer, ProducerConfig
-from hourglass.workers.worker import Worker, WorkerConfig
+from hourglass.workers.worker import Worker
+from hourglass.workers.worker_config import WorkerConfig
 from tests.k8s.conftest import finish_job
 
 

@@ -16,9 +16,9 @@ import pytest
 
 from hourglass.domain import FencingToken, JobId, RunId, Task
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_config import KubernetesConfig
 from hourglass.workers.executors.kube_manifests import (
     SECRET_ANNOTATION,
-    KubernetesConfig,
     Refused,
     job_manifest,
     secret_key,

@@ -17,9 +17,9 @@ import pytest
 from hourglass import job_templates
 from hourglass.domain import FencingToken, JobId, KubernetesJob, RunId, RunState, Task
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_config import KubernetesConfig
 from hourglass.workers.executors.kube_manifests import (
     SECRET_ANNOTATION,
-    KubernetesConfig,
     Refused,
     label_value,
     task_container,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hourglass import policies, schedules
+from hourglass import policies, quota_rules, schedules
 from hourglass.domain import (
     CatchUp,
     CatchUpPolicy,
@@ -19,7 +19,8 @@ from hourglass.domain import (
     RunId,
     Task,
 )
-from hourglass.policies import Active, Candidate, Quota, QuotaExceeded
+from hourglass.policies import Active, Candidate
+from hourglass.quota_rules import Quota, QuotaExceeded
 from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -226,10 +227,10 @@ def test_requeue_retries_while_attempts_remain() -> None:
 
 def test_quota_defaults_are_documented_constants() -> None:
     assert Quota() == Quota(
-        policies.DEFAULT_MAX_JOBS,
-        policies.DEFAULT_MAX_QUEUED_RUNS,
-        policies.DEFAULT_MAX_FIRES_PER_SECOND,
-        policies.DEFAULT_MAX_RUNNING_RUNS,
+        quota_rules.DEFAULT_MAX_JOBS,
+        quota_rules.DEFAULT_MAX_QUEUED_RUNS,
+        quota_rules.DEFAULT_MAX_FIRES_PER_SECOND,
+        quota_rules.DEFAULT_MAX_RUNNING_RUNS,
     )
     with pytest.raises(ValueError, match="max_fires_per_second"):
         Quota(max_fires_per_second=0)
@@ -239,46 +240,46 @@ def test_quota_defaults_are_documented_constants() -> None:
 
 def test_job_and_queue_quotas_name_the_quota_and_its_value() -> None:
     quota = Quota(max_jobs=2, max_queued_runs=5)
-    policies.check_jobs(quota, namespace="y", count=2)
+    quota_rules.check_jobs(quota, namespace="y", count=2)
     with pytest.raises(QuotaExceeded, match=r"'y' is limited to max_jobs=2") as caught:
-        policies.check_jobs(quota, namespace="y", count=3)
+        quota_rules.check_jobs(quota, namespace="y", count=3)
     assert caught.value.quota == "max_jobs" and caught.value.limit == 2
-    policies.check_queued(quota, namespace="y", count=5)
+    quota_rules.check_queued(quota, namespace="y", count=5)
     with pytest.raises(QuotaExceeded, match="max_queued_runs=5"):
-        policies.check_queued(quota, namespace="y", count=6)
+        quota_rules.check_queued(quota, namespace="y", count=6)
 
 
 def test_max_rate_of_each_schedule_kind() -> None:
-    assert policies.max_rate(Every(timedelta(milliseconds=100)), now=T0) == pytest.approx(10)
-    assert policies.max_rate(At(T0), now=T0) == 0
-    assert policies.max_rate(After(timedelta(0)), now=T0) == 0
-    assert policies.max_rate(Cron("*/2 * * * * *"), now=T0) == pytest.approx(0.5)
-    assert policies.max_rate(Cron("0-9 * * * * *"), now=T0 + timedelta(seconds=30)) == 1
+    assert quota_rules.max_rate(Every(timedelta(milliseconds=100)), now=T0) == pytest.approx(10)
+    assert quota_rules.max_rate(At(T0), now=T0) == 0
+    assert quota_rules.max_rate(After(timedelta(0)), now=T0) == 0
+    assert quota_rules.max_rate(Cron("*/2 * * * * *"), now=T0) == pytest.approx(0.5)
+    assert quota_rules.max_rate(Cron("0-9 * * * * *"), now=T0 + timedelta(seconds=30)) == 1
 
 
 def test_one_job_may_not_fire_faster_than_its_namespace() -> None:
     quota = Quota(max_fires_per_second=5)
-    policies.check_rate(quota, namespace="y", schedule=Every(timedelta(seconds=1)), now=T0)
-    policies.check_rate(quota, namespace="y", schedule=Cron("* * * * * *"), now=T0)
+    quota_rules.check_rate(quota, namespace="y", schedule=Every(timedelta(seconds=1)), now=T0)
+    quota_rules.check_rate(quota, namespace="y", schedule=Cron("* * * * * *"), now=T0)
     with pytest.raises(QuotaExceeded, match=r"max_fires_per_second=5: .* 10 times a second"):
-        policies.check_rate(
+        quota_rules.check_rate(
             quota, namespace="y", schedule=Every(timedelta(milliseconds=100)), now=T0
         )
     slow = Quota(max_fires_per_second=0.01)
-    policies.check_rate(slow, namespace="y", schedule=Cron("0 * * * *"), now=T0)
+    quota_rules.check_rate(slow, namespace="y", schedule=Cron("0 * * * *"), now=T0)
     with pytest.raises(QuotaExceeded):
-        policies.check_rate(slow, namespace="y", schedule=Cron("* * * * *"), now=T0)
+        quota_rules.check_rate(slow, namespace="y", schedule=Cron("* * * * *"), now=T0)
 
 
 def test_fires_within_the_burst_start_on_time_and_the_rest_are_paced() -> None:
     quota = Quota(max_fires_per_second=10)
     due = [T0] * 15
-    admitted = policies.admit_fires(due, quota=quota, queued=0, tat=None, now=T0)
+    admitted = quota_rules.admit_fires(due, quota=quota, queued=0, tat=None, now=T0)
     assert admitted.available[:10] == [T0] * 10
     assert admitted.available[10:] == [T0 + timedelta(milliseconds=100 * i) for i in range(1, 6)]
     assert admitted.paced == 5 and admitted.held_back == 0
     # The next cycle, a moment later, continues the same pace.
-    later = policies.admit_fires(
+    later = quota_rules.admit_fires(
         [T0 + timedelta(milliseconds=10)], quota=quota, queued=0, tat=admitted.tat, now=T0
     )
     assert later.available == [T0 + timedelta(milliseconds=600)]
@@ -289,14 +290,14 @@ def test_a_steady_rate_within_the_quota_is_never_delayed() -> None:
     tat = None
     for step in range(100):
         now = T0 + timedelta(milliseconds=100 * step)
-        admitted = policies.admit_fires([now], quota=quota, queued=0, tat=tat, now=now)
+        admitted = quota_rules.admit_fires([now], quota=quota, queued=0, tat=tat, now=now)
         assert admitted.available == [now] and admitted.paced == 0
         tat = admitted.tat
 
 
 def test_fires_beyond_the_queued_quota_are_held_back_with_a_reason() -> None:
     quota = Quota(max_queued_runs=3)
-    admitted = policies.admit_fires([T0] * 5, quota=quota, queued=1, tat=None, now=T0)
+    admitted = quota_rules.admit_fires([T0] * 5, quota=quota, queued=1, tat=None, now=T0)
     assert admitted.available == [T0, T0, None, None, None]
     assert admitted.held_back == 3
     assert "max_queued_runs=3" in admitted.reason
@@ -304,7 +305,7 @@ def test_fires_beyond_the_queued_quota_are_held_back_with_a_reason() -> None:
 
 def test_late_fires_keep_their_own_availability_when_not_paced() -> None:
     past = [T0 - timedelta(seconds=s) for s in (30, 20, 10)]
-    admitted = policies.admit_fires(past, quota=Quota(), queued=0, tat=None, now=T0)
+    admitted = quota_rules.admit_fires(past, quota=Quota(), queued=0, tat=None, now=T0)
     assert admitted.available == past and admitted.paced == 0
 
 
@@ -365,8 +366,8 @@ def test_capped_namespaces_are_recounted_under_their_lock_or_left_for_later() ->
 
 
 def test_the_default_running_cap_changes_nothing() -> None:
-    assert waiting("a", 0, 1).max_running == policies.DEFAULT_MAX_RUNNING_RUNS
-    assert Quota().max_running_runs == policies.DEFAULT_MAX_RUNNING_RUNS >= 100_000
+    assert waiting("a", 0, 1).max_running == quota_rules.DEFAULT_MAX_RUNNING_RUNS
+    assert Quota().max_running_runs == quota_rules.DEFAULT_MAX_RUNNING_RUNS >= 100_000
     with pytest.raises(ValueError, match="max_running_runs"):
         Quota(max_running_runs=-1)
 

@@ -1,6 +1,6 @@
 """The parts of the attempt sandbox that touch the machine: checking that it can run, the uid
-pool, the cgroups, and ending what a dead worker left behind. `sandbox.py` decides; this
-module does.
+pool, the cgroups, and (through dead_workers.py) ending what a dead worker left behind.
+`sandbox.py` decides; this module does.
 
 Cgroups: `<base>/<cgroup_name>/w-<worker key>/ns-<hash of namespace>/<attempt>` in each
 hierarchy the plan uses (`sandbox.attempt_cgroup`). The namespace level carries the CPU weight,
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import random
@@ -41,6 +40,7 @@ from hourglass.workers.executors.cgroups import (
     remove_if_empty,
     write_file,
 )
+from hourglass.workers.executors.dead_workers import end_dead_workers, flock
 from hourglass.workers.executors.sandbox import (
     CgroupPlan,
     SandboxConfig,
@@ -55,17 +55,6 @@ log = logging.getLogger(__name__)
 
 TOOLS = ("setpriv", "unshare", "mount", "env", "sh")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def _lock(path: Path) -> int | None:
-    """An exclusive flock on `path` (created 0600), or None if someone holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 @dataclass
@@ -122,7 +111,7 @@ class Host:
             os.chmod(folder, 0o700)
         self.plan = self._plan()
         self.end_stale()
-        self._worker_lock = _lock(run_dir / "workers" / self.key)
+        self._worker_lock = flock(run_dir / "workers" / self.key)
         assert self._worker_lock is not None, "a fresh key is never locked"
         for base in self._bases():
             (base / self.config.cgroup_name / f"w-{self.key}").mkdir(parents=True, exist_ok=True)
@@ -243,70 +232,10 @@ class Host:
     # -- stale cgroups -----------------------------------------------------------------------
 
     def end_stale(self) -> list[str]:
-        """Ends the processes left in the cgroups of workers that died on this host (their
-        parent-death signal should have done so already) and removes those cgroups. Returns a
-        line per attempt cgroup that still had processes."""
+        """Ends what workers that died on this host left (dead_workers.py); a line per attempt
+        cgroup that still had processes."""
         assert self.plan is not None
-        reports: list[str] = []
-        parents = [base / self.config.cgroup_name for base in self._bases()]
-        keys = {
-            entry.name[2:]
-            for parent in parents
-            if parent.is_dir()
-            for entry in parent.iterdir()
-            if entry.is_dir() and entry.name.startswith("w-")
-        }
-        for key in sorted(keys - {self.key}):
-            lock_path = self.config.run_dir / "workers" / key
-            if not lock_path.exists():
-                # Not a worker of this run folder: one in another container or mount
-                # namespace, or with another --sandbox-run-dir, that shares the cgroup tree.
-                # Whether it lives cannot be told from here, so its attempts are left alone.
-                continue
-            fd = _lock(lock_path)
-            if fd is None:
-                continue  # a live worker
-            try:
-                reports += self._end_worker(key, parents)
-                with contextlib.suppress(OSError):
-                    lock_path.unlink()
-            finally:
-                os.close(fd)
-        return reports
-
-    def _end_worker(self, key: str, parents: list[Path]) -> list[str]:
-        assert self.plan is not None
-        reports = []
-        names = {
-            entry.relative_to(parent / f"w-{key}")
-            for parent in parents
-            if (parent / f"w-{key}").is_dir()
-            for namespace in (parent / f"w-{key}").iterdir()
-            if namespace.is_dir()
-            for entry in namespace.iterdir()
-            if entry.is_dir()
-        }
-        for name in sorted(names):
-            folders = {
-                base: base / self.config.cgroup_name / f"w-{key}" / name for base in self._bases()
-            }
-            cgroup = AttemptCgroup(self.plan, {b: f for b, f in folders.items() if f.is_dir()})
-            left = cgroup.pids() if self.plan.track in cgroup.folders else []
-            if left:
-                line = (
-                    f"attempt cgroup {name} of dead worker {key}: ended {len(left)} processes"
-                    f" it left running ({', '.join(map(str, left[:10]))})"
-                )
-                log.warning("%s", line)
-                reports.append(line)
-            cgroup.remove()
-        for parent in parents:
-            with contextlib.suppress(OSError):
-                for namespace in (parent / f"w-{key}").iterdir():
-                    remove_if_empty(namespace)
-            with contextlib.suppress(OSError):
-                (parent / f"w-{key}").rmdir()
-        return reports
+        return end_dead_workers(self.config, self.plan, bases=self._bases(), own_key=self.key)
 
     # -- attempts ----------------------------------------------------------------------------
 
@@ -334,7 +263,7 @@ class Host:
         # attempt leaves in a shared world-writable place are seldom visible to the next one.
         for step in range(len(uids)):
             index = (self._next_uid + step) % len(uids)
-            fd = _lock(folder / str(uids[index]))
+            fd = flock(folder / str(uids[index]))
             if fd is not None:
                 self._next_uid = index + 1
                 return uids[index], fd

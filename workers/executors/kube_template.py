@@ -30,9 +30,9 @@ import math
 from hourglass import job_templates
 from hourglass.domain import KubernetesJob
 from hourglass.workers.executors.base import AttemptContext
+from hourglass.workers.executors.kube_config import KubernetesConfig
 from hourglass.workers.executors.kube_manifests import (
     SECRET_ANNOTATION,
-    KubernetesConfig,
     Manifest,
     Refused,
     add_binary,

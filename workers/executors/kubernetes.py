@@ -36,10 +36,11 @@ running for the next holder to adopt. `terminate()` (a user cancelled the run) d
 run's Jobs with `propagationPolicy: Background`, so their pods go too.
 
 The kubernetes client is synchronous. Short calls run in threads (`asyncio.to_thread`) with a
-request timeout; each watch runs in a thread of its own for as long as it lasts, so that many
-running attempts do not exhaust the event loop's default thread pool. Transient API failures
-(connection errors, 5xx, 429) are retried with backoff for up to `api_retry_seconds`; any
-other refusal (403, 422, ...) ends the attempt as failed with the API's message.
+request timeout; each watch runs in a thread of its own for as long as it lasts
+(kube_watch.py), so that many running attempts do not exhaust the event loop's default thread
+pool. Transient API failures (connection errors, 5xx, 429) are retried with backoff for up to
+`api_retry_seconds`; any other refusal (403, 422, ...) ends the attempt as failed with the
+API's message.
 """
 
 from __future__ import annotations
@@ -47,14 +48,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
 
 from hourglass.artifact_urls import signed_url
 from hourglass.artifacts import ArtifactStore, open_store, parse_digest
@@ -63,15 +62,13 @@ from hourglass.workers.executors import kube_adoption, kube_history, kube_status
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.kube_api import (
     ApiError,
-    api_error,
     call_api,
     tail_bytes,
-    transient,
 )
+from hourglass.workers.executors.kube_config import KubernetesConfig
 from hourglass.workers.executors.kube_manifests import (
     REPORTED_ANNOTATION,
     SCHEDULED_JOB_LABEL,
-    KubernetesConfig,
     Manifest,
     Refused,
     job_manifest,
@@ -81,6 +78,7 @@ from hourglass.workers.executors.kube_manifests import (
     waits_for_secret,
 )
 from hourglass.workers.executors.kube_template import job_for, namespace_of
+from hourglass.workers.executors.kube_watch import DELETED, watch_job
 
 __all__ = ["REPORTED_ANNOTATION", "KubernetesConfig", "KubernetesExecutor", "job_manifest"]
 
@@ -193,8 +191,15 @@ class KubernetesExecutor:
                 return await self._vanished(attempt, name)
             if kube_status.final_condition(job) is not None:
                 return await self._report(attempt, job)
-            ended = await self._watch(name, namespace, job["metadata"]["resourceVersion"])
-            if ended is _DELETED:
+            ended = await watch_job(
+                self.batch,
+                name,
+                namespace,
+                resource_version=job["metadata"]["resourceVersion"],
+                watch_timeout=self.config.watch_timeout_seconds,
+                request_timeout=self.config.request_timeout_seconds,
+            )
+            if ended is DELETED:
                 return await self._vanished(attempt, name)
             if isinstance(ended, dict):
                 return await self._report(attempt, ended)
@@ -211,66 +216,6 @@ class KubernetesExecutor:
         """terminate() took the Job away; the worker cancels this call next."""
         await asyncio.sleep(TERMINATE_GRACE)
         return kube_status.outcome(RunState.CANCELLED, error="terminated on request")
-
-    async def _watch(
-        self, name: str, namespace: str, resource_version: str
-    ) -> Manifest | object | None:
-        """Watches the Job from `resource_version` until it finishes (its manifest), is
-        deleted (_DELETED) or the watch ends (None)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        watcher = k8s_watch.Watch()  # type: ignore[no-untyped-call]
-        timeout = self.config.watch_timeout_seconds
-
-        def put(kind: str, item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-
-        def run() -> None:
-            try:
-                for event in watcher.stream(  # type: ignore[no-untyped-call]
-                    self.batch.list_namespaced_job,
-                    namespace,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=resource_version,
-                    timeout_seconds=timeout,
-                    deserialize=False,
-                    _request_timeout=(self.config.request_timeout_seconds, timeout + 30),
-                ):
-                    put("event", event)
-            except BaseException as exc:  # handed to the event loop
-                put("error", exc)
-            else:
-                put("end", None)
-
-        thread = threading.Thread(target=run, name=f"watch {name}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                kind, item = await queue.get()
-                if kind == "end":
-                    return None
-                if kind == "error":
-                    if isinstance(item, k8s.ApiException) and item.status == 410:
-                        return None
-                    if transient(item):
-                        reason = api_error("watch", item).detail
-                        log.warning("watch of Job %s failed (%s); watching again", name, reason)
-                        await asyncio.sleep(1.0)
-                        return None
-                    raise api_error(f"watch Job {name}", item)
-                event: Manifest = item
-                if event.get("type") == "DELETED":
-                    return _DELETED
-                job = event.get("object")
-                if (
-                    event.get("type") in ("ADDED", "MODIFIED")
-                    and isinstance(job, dict)
-                    and kube_status.final_condition(job) is not None
-                ):
-                    return job
-        finally:
-            watcher.stop()  # type: ignore[no-untyped-call]  # ends the thread soon
 
     # Reporting the outcome.
 
@@ -434,6 +379,3 @@ class KubernetesExecutor:
             request_timeout=self.config.request_timeout_seconds,
             **kwargs,
         )
-
-
-_DELETED = object()
