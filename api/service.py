@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
@@ -14,14 +13,14 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import convert, revisions, run_queries, validation, watch
+from hourglass.api import bulk_submit, convert, revisions, run_queries, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
-from hourglass.api.group_commit import GroupCommit
+from hourglass.api.submit import Submits
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId, RunSummary
-from hourglass.store import admitted, db, fires, job_batch, jobs, quotas, run_lists, runs
+from hourglass.store import db, fires, jobs, quotas, run_lists, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
@@ -32,8 +31,6 @@ Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
 
 __all__ = ["DEFAULT_MAX_BINARY", "JobScheduler"]
-# Jobs one ScheduleJobs call may carry.
-MAX_BATCH = 10_000
 # How often a stream re-reads without a notification: a safety net, not the mechanism.
 STREAM_POLL = 2.0
 
@@ -110,15 +107,6 @@ def _decode_token(token: str) -> tuple[datetime, uuid.UUID]:
         raise validation.Invalid("page_token", "is not a token this server returned") from None
 
 
-def request_digest(request: pb.ScheduleJobRequest) -> bytes:
-    """What a request_id is bound to: the request without its id, serialized
-    deterministically (map entries sorted), hashed."""
-    body = pb.ScheduleJobRequest()
-    body.CopyFrom(request)
-    body.request_id = ""
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).digest()
-
-
 class JobScheduler(pb_grpc.JobSchedulerServicer):
     """Each call first learns the caller's namespace from its token; a job or run of another
     namespace is answered exactly like one that does not exist (NOT_FOUND)."""
@@ -145,7 +133,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         # Streams wait at most this long between re-checks of their token.
         self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
         self.watches = watch.JobWatch(pool, hub=hub, auth=auth, poll=self.stream_poll)
-        self.submits = GroupCommit(pool)
+        self.submits = Submits(pool)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -196,45 +184,12 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
         namespace = await self.auth.namespace(context)
-        now = self.clock.now()
-        validation.request_id(request.request_id)
-        managed_by = validation.manager(request.managed_by, "managed_by")
-        spec = validation.job_spec(request.spec, now=now)
-        digest = request_digest(request) if request.request_id else b""
-        # The common case in one round trip, in a transaction shared with the namespace's
-        # concurrent calls; None: something to decide, on the full path.
-        prepared = admitted.prepare(
-            spec=spec,
-            rate=policies.admission_rate(spec.schedule, now=now),
-            now=now,
-            namespace=namespace,
-            request_id=request.request_id,
-            request_digest=digest,
-            managed_by=managed_by,
-        )
-        stored = None if prepared is None else await self.submits.store(prepared)
-        if stored is not None:
-            log.info("job %s (%s) scheduled in namespace %s", stored, spec.name, namespace)
-            return pb.ScheduleJobResponse(job_id=str(stored))
         try:
-            async with db.transaction(self.pool) as conn:
-                await quotas.lock(conn, namespace)
-                await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
-                job_id, created = await jobs.create(
-                    conn,
-                    spec=spec,
-                    now=now,
-                    namespace=namespace,
-                    request_id=request.request_id,
-                    request_digest=digest,
-                    managed_by=managed_by,
-                )
-                if created:
-                    await quotas.enforce_jobs(conn, namespace)
+            job_id = await self.submits.schedule_job(
+                request, namespace=namespace, now=self.clock.now()
+            )
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        if created:
-            log.info("job %s (%s) scheduled in namespace %s", job_id, spec.name, namespace)
         return pb.ScheduleJobResponse(job_id=str(job_id))
 
     @_answers_invalid
@@ -242,42 +197,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         self, request: pb.ScheduleJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobsResponse:
         namespace = await self.auth.namespace(context)
-        if len(request.requests) > MAX_BATCH:
-            raise validation.Invalid(
-                "requests", f"has {len(request.requests)} jobs; at most {MAX_BATCH}"
-            )
-        now = self.clock.now()
-        new: list[job_batch.NewJob] = []
-        seen: dict[str, int] = {}
-        for index, item in enumerate(request.requests):
-            try:
-                validation.request_id(item.request_id)
-                if item.managed_by:
-                    raise validation.Invalid(
-                        "managed_by", "is for ScheduleJob only: a batch cannot adopt jobs"
-                    )
-                spec = validation.job_spec(item.spec, now=now)
-            except validation.Invalid as exc:
-                raise validation.Invalid(f"requests[{index}].{exc.field}", exc.reason) from None
-            if item.request_id:
-                if item.request_id in seen:
-                    raise validation.Invalid(
-                        f"requests[{index}].request_id",
-                        f"repeats requests[{seen[item.request_id]}].request_id",
-                    )
-                seen[item.request_id] = index
-            digest = request_digest(item) if item.request_id else b""
-            new.append(
-                job_batch.NewJob(spec=spec, request_id=item.request_id, request_digest=digest)
-            )
         try:
-            async with db.transaction(self.pool) as conn:
-                await quotas.lock(conn, namespace)
-                await quotas.admit_schedules(
-                    conn, namespace, (job.spec.schedule for job in new), now=now
-                )
-                ids = await job_batch.create_many(conn, new, namespace=namespace, now=now)
-                await quotas.enforce_jobs(conn, namespace)
+            ids = await bulk_submit.schedule_jobs(
+                self.pool, request.requests, namespace=namespace, now=self.clock.now()
+            )
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         log.info("%d jobs scheduled in namespace %s", len(ids), namespace)

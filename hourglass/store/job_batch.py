@@ -16,6 +16,7 @@ revision is the same document as jobs._spec_json's (tests/integration/test_job_b
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +29,8 @@ from hourglass.store import job_columns
 from hourglass.store.db import JOBS_CHANNEL, Connection, notify
 from hourglass.store.jobs import (
     RequestConflict,
-    _check_binary,
     _resources_json,
+    check_binary,
     schedule_to_json,
 )
 
@@ -148,6 +149,65 @@ def documents(
     return row, {"id": ident, "spec": revision}
 
 
+async def existing(
+    conn: Connection, request_ids: Collection[str], *, namespace: str
+) -> dict[str, tuple[JobId, bytes]]:
+    """The jobs of the namespace stored under these request ids: id and request digest."""
+    if not request_ids:
+        return {}
+    cursor = await conn.execute(
+        "SELECT request_id, id, request_digest FROM jobs"
+        " WHERE namespace = %s AND request_id = ANY(%s)",
+        (namespace, list(request_ids)),
+    )
+    return {
+        row["request_id"]: (JobId(row["id"]), row["request_digest"])
+        for row in await cursor.fetchall()
+    }
+
+
+def resolve(
+    new: Iterable[NewJob], stored: dict[str, tuple[JobId, bytes]]
+) -> tuple[list[JobId], list[tuple[JobId, NewJob]]]:
+    """Each job's id, in order, and the jobs to insert with their new ids: a request id
+    stored with the same digest gives back its job (a safe retry); with another digest it
+    raises RequestConflict, for the first such job."""
+    ids: list[JobId] = []
+    fresh: list[tuple[JobId, NewJob]] = []
+    for job in new:
+        if job.request_id in stored:
+            job_id, stored_digest = stored[job.request_id]
+            if stored_digest != job.request_digest:
+                raise RequestConflict(job.request_id, job_id)
+        else:
+            job_id = JobId(uuid.uuid4())
+            fresh.append((job_id, job))
+        ids.append(job_id)
+    return ids, fresh
+
+
+async def insert(
+    conn: Connection, fresh: list[tuple[JobId, NewJob]], *, namespace: str, now: datetime
+) -> None:
+    """Sends the INSERT of `fresh` (from resolve), in the caller's transaction.
+
+    On a connection in pipeline mode this returns once the statement is sent, not once it
+    has run: ScheduleJobs builds its next chunk while PostgreSQL inserts this one (see
+    hourglass.api.bulk_submit). A failure then shows at the pipeline's next result."""
+    if not fresh:
+        return
+    rows: list[dict[str, Any]] = []
+    revisions: list[dict[str, Any]] = []
+    for job_id, job in fresh:
+        row, revision = documents(job, job_id=job_id, now=now)
+        rows.append(row)
+        revisions.append(revision)
+    await conn.execute(
+        _INSERT,
+        {"namespace": namespace, "now": now, "jobs": dumps(rows), "revisions": dumps(revisions)},
+    )
+
+
 async def create_many(
     conn: Connection, new: list[NewJob], *, namespace: str, now: datetime
 ) -> list[JobId]:
@@ -160,42 +220,10 @@ async def create_many(
     finds the other batch's job.
     """
     wanted = {job.request_id for job in new if job.request_id}
-    existing: dict[str, tuple[JobId, bytes]] = {}
-    if wanted:
-        cursor = await conn.execute(
-            "SELECT request_id, id, request_digest FROM jobs"
-            " WHERE namespace = %s AND request_id = ANY(%s)",
-            (namespace, list(wanted)),
-        )
-        existing = {
-            row["request_id"]: (JobId(row["id"]), row["request_digest"])
-            for row in await cursor.fetchall()
-        }
-    await _check_binary(conn, [job.spec for job in new], namespace=namespace)
-    ids: list[JobId] = []
-    rows: list[dict[str, Any]] = []
-    revisions: list[dict[str, Any]] = []
-    for job in new:
-        if job.request_id in existing:
-            job_id, stored_digest = existing[job.request_id]
-            if stored_digest != job.request_digest:
-                raise RequestConflict(job.request_id, job_id)
-            ids.append(job_id)
-            continue
-        job_id = JobId(uuid.uuid4())
-        ids.append(job_id)
-        row, revision = documents(job, job_id=job_id, now=now)
-        rows.append(row)
-        revisions.append(revision)
-    if rows:
-        await conn.execute(
-            _INSERT,
-            {
-                "namespace": namespace,
-                "now": now,
-                "jobs": dumps(rows),
-                "revisions": dumps(revisions),
-            },
-        )
+    stored = await existing(conn, wanted, namespace=namespace)
+    await check_binary(conn, [job.spec for job in new], namespace=namespace)
+    ids, fresh = resolve(new, stored)
+    if fresh:
+        await insert(conn, fresh, namespace=namespace, now=now)
         await notify(conn, JOBS_CHANNEL)
     return ids
