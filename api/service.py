@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
-from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 
-from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import bulk_submit, convert, revisions, run_queries, validation, watch
+from hourglass import artifact_quota, artifacts, ownership
+from hourglass.api import answers, bulk_submit, convert, revisions, run_queries, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
 from hourglass.api.submit import Submits
@@ -26,85 +22,9 @@ from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-Response = TypeVar("Response")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
-StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
-
 __all__ = ["DEFAULT_MAX_BINARY", "JobScheduler"]
 # How often a stream re-reads without a notification: a safety net, not the mechanism.
 STREAM_POLL = 2.0
-
-
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
-    """Maps domain errors to statuses: validation to INVALID_ARGUMENT naming the field and the
-    reason, a namespace quota to RESOURCE_EXHAUSTED naming the quota and its value, a state
-    that forbids the change to FAILED_PRECONDITION."""
-    if isinstance(exc, validation.Invalid):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, policies.QuotaExceeded):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    if isinstance(exc, jobs.UnknownArtifact):
-        # NOT_FOUND whether another namespace uploaded it or nobody did: no difference shows.
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"spec.task.binary: {exc}")
-    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    raise AssertionError("abort raises")
-
-
-_DOMAIN_ERRORS = (
-    validation.Invalid,
-    jobs.UnknownArtifact,
-    jobs.NotAllowed,
-    policies.QuotaExceeded,
-)
-
-
-def _answers_invalid(method: Handler[Response]) -> Handler[Response]:
-    @wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Response:
-        try:
-            return await method(self, request, context)
-        except _DOMAIN_ERRORS as exc:
-            await _abort_for(exc, context)
-
-    return wrapper
-
-
-def _streams_invalid(method: StreamHandler[Response]) -> StreamHandler[Response]:
-    @wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Response]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except _DOMAIN_ERRORS as exc:
-            await _abort_for(exc, context)
-
-    return wrapper
-
-
-async def _not_found(context: grpc.aio.ServicerContext[Any, Any], job_id: JobId) -> NoReturn:
-    await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
-    raise AssertionError("abort raises")
-
-
-async def _run_not_found(context: grpc.aio.ServicerContext[Any, Any], run_id: RunId) -> NoReturn:
-    await context.abort(grpc.StatusCode.NOT_FOUND, f"run {run_id} not found")
-    raise AssertionError("abort raises")
-
-
-def _encode_token(*parts: Any) -> str:
-    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, ident = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise validation.Invalid("page_token", "is not a token this server returned") from None
 
 
 class JobScheduler(pb_grpc.JobSchedulerServicer):
@@ -141,7 +61,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with self.pool.connection() as conn:
             job = await jobs.get(conn, job_id, namespace=namespace)
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return job
 
     async def _own_run(
@@ -151,7 +71,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             run = await runs.get(conn, run_id)
             owner = await jobs.get(conn, run.job_id, namespace=namespace) if run else None
         if run is None or owner is None:
-            await _run_not_found(context, run_id)
+            await answers.run_not_found(context, run_id)
         return run
 
     async def _changeable_job(
@@ -179,7 +99,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             log.warning("job %s (managed by %s): forced %s", job_id, job.managed_by, change)
         return job
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
@@ -192,7 +112,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         return pb.ScheduleJobResponse(job_id=str(job_id))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ScheduleJobs(
         self, request: pb.ScheduleJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobsResponse:
@@ -206,7 +126,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         log.info("%d jobs scheduled in namespace %s", len(ids), namespace)
         return pb.ScheduleJobsResponse(job_ids=[str(job_id) for job_id in ids])
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def GetJobStatus(
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobStatusResponse:
@@ -222,13 +142,13 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             job=convert.job_to_pb(job), recent_runs=[convert.run_to_pb(r) for r in recent]
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
         namespace = await self.auth.namespace(context)
         limit = validation.page_size(request.page_size, default=50, maximum=500)
-        after = _decode_token(request.page_token) if request.page_token else None
+        after = answers.decode_token(request.page_token) if request.page_token else None
         name = validation.name_filter(request.name)
         id_range = validation.id_range(request.id_prefix)
         async with self.pool.connection() as conn:
@@ -238,12 +158,12 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         token = ""
         if len(page) > limit:
             page = page[:limit]
-            token = _encode_token(page[-1].created_at.isoformat(), page[-1].id)
+            token = answers.encode_token(page[-1].created_at.isoformat(), page[-1].id)
         return pb.ListJobsResponse(
             jobs=[convert.job_to_pb(job) for job in page], next_page_token=token
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def UpdateJob(
         self, request: pb.UpdateJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateJobResponse:
@@ -258,20 +178,20 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
             job = await jobs.update(conn, job_id, spec=spec, now=now)
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.UpdateJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListJobRevisions(
         self, request: pb.ListJobRevisionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobRevisionsResponse:
         namespace = await self.auth.namespace(context)
         page = await revisions.list_page(self.pool, request, namespace=namespace)
         if page is None:
-            await _not_found(context, validation.job_id(request.job_id))
+            await answers.not_found(context, validation.job_id(request.job_id))
         return page
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def PauseJob(
         self, request: pb.PauseJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PauseJobResponse:
@@ -283,10 +203,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.pause(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.PauseJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ResumeJob(
         self, request: pb.ResumeJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeJobResponse:
@@ -298,10 +218,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.resume(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.ResumeJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def TriggerJob(
         self, request: pb.TriggerJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TriggerJobResponse:
@@ -312,13 +232,13 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await quotas.lock(conn, namespace)
             run_id = await fires.trigger(conn, job_id, now=self.clock.now())
             if run_id is None:
-                await _not_found(context, job_id)
+                await answers.not_found(context, job_id)
             await quotas.enforce_queued(conn, namespace)
             run = await runs.get(conn, run_id)
         assert run is not None
         return pb.TriggerJobResponse(run=convert.run_to_pb(run))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
@@ -330,11 +250,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.cancel(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         log.info("job %s cancelled", job_id)
         return pb.CancelJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def DeleteJob(
         self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteJobResponse:
@@ -345,11 +265,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         )
         async with db.transaction(self.pool) as conn:
             if not await jobs.delete(conn, job_id, now=self.clock.now()):
-                await _not_found(context, job_id)
+                await answers.not_found(context, job_id)
         log.info("job %s deleted", job_id)
         return pb.DeleteJobResponse()
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def Backfill(
         self, request: pb.BackfillRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BackfillResponse:
@@ -372,16 +292,16 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         except ValueError as exc:
             raise validation.Invalid("to", str(exc)) from None
         if queued is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.BackfillResponse(queued=queued)
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRunsResponse:
         namespace = await self.auth.namespace(context)
         query = run_queries.parse(request)
-        before = _decode_token(request.page_token) if request.page_token else None
+        before = answers.decode_token(request.page_token) if request.page_token else None
         if query.job_id is not None:
             await self._own_job(context, query.job_id, namespace)
         window = run_lists.Window(
@@ -400,7 +320,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         token = ""
         if len(page) > query.limit:
             page = page[: query.limit]
-            token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
+            token = answers.encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
         return pb.ListRunsResponse(
             runs=[
                 convert.run_summary_to_pb(run)
@@ -411,7 +331,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             next_page_token=token,
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelRunResponse:
@@ -424,10 +344,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             )
             run = await runs.get(conn, run_id)
         if run is None:
-            await _run_not_found(context, run_id)
+            await answers.run_not_found(context, run_id)
         return pb.CancelRunResponse(run=convert.run_to_pb(run))
 
-    @_streams_invalid
+    @answers.streams_invalid
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
@@ -441,7 +361,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         ):
             yield message
 
-    @_streams_invalid
+    @answers.streams_invalid
     async def GetRunLogs(
         self, request: pb.GetRunLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.GetRunLogsResponse]:
