@@ -303,5 +303,6 @@ def _vs_pgqueuer(measure: str, value: float, peer: float | None, *, bulk: bool =
 
 
 def _cpu(used: dict[str, float]) -> str:
-    parts = [f"{k} {v:.2f}" for k, v in used.items() if k != "machine busy"]
+    # Three significant digits: a bulk job's CPU is tens of microseconds (0.0295 ms).
+    parts = [f"{k} {v:.3g}" for k, v in used.items() if k != "machine busy"]
     return f"CPU ms/call {', '.join(parts)}; machine {used['machine busy']:.0%} busy"
