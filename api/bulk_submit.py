@@ -122,7 +122,10 @@ async def schedule_jobs(
     async with db.transaction(pool) as conn, conn.pipeline():
         await quotas.lock(conn, namespace)
         quota = (await quotas.get(conn, namespace)).quota
-        stored = await job_batch.existing(conn, _lookup_ids(items), namespace=namespace)
+        lookup = await job_batch.look_up(conn, _lookup_ids(items), namespace=namespace)
+        # The second chunk is validated while PostgreSQL looks the request ids up.
+        ahead = chunks.validate(CHUNK) if len(items) > CHUNK else None
+        stored = await lookup.found()
         start = 0
         while True:
             await _check(conn, chunk, quota=quota, stored=stored, refusals=refusals,
@@ -136,7 +139,10 @@ async def schedule_jobs(
             start += CHUNK
             if start >= len(items):
                 break
-            chunk = chunks.validate(start)
+            if ahead is not None:
+                chunk, ahead = ahead, None
+            else:
+                chunk = chunks.validate(start)
         refusals.raise_first()
         if inserted:
             await db.notify(conn, db.JOBS_CHANNEL)

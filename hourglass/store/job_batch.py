@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 
 from hourglass import schedules
 from hourglass.domain import JobId, JobSpec, JobState
@@ -149,21 +150,43 @@ def documents(
     return row, {"id": ident, "spec": revision}
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The stored jobs of some request ids, asked for and not yet read. On a connection in
+    pipeline mode the question goes out at once and the answer is read when needed, so
+    ScheduleJobs validates its next chunk while PostgreSQL looks the ids up."""
+
+    cursor: psycopg.AsyncCursor[dict[str, Any]] | None
+
+    async def found(self) -> dict[str, tuple[JobId, bytes]]:
+        """Each stored request id's job: its id and request digest."""
+        if self.cursor is None:
+            return {}
+        return {
+            row["request_id"]: (JobId(row["id"]), row["request_digest"])
+            for row in await self.cursor.fetchall()
+        }
+
+
+async def look_up(conn: Connection, request_ids: Collection[str], *, namespace: str) -> Lookup:
+    """Asks for the namespace's jobs stored under these request ids. The ids go as one JSON
+    array: psycopg's list dumper took a microsecond an id, serialized with the rest of a
+    call."""
+    if not request_ids:
+        return Lookup(None)
+    cursor = await conn.execute(
+        "SELECT request_id, id, request_digest FROM jobs WHERE namespace = %s"
+        " AND request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+        (namespace, orjson.dumps(list(request_ids)).decode()),
+    )
+    return Lookup(cursor)
+
+
 async def existing(
     conn: Connection, request_ids: Collection[str], *, namespace: str
 ) -> dict[str, tuple[JobId, bytes]]:
     """The jobs of the namespace stored under these request ids: id and request digest."""
-    if not request_ids:
-        return {}
-    cursor = await conn.execute(
-        "SELECT request_id, id, request_digest FROM jobs"
-        " WHERE namespace = %s AND request_id = ANY(%s)",
-        (namespace, list(request_ids)),
-    )
-    return {
-        row["request_id"]: (JobId(row["id"]), row["request_digest"])
-        for row in await cursor.fetchall()
-    }
+    return await (await look_up(conn, request_ids, namespace=namespace)).found()
 
 
 def resolve(
