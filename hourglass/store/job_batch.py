@@ -1,5 +1,6 @@
 """ScheduleJobs' store side: many new jobs in one statement, their rows sent as one JSON
-document.
+document. (hourglass.api.bulk_submit sends a call's chunks, one statement each, on a pipeline
+so that PostgreSQL inserts one while the API builds the next.)
 
 A binary COPY made psycopg dump every value of every row in turn (25 columns, five of them
 JSON, each its own json.dumps), and building the parameters and the revision took as long
