@@ -2,121 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
-from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 
-from hourglass import artifact_quota, artifacts, ownership, policies
-from hourglass.api import convert, revisions, run_queries, validation, watch
+from hourglass import artifact_quota, artifacts, ownership
+from hourglass.api import answers, bulk_submit, convert, revisions, run_queries, validation, watch
 from hourglass.api.auth import Authenticator
 from hourglass.api.events import Hub
-from hourglass.api.group_commit import GroupCommit
+from hourglass.api.submit import Submits
 from hourglass.api.uploads import DEFAULT_MAX_BINARY, UploadIdle, UploadLimits, Uploads
 from hourglass.clock import Clock, SystemClock
 from hourglass.domain import Job, JobId, Run, RunId, RunSummary
-from hourglass.store import admitted, db, fires, job_batch, jobs, quotas, run_lists, runs
+from hourglass.store import db, fires, jobs, quotas, run_lists, runs
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-Response = TypeVar("Response")
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
-StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]
-
 __all__ = ["DEFAULT_MAX_BINARY", "JobScheduler"]
-# Jobs one ScheduleJobs call may carry.
-MAX_BATCH = 10_000
 # How often a stream re-reads without a notification: a safety net, not the mechanism.
 STREAM_POLL = 2.0
-
-
-async def _abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
-    """Maps domain errors to statuses: validation to INVALID_ARGUMENT naming the field and the
-    reason, a namespace quota to RESOURCE_EXHAUSTED naming the quota and its value, a state
-    that forbids the change to FAILED_PRECONDITION."""
-    if isinstance(exc, validation.Invalid):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, policies.QuotaExceeded):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    if isinstance(exc, jobs.UnknownArtifact):
-        # NOT_FOUND whether another namespace uploaded it or nobody did: no difference shows.
-        await context.abort(grpc.StatusCode.NOT_FOUND, f"spec.task.binary: {exc}")
-    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    raise AssertionError("abort raises")
-
-
-_DOMAIN_ERRORS = (
-    validation.Invalid,
-    jobs.UnknownArtifact,
-    jobs.NotAllowed,
-    policies.QuotaExceeded,
-)
-
-
-def _answers_invalid(method: Handler[Response]) -> Handler[Response]:
-    @wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Response:
-        try:
-            return await method(self, request, context)
-        except _DOMAIN_ERRORS as exc:
-            await _abort_for(exc, context)
-
-    return wrapper
-
-
-def _streams_invalid(method: StreamHandler[Response]) -> StreamHandler[Response]:
-    @wraps(method)
-    async def wrapper(
-        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Response]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except _DOMAIN_ERRORS as exc:
-            await _abort_for(exc, context)
-
-    return wrapper
-
-
-async def _not_found(context: grpc.aio.ServicerContext[Any, Any], job_id: JobId) -> NoReturn:
-    await context.abort(grpc.StatusCode.NOT_FOUND, f"job {job_id} not found")
-    raise AssertionError("abort raises")
-
-
-async def _run_not_found(context: grpc.aio.ServicerContext[Any, Any], run_id: RunId) -> NoReturn:
-    await context.abort(grpc.StatusCode.NOT_FOUND, f"run {run_id} not found")
-    raise AssertionError("abort raises")
-
-
-def _encode_token(*parts: Any) -> str:
-    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, ident = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError):
-        raise validation.Invalid("page_token", "is not a token this server returned") from None
-
-
-def request_digest(request: pb.ScheduleJobRequest) -> bytes:
-    """What a request_id is bound to: the request without its id, serialized
-    deterministically (map entries sorted), hashed."""
-    body = pb.ScheduleJobRequest()
-    body.CopyFrom(request)
-    body.request_id = ""
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).digest()
 
 
 class JobScheduler(pb_grpc.JobSchedulerServicer):
@@ -145,7 +53,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         # Streams wait at most this long between re-checks of their token.
         self.stream_poll = min(STREAM_POLL, auth.recheck_interval)
         self.watches = watch.JobWatch(pool, hub=hub, auth=auth, poll=self.stream_poll)
-        self.submits = GroupCommit(pool)
+        self.submits = Submits(pool)
 
     async def _own_job(
         self, context: grpc.aio.ServicerContext[Any, Any], job_id: JobId, namespace: str
@@ -153,7 +61,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with self.pool.connection() as conn:
             job = await jobs.get(conn, job_id, namespace=namespace)
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return job
 
     async def _own_run(
@@ -163,7 +71,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             run = await runs.get(conn, run_id)
             owner = await jobs.get(conn, run.job_id, namespace=namespace) if run else None
         if run is None or owner is None:
-            await _run_not_found(context, run_id)
+            await answers.run_not_found(context, run_id)
         return run
 
     async def _changeable_job(
@@ -191,99 +99,34 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             log.warning("job %s (managed by %s): forced %s", job_id, job.managed_by, change)
         return job
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
         namespace = await self.auth.namespace(context)
-        now = self.clock.now()
-        validation.request_id(request.request_id)
-        managed_by = validation.manager(request.managed_by, "managed_by")
-        spec = validation.job_spec(request.spec, now=now)
-        digest = request_digest(request) if request.request_id else b""
-        # The common case in one round trip, in a transaction shared with the namespace's
-        # concurrent calls; None: something to decide, on the full path.
-        prepared = admitted.prepare(
-            spec=spec,
-            rate=policies.admission_rate(spec.schedule, now=now),
-            now=now,
-            namespace=namespace,
-            request_id=request.request_id,
-            request_digest=digest,
-            managed_by=managed_by,
-        )
-        stored = None if prepared is None else await self.submits.store(prepared)
-        if stored is not None:
-            log.info("job %s (%s) scheduled in namespace %s", stored, spec.name, namespace)
-            return pb.ScheduleJobResponse(job_id=str(stored))
         try:
-            async with db.transaction(self.pool) as conn:
-                await quotas.lock(conn, namespace)
-                await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
-                job_id, created = await jobs.create(
-                    conn,
-                    spec=spec,
-                    now=now,
-                    namespace=namespace,
-                    request_id=request.request_id,
-                    request_digest=digest,
-                    managed_by=managed_by,
-                )
-                if created:
-                    await quotas.enforce_jobs(conn, namespace)
+            job_id = await self.submits.schedule_job(
+                request, namespace=namespace, now=self.clock.now()
+            )
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
-        if created:
-            log.info("job %s (%s) scheduled in namespace %s", job_id, spec.name, namespace)
         return pb.ScheduleJobResponse(job_id=str(job_id))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ScheduleJobs(
         self, request: pb.ScheduleJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobsResponse:
         namespace = await self.auth.namespace(context)
-        if len(request.requests) > MAX_BATCH:
-            raise validation.Invalid(
-                "requests", f"has {len(request.requests)} jobs; at most {MAX_BATCH}"
-            )
-        now = self.clock.now()
-        new: list[job_batch.NewJob] = []
-        seen: dict[str, int] = {}
-        for index, item in enumerate(request.requests):
-            try:
-                validation.request_id(item.request_id)
-                if item.managed_by:
-                    raise validation.Invalid(
-                        "managed_by", "is for ScheduleJob only: a batch cannot adopt jobs"
-                    )
-                spec = validation.job_spec(item.spec, now=now)
-            except validation.Invalid as exc:
-                raise validation.Invalid(f"requests[{index}].{exc.field}", exc.reason) from None
-            if item.request_id:
-                if item.request_id in seen:
-                    raise validation.Invalid(
-                        f"requests[{index}].request_id",
-                        f"repeats requests[{seen[item.request_id]}].request_id",
-                    )
-                seen[item.request_id] = index
-            digest = request_digest(item) if item.request_id else b""
-            new.append(
-                job_batch.NewJob(spec=spec, request_id=item.request_id, request_digest=digest)
-            )
         try:
-            async with db.transaction(self.pool) as conn:
-                await quotas.lock(conn, namespace)
-                await quotas.admit_schedules(
-                    conn, namespace, (job.spec.schedule for job in new), now=now
-                )
-                ids = await job_batch.create_many(conn, new, namespace=namespace, now=now)
-                await quotas.enforce_jobs(conn, namespace)
+            ids = await bulk_submit.schedule_jobs(
+                self.pool, request.requests, namespace=namespace, now=self.clock.now()
+            )
         except jobs.RequestConflict as exc:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         log.info("%d jobs scheduled in namespace %s", len(ids), namespace)
         return pb.ScheduleJobsResponse(job_ids=[str(job_id) for job_id in ids])
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def GetJobStatus(
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobStatusResponse:
@@ -299,13 +142,13 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             job=convert.job_to_pb(job), recent_runs=[convert.run_to_pb(r) for r in recent]
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
         namespace = await self.auth.namespace(context)
         limit = validation.page_size(request.page_size, default=50, maximum=500)
-        after = _decode_token(request.page_token) if request.page_token else None
+        after = answers.decode_token(request.page_token) if request.page_token else None
         name = validation.name_filter(request.name)
         id_range = validation.id_range(request.id_prefix)
         async with self.pool.connection() as conn:
@@ -315,12 +158,12 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         token = ""
         if len(page) > limit:
             page = page[:limit]
-            token = _encode_token(page[-1].created_at.isoformat(), page[-1].id)
+            token = answers.encode_token(page[-1].created_at.isoformat(), page[-1].id)
         return pb.ListJobsResponse(
             jobs=[convert.job_to_pb(job) for job in page], next_page_token=token
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def UpdateJob(
         self, request: pb.UpdateJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateJobResponse:
@@ -335,20 +178,20 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await quotas.admit_schedules(conn, namespace, [spec.schedule], now=now)
             job = await jobs.update(conn, job_id, spec=spec, now=now)
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.UpdateJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListJobRevisions(
         self, request: pb.ListJobRevisionsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobRevisionsResponse:
         namespace = await self.auth.namespace(context)
         page = await revisions.list_page(self.pool, request, namespace=namespace)
         if page is None:
-            await _not_found(context, validation.job_id(request.job_id))
+            await answers.not_found(context, validation.job_id(request.job_id))
         return page
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def PauseJob(
         self, request: pb.PauseJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PauseJobResponse:
@@ -360,10 +203,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.pause(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.PauseJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ResumeJob(
         self, request: pb.ResumeJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeJobResponse:
@@ -375,10 +218,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.resume(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.ResumeJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def TriggerJob(
         self, request: pb.TriggerJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TriggerJobResponse:
@@ -389,13 +232,13 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             await quotas.lock(conn, namespace)
             run_id = await fires.trigger(conn, job_id, now=self.clock.now())
             if run_id is None:
-                await _not_found(context, job_id)
+                await answers.not_found(context, job_id)
             await quotas.enforce_queued(conn, namespace)
             run = await runs.get(conn, run_id)
         assert run is not None
         return pb.TriggerJobResponse(run=convert.run_to_pb(run))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
@@ -407,11 +250,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         async with db.transaction(self.pool) as conn:
             job = await jobs.cancel(conn, job_id, now=self.clock.now())
         if job is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         log.info("job %s cancelled", job_id)
         return pb.CancelJobResponse(job=convert.job_to_pb(job))
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def DeleteJob(
         self, request: pb.DeleteJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteJobResponse:
@@ -422,11 +265,11 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         )
         async with db.transaction(self.pool) as conn:
             if not await jobs.delete(conn, job_id, now=self.clock.now()):
-                await _not_found(context, job_id)
+                await answers.not_found(context, job_id)
         log.info("job %s deleted", job_id)
         return pb.DeleteJobResponse()
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def Backfill(
         self, request: pb.BackfillRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.BackfillResponse:
@@ -449,16 +292,16 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         except ValueError as exc:
             raise validation.Invalid("to", str(exc)) from None
         if queued is None:
-            await _not_found(context, job_id)
+            await answers.not_found(context, job_id)
         return pb.BackfillResponse(queued=queued)
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRunsResponse:
         namespace = await self.auth.namespace(context)
         query = run_queries.parse(request)
-        before = _decode_token(request.page_token) if request.page_token else None
+        before = answers.decode_token(request.page_token) if request.page_token else None
         if query.job_id is not None:
             await self._own_job(context, query.job_id, namespace)
         window = run_lists.Window(
@@ -477,7 +320,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         token = ""
         if len(page) > query.limit:
             page = page[: query.limit]
-            token = _encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
+            token = answers.encode_token(page[-1].scheduled_at.isoformat(), page[-1].id)
         return pb.ListRunsResponse(
             runs=[
                 convert.run_summary_to_pb(run)
@@ -488,7 +331,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             next_page_token=token,
         )
 
-    @_answers_invalid
+    @answers.answers_invalid
     async def CancelRun(
         self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelRunResponse:
@@ -501,10 +344,10 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
             )
             run = await runs.get(conn, run_id)
         if run is None:
-            await _run_not_found(context, run_id)
+            await answers.run_not_found(context, run_id)
         return pb.CancelRunResponse(run=convert.run_to_pb(run))
 
-    @_streams_invalid
+    @answers.streams_invalid
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchJobResponse]:
@@ -518,7 +361,7 @@ class JobScheduler(pb_grpc.JobSchedulerServicer):
         ):
             yield message
 
-    @_streams_invalid
+    @answers.streams_invalid
     async def GetRunLogs(
         self, request: pb.GetRunLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.GetRunLogsResponse]:

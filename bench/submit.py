@@ -40,6 +40,11 @@ PGQUEUER = [sys.executable, "-m", "bench.pgqueuer_submit"]
 # The issue's targets: ScheduleJob and ScheduleJobs against pgqueuer, and from 8 clients.
 TARGET_RATIO = 0.5
 TARGET_8_CLIENTS = 3_000.0
+# Repetitions of the bulk pair (ScheduleJobs, then pgqueuer's bulk enqueue). One pair lasts
+# a few seconds, so a burst of other load on a shared machine could halve either figure; the
+# table shows the repetition whose ratio is the median, both figures from it, as issue 17's
+# comparison took its ratios (each within one repetition, the median of three).
+BULK_REPETITIONS = 3
 
 
 def has_batch() -> bool:
@@ -229,17 +234,23 @@ def run(bench: Bench, calls: int) -> list[Row]:
             )
         else:
             batches = max(3, calls // 100)
-            rate = measure(
-                "batch x1", f"jobs by ScheduleJobs of {BATCH:,}", 1, batches,
-                mode="rpc", args={"target": listen, "kind": "batch", "token": token,
-                                  "batch": BATCH}, server=api,
-            )  # fmt: skip
-            peer = None
-            if pgqueuer:
-                peer = measure(
-                    "pgqueuer bulk x1", f"jobs by pgqueuer enqueue of {BATCH:,}", 1, batches,
-                    mode="enqueue", args={"dsn": dsn, "batch": BATCH}, program=PGQUEUER,
+            pairs: list[tuple[int, float, float | None]] = []
+            for rep in range(1, BULK_REPETITIONS + 1):
+                rate = measure(
+                    f"batch x1 #{rep}", f"jobs by ScheduleJobs of {BATCH:,}", 1, batches,
+                    mode="rpc", args={"target": listen, "kind": "batch", "token": token,
+                                      "batch": BATCH}, server=api,
                 )  # fmt: skip
+                peer = None
+                if pgqueuer:
+                    peer = measure(
+                        f"pgqueuer bulk x1 #{rep}", f"jobs by pgqueuer enqueue of {BATCH:,}", 1,
+                        batches, mode="enqueue", args={"dsn": dsn, "batch": BATCH},
+                        program=PGQUEUER,
+                    )  # fmt: skip
+                pairs.append((rep, rate, peer))
+            rep, rate, peer = _median_pair(pairs)
+            say(f"  ScheduleJobs vs pgqueuer bulk: repetition {rep}'s ratio is the median")
             floor = measure(
                 "copy x1", f"rows by COPY of {BATCH:,} per transaction", 1, batches,
                 mode="inserts", args={"dsn": dsn, "batch": BATCH},
@@ -302,6 +313,16 @@ def _vs_pgqueuer(measure: str, value: float, peer: float | None, *, bulk: bool =
     )
 
 
+def _median_pair(
+    pairs: list[tuple[int, float, float | None]],
+) -> tuple[int, float, float | None]:
+    """The repetition whose hourglass / peer ratio is the median (by hourglass's figure
+    when there is no peer)."""
+    ranked = sorted(pairs, key=lambda p: p[1] / p[2] if p[2] else p[1])
+    return ranked[len(ranked) // 2]
+
+
 def _cpu(used: dict[str, float]) -> str:
-    parts = [f"{k} {v:.2f}" for k, v in used.items() if k != "machine busy"]
+    # Three significant digits: a bulk job's CPU is tens of microseconds (0.0295 ms).
+    parts = [f"{k} {v:.3g}" for k, v in used.items() if k != "machine busy"]
     return f"CPU ms/call {', '.join(parts)}; machine {used['machine busy']:.0%} busy"

@@ -101,7 +101,7 @@ def prepare(
     """A new job ready to store, or None when only the full path can store it. `rate` is the
     most fires a second the quota must allow (policies.admission_rate)."""
     if spec.task.binary:
-        return None  # the ownership check (jobs._check_binary) is the full path's
+        return None  # the ownership check (jobs.check_binary) is the full path's
     if not math.isfinite(rate):
         return None  # JSON has no infinity; check_rate on the full path decides
     job_id = uuid.uuid4()

@@ -1,5 +1,6 @@
 """ScheduleJobs' store side: many new jobs in one statement, their rows sent as one JSON
-document.
+document. (hourglass.api.bulk_submit sends a call's chunks, one statement each, on a pipeline
+so that PostgreSQL inserts one while the API builds the next.)
 
 A binary COPY made psycopg dump every value of every row in turn (25 columns, five of them
 JSON, each its own json.dumps), and building the parameters and the revision took as long
@@ -16,11 +17,13 @@ revision is the same document as jobs._spec_json's (tests/integration/test_job_b
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 
 from hourglass import schedules
 from hourglass.domain import JobId, JobSpec, JobState
@@ -28,8 +31,8 @@ from hourglass.store import job_columns
 from hourglass.store.db import JOBS_CHANNEL, Connection, notify
 from hourglass.store.jobs import (
     RequestConflict,
-    _check_binary,
     _resources_json,
+    check_binary,
     schedule_to_json,
 )
 
@@ -148,6 +151,87 @@ def documents(
     return row, {"id": ident, "spec": revision}
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The stored jobs of some request ids, asked for and not yet read. On a connection in
+    pipeline mode the question goes out at once and the answer is read when needed, so
+    ScheduleJobs validates its next chunk while PostgreSQL looks the ids up."""
+
+    cursor: psycopg.AsyncCursor[dict[str, Any]] | None
+
+    async def found(self) -> dict[str, tuple[JobId, bytes]]:
+        """Each stored request id's job: its id and request digest."""
+        if self.cursor is None:
+            return {}
+        return {
+            row["request_id"]: (JobId(row["id"]), row["request_digest"])
+            for row in await self.cursor.fetchall()
+        }
+
+
+async def look_up(conn: Connection, request_ids: Collection[str], *, namespace: str) -> Lookup:
+    """Asks for the namespace's jobs stored under these request ids. The ids go as one JSON
+    array: psycopg's list dumper took a microsecond an id, serialized with the rest of a
+    call."""
+    if not request_ids:
+        return Lookup(None)
+    cursor = await conn.execute(
+        "SELECT request_id, id, request_digest FROM jobs WHERE namespace = %s"
+        " AND request_id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+        (namespace, orjson.dumps(list(request_ids)).decode()),
+    )
+    return Lookup(cursor)
+
+
+async def existing(
+    conn: Connection, request_ids: Collection[str], *, namespace: str
+) -> dict[str, tuple[JobId, bytes]]:
+    """The jobs of the namespace stored under these request ids: id and request digest."""
+    return await (await look_up(conn, request_ids, namespace=namespace)).found()
+
+
+def resolve(
+    new: Iterable[NewJob], stored: dict[str, tuple[JobId, bytes]]
+) -> tuple[list[JobId], list[tuple[JobId, NewJob]]]:
+    """Each job's id, in order, and the jobs to insert with their new ids: a request id
+    stored with the same digest gives back its job (a safe retry); with another digest it
+    raises RequestConflict, for the first such job."""
+    ids: list[JobId] = []
+    fresh: list[tuple[JobId, NewJob]] = []
+    for job in new:
+        if job.request_id in stored:
+            job_id, stored_digest = stored[job.request_id]
+            if stored_digest != job.request_digest:
+                raise RequestConflict(job.request_id, job_id)
+        else:
+            job_id = JobId(uuid.uuid4())
+            fresh.append((job_id, job))
+        ids.append(job_id)
+    return ids, fresh
+
+
+async def insert(
+    conn: Connection, fresh: list[tuple[JobId, NewJob]], *, namespace: str, now: datetime
+) -> None:
+    """Sends the INSERT of `fresh` (from resolve), in the caller's transaction.
+
+    On a connection in pipeline mode this returns once the statement is sent, not once it
+    has run: ScheduleJobs builds its next chunk while PostgreSQL inserts this one (see
+    hourglass.api.bulk_submit). A failure then shows at the pipeline's next result."""
+    if not fresh:
+        return
+    rows: list[dict[str, Any]] = []
+    revisions: list[dict[str, Any]] = []
+    for job_id, job in fresh:
+        row, revision = documents(job, job_id=job_id, now=now)
+        rows.append(row)
+        revisions.append(revision)
+    await conn.execute(
+        _INSERT,
+        {"namespace": namespace, "now": now, "jobs": dumps(rows), "revisions": dumps(revisions)},
+    )
+
+
 async def create_many(
     conn: Connection, new: list[NewJob], *, namespace: str, now: datetime
 ) -> list[JobId]:
@@ -160,42 +244,10 @@ async def create_many(
     finds the other batch's job.
     """
     wanted = {job.request_id for job in new if job.request_id}
-    existing: dict[str, tuple[JobId, bytes]] = {}
-    if wanted:
-        cursor = await conn.execute(
-            "SELECT request_id, id, request_digest FROM jobs"
-            " WHERE namespace = %s AND request_id = ANY(%s)",
-            (namespace, list(wanted)),
-        )
-        existing = {
-            row["request_id"]: (JobId(row["id"]), row["request_digest"])
-            for row in await cursor.fetchall()
-        }
-    await _check_binary(conn, [job.spec for job in new], namespace=namespace)
-    ids: list[JobId] = []
-    rows: list[dict[str, Any]] = []
-    revisions: list[dict[str, Any]] = []
-    for job in new:
-        if job.request_id in existing:
-            job_id, stored_digest = existing[job.request_id]
-            if stored_digest != job.request_digest:
-                raise RequestConflict(job.request_id, job_id)
-            ids.append(job_id)
-            continue
-        job_id = JobId(uuid.uuid4())
-        ids.append(job_id)
-        row, revision = documents(job, job_id=job_id, now=now)
-        rows.append(row)
-        revisions.append(revision)
-    if rows:
-        await conn.execute(
-            _INSERT,
-            {
-                "namespace": namespace,
-                "now": now,
-                "jobs": dumps(rows),
-                "revisions": dumps(revisions),
-            },
-        )
+    stored = await existing(conn, wanted, namespace=namespace)
+    await check_binary(conn, [job.spec for job in new], namespace=namespace)
+    ids, fresh = resolve(new, stored)
+    if fresh:
+        await insert(conn, fresh, namespace=namespace, now=now)
         await notify(conn, JOBS_CHANNEL)
     return ids

@@ -188,7 +188,7 @@ def _spec_json(spec: JobSpec, params: dict[str, Any] | None = None) -> Jsonb:
     )
 
 
-async def _check_binary(conn: Connection, specs: list[JobSpec], *, namespace: str) -> None:
+async def check_binary(conn: Connection, specs: list[JobSpec], *, namespace: str) -> None:
     """Raises UnknownArtifact unless `namespace` uploaded every binary of `specs`. FOR KEY
     SHARE keeps maintenance from releasing an ownership before this transaction commits; the
     foreign key jobs_binary_owner holds it afterwards."""
@@ -225,7 +225,7 @@ async def create(
     """
     # The insert comes first and the existing row is read only on a conflict: a retry is rare,
     # and a read before every insert cost a round trip per call (docs/benchmarks.md).
-    await _check_binary(conn, [spec], namespace=namespace)
+    await check_binary(conn, [spec], namespace=namespace)
     job_id = JobId(uuid.uuid4())
     first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
     cursor = await conn.execute(
@@ -350,7 +350,7 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         return None
     if job.state == JobState.CANCELLED:
         raise NotAllowed(f"job {job_id} is cancelled; schedule a new job instead")
-    await _check_binary(conn, [spec], namespace=job.namespace)
+    await check_binary(conn, [spec], namespace=job.namespace)
     state = job.state
     next_fire: datetime | None = None
     if state != JobState.PAUSED:
