@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from hourglass import policies
+from hourglass import quota_rules
 from hourglass.api import validation
 from hourglass.domain import JobId, RunId
 from hourglass.store import jobs
@@ -28,7 +28,7 @@ async def abort_for(exc: Exception, context: grpc.aio.ServicerContext[Any, Any])
     that forbids the change to FAILED_PRECONDITION."""
     if isinstance(exc, validation.Invalid):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    if isinstance(exc, policies.QuotaExceeded):
+    if isinstance(exc, quota_rules.QuotaExceeded):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, jobs.UnknownArtifact):
         # NOT_FOUND whether another namespace uploaded it or nobody did: no difference shows.
@@ -41,7 +41,7 @@ DOMAIN_ERRORS = (
     validation.Invalid,
     jobs.UnknownArtifact,
     jobs.NotAllowed,
-    policies.QuotaExceeded,
+    quota_rules.QuotaExceeded,
 )
 
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from hourglass import policies
+from hourglass import quota_rules
 from hourglass.api import validation
 from hourglass.api.submit import request_digest
 from hourglass.domain import JobId
@@ -43,7 +43,7 @@ class _Refusals:
     """The first refusal of each kind found so far, answered in this order once every job
     has been validated."""
 
-    rate: policies.QuotaExceeded | None = None
+    rate: quota_rules.QuotaExceeded | None = None
     binary: jobs.UnknownArtifact | None = None
     conflict: jobs.RequestConflict | None = None
 
@@ -147,7 +147,7 @@ async def schedule_jobs(
         if inserted:
             await db.notify(conn, db.JOBS_CHANNEL)
         count = await quotas.job_count(conn, namespace)
-        policies.check_jobs(quota, namespace=namespace, count=count)
+        quota_rules.check_jobs(quota, namespace=namespace, count=count)
     return ids
 
 
@@ -155,7 +155,7 @@ async def _check(
     conn: db.Connection,
     chunk: list[job_batch.NewJob],
     *,
-    quota: policies.Quota,
+    quota: quota_rules.Quota,
     stored: dict[str, tuple[JobId, bytes]],
     refusals: _Refusals,
     namespace: str,
@@ -165,8 +165,10 @@ async def _check(
     if refusals.rate is None:
         try:
             for job in chunk:
-                policies.check_rate(quota, namespace=namespace, schedule=job.spec.schedule, now=now)
-        except policies.QuotaExceeded as exc:
+                quota_rules.check_rate(
+                    quota, namespace=namespace, schedule=job.spec.schedule, now=now
+                )
+        except quota_rules.QuotaExceeded as exc:
             refusals.rate = exc
     if refusals.binary is None and any(job.spec.task.binary for job in chunk):
         # A round trip, waiting for the chunks in flight: only for batches with binaries.

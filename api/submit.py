@@ -12,7 +12,7 @@ import hashlib
 import logging
 from datetime import datetime
 
-from hourglass import policies
+from hourglass import quota_rules
 from hourglass.api import validation
 from hourglass.api.group_commit import GroupCommit
 from hourglass.domain import JobId
@@ -51,7 +51,7 @@ class Submits:
         # concurrent calls; None: something to decide, on the full path.
         prepared = admitted.prepare(
             spec=spec,
-            rate=policies.admission_rate(spec.schedule, now=now),
+            rate=quota_rules.admission_rate(spec.schedule, now=now),
             now=now,
             namespace=namespace,
             request_id=request.request_id,

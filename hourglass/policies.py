@@ -17,57 +17,24 @@ from datetime import datetime
 
 from hourglass import schedules
 from hourglass.domain import CatchUpPolicy, JobId, JobSpec, Overlap, RetryPolicy, RunId
-from hourglass.quota_rules import (
-    BURST,
-    DEFAULT_MAX_FIRES_PER_SECOND,
-    DEFAULT_MAX_JOBS,
-    DEFAULT_MAX_QUEUED_RUNS,
-    DEFAULT_MAX_RUNNING_RUNS,
-    Admitted,
-    Quota,
-    QuotaExceeded,
-    admission_rate,
-    admit_fires,
-    check_jobs,
-    check_queued,
-    check_rate,
-    cron_ceiling,
-    max_rate,
-)
+from hourglass.quota_rules import DEFAULT_MAX_RUNNING_RUNS
 from hourglass.schedules import Cron, Every
 
-# The quota decisions moved to hourglass.quota_rules; api/ and hourglass/store/ still reach them
-# here, so they are re-exported until those import hourglass.quota_rules.
 __all__ = [
-    "BURST",
-    "DEFAULT_MAX_FIRES_PER_SECOND",
-    "DEFAULT_MAX_JOBS",
-    "DEFAULT_MAX_QUEUED_RUNS",
-    "DEFAULT_MAX_RUNNING_RUNS",
     "MAX_FIRES_PER_JOB_PER_CYCLE",
     "Active",
-    "Admitted",
     "Candidate",
     "DueFires",
     "OnFire",
-    "Quota",
-    "QuotaExceeded",
     "Requeue",
     "Share",
     "Waiting",
-    "admission_rate",
-    "admit_fires",
     "capped",
-    "check_jobs",
-    "check_queued",
-    "check_rate",
     "claim_shares",
     "claimable",
-    "cron_ceiling",
     "due_fires",
     "exclusive",
     "jobs_to_lock",
-    "max_rate",
     "on_fire",
     "recounted",
 ]

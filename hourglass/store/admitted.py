@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from hourglass.domain import JobId, JobSpec
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.store.db import JOBS_CHANNEL, Connection
 from hourglass.store.job_batch import COLUMNS, NewJob, documents, dumps
 
@@ -99,7 +99,7 @@ def prepare(
     managed_by: str = "",
 ) -> Prepared | None:
     """A new job ready to store, or None when only the full path can store it. `rate` is the
-    most fires a second the quota must allow (policies.admission_rate)."""
+    most fires a second the quota must allow (quota_rules.admission_rate)."""
     if spec.task.binary:
         return None  # the ownership check (jobs.check_binary) is the full path's
     if not math.isfinite(rate):

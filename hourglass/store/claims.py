@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from hourglass import policies
+from hourglass import policies, quota_rules
 from hourglass.domain import (
     FencingToken,
     JobId,
@@ -119,7 +119,7 @@ async def lock_queued(conn: Connection, *, limit: int, now: datetime) -> list[Qu
     in a new statement whose snapshot sees every claim committed before the lock was free.
     """
     cursor = await conn.execute(
-        _WAITING, {"now": now, "max_running": policies.DEFAULT_MAX_RUNNING_RUNS}
+        _WAITING, {"now": now, "max_running": quota_rules.DEFAULT_MAX_RUNNING_RUNS}
     )
     waiting = [
         policies.Waiting(row["namespace"], row["running"], row["oldest"], row["max_running"])

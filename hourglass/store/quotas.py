@@ -1,5 +1,5 @@
 """The namespace_quotas and namespace_pacing tables: each namespace's limits, and how the
-producer paces its fires. The decisions are hourglass.policies'; this module reads and
+producer paces its fires. The decisions are hourglass.quota_rules'; this module reads and
 writes the rows they need. (max_running_runs is read by the claim itself, in runs.py.)
 
 Requests check a quota after writing and raise QuotaExceeded when it is exceeded, so the
@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from hourglass import policies
-from hourglass.policies import Quota
+from hourglass import quota_rules
+from hourglass.quota_rules import Quota
 from hourglass.schedules import Schedule
 from hourglass.store.db import Connection
 
@@ -128,7 +128,7 @@ async def enforce_jobs(conn: Connection, namespace: str) -> None:
     """Raises QuotaExceeded if the namespace holds more jobs than max_jobs (call it after
     inserting, in the same transaction, after `lock`)."""
     quota = (await get(conn, namespace)).quota
-    policies.check_jobs(quota, namespace=namespace, count=await job_count(conn, namespace))
+    quota_rules.check_jobs(quota, namespace=namespace, count=await job_count(conn, namespace))
 
 
 async def enforce_queued(conn: Connection, namespace: str) -> None:
@@ -140,7 +140,7 @@ async def enforce_queued(conn: Connection, namespace: str) -> None:
         namespace,
         quota.max_queued_runs,
     )
-    policies.check_queued(quota, namespace=namespace, count=count)
+    quota_rules.check_queued(quota, namespace=namespace, count=count)
 
 
 async def admit_schedules(
@@ -149,14 +149,14 @@ async def admit_schedules(
     """Raises QuotaExceeded for a schedule that alone fires faster than the namespace may."""
     quota = (await get(conn, namespace)).quota
     for schedule in schedules:
-        policies.check_rate(quota, namespace=namespace, schedule=schedule, now=now)
+        quota_rules.check_rate(quota, namespace=namespace, schedule=schedule, now=now)
 
 
 async def admit_fires(
     conn: Connection, available: dict[str, list[datetime]], *, now: datetime
-) -> dict[str, policies.Admitted]:
+) -> dict[str, quota_rules.Admitted]:
     """The producer's quota verdict on each namespace's queued fires of this cycle (see
-    policies.admit_fires); stores each namespace's pacing state for the next cycle.
+    quota_rules.admit_fires); stores each namespace's pacing state for the next cycle.
 
     The pacing rows are locked in namespace order, so producers sharing the work serialize
     per namespace without deadlocking.
@@ -187,7 +187,7 @@ async def admit_fires(
     )
     tats = {row["namespace"]: row["tat"] for row in await cursor.fetchall()}
     verdicts = {
-        ns: policies.admit_fires(
+        ns: quota_rules.admit_fires(
             available[ns], quota=limits[ns], queued=queued.get(ns, 0), tat=tats.get(ns), now=now
         )
         for ns in namespaces

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from hourglass.api.bulk_submit import CHUNK
-from hourglass.policies import Quota
+from hourglass.quota_rules import Quota
 from hourglass.store import db, quotas
 from hourglass.v1 import scheduler_pb2 as pb
 from hourglass.v1 import scheduler_pb2_grpc as pb_grpc
