@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from hourglass import metrics
-from hourglass.api import validation
+from hourglass.api import validation, wire_errors
 from hourglass.v1 import locks_pb2
 from hourglass.v1 import scheduler_pb2 as pb
 
@@ -78,7 +78,7 @@ class UndecodableIsInvalid(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 return parse(data)
             except DecodeError:
-                return validation.undecodable(request_type, data)
+                return wire_errors.undecodable(request_type, data)
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             if isinstance(request, validation.Invalid):

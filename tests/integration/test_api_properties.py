@@ -53,7 +53,7 @@ from hypothesis.control import currently_in_test_context
 
 from hourglass import artifacts
 from hourglass.api import server as api_server
-from hourglass.api import validation
+from hourglass.api import validation, wire_errors
 from hourglass.api.auth import Insecure
 from hourglass.store import db
 from hourglass.v1 import scheduler_pb2 as pb
@@ -1565,7 +1565,7 @@ def test_undecodable_names_the_field(message: Message, spoil: bytes, expected: s
     data = message.SerializeToString().replace(b"~", spoil)
     with pytest.raises(Exception):  # noqa: B017 - the parser's own error type varies
         type(message).FromString(data)
-    assert str(validation.undecodable(message.DESCRIPTOR, data)) == expected
+    assert str(wire_errors.undecodable(message.DESCRIPTOR, data)) == expected
 
 
 @pytest.mark.parametrize(
@@ -1578,7 +1578,7 @@ def test_undecodable_names_the_field(message: Message, spoil: bytes, expected: s
     ],
 )
 def test_undecodable_bytes_name_the_enclosing_message(data: bytes, expected: str) -> None:
-    assert str(validation.undecodable(pb.ScheduleJobRequest.DESCRIPTOR, data)) == expected
+    assert str(wire_errors.undecodable(pb.ScheduleJobRequest.DESCRIPTOR, data)) == expected
 
 
 def test_the_fingerprint_sees_every_write(api: LiveApi) -> None:
