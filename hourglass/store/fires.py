@@ -16,7 +16,8 @@ from hourglass.domain import JobId, JobSpec, JobState, Overlap, RunId
 from hourglass.schedules import After, At, Every
 from hourglass.store import quotas
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
-from hourglass.store.jobs import NotAllowed, from_row, get
+from hourglass.store.job_columns import from_row
+from hourglass.store.jobs import NotAllowed, get
 from hourglass.store.runs import request_cancel
 
 # Backfill refuses ranges with more fires than this.

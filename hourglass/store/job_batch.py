@@ -11,7 +11,7 @@ work is C on both sides.
 
 The values are written as psycopg writes them for jobs.create (an interval as str(timedelta),
 an instant in ISO form), so a job stored here reads back exactly as one stored alone; the
-revision is the same document as jobs._spec_json's (tests/integration/test_job_batch.py).
+revision is the same document as job_columns.spec_json's (tests/integration/test_job_batch.py).
 """
 
 from __future__ import annotations
@@ -29,12 +29,8 @@ from hourglass import schedules
 from hourglass.domain import JobId, JobSpec, JobState
 from hourglass.store import job_columns
 from hourglass.store.db import JOBS_CHANNEL, Connection, notify
-from hourglass.store.jobs import (
-    RequestConflict,
-    _resources_json,
-    check_binary,
-    schedule_to_json,
-)
+from hourglass.store.job_columns import resources_json, schedule_to_json
+from hourglass.store.jobs import RequestConflict, check_binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +86,7 @@ def documents(
     """The job's row and its first revision, as plain JSON values."""
     spec, task = job.spec, job.spec.task
     first = schedules.first_fire(spec.schedule, created=now, bounds=spec.bounds)
-    resources = _resources_json(task.resources)
+    resources = resources_json(task.resources)
     kubernetes = job_columns.kubernetes_json(task.kubernetes)
     schedule = schedule_to_json(spec.schedule, spec.bounds)
     command, args = list(task.command), list(task.args)
@@ -123,7 +119,7 @@ def documents(
         "next_fire_at": first.isoformat() if first else None,
         "managed_by": job.managed_by,
     }
-    # jobs._spec_json's document: the spec's plain columns (an absent timeout or window
+    # job_columns.spec_json's document: the spec's plain columns (an absent timeout or window
     # shows as null), the JSON ones, secrets by name only, durations in seconds.
     revision: dict[str, Any] = {
         "name": spec.name,

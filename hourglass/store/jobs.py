@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-
-from psycopg.types.json import Jsonb
 
 from hourglass import schedules
 from hourglass.domain import (
-    CatchUp,
-    CatchUpPolicy,
     Job,
     JobId,
     JobSpec,
     JobState,
-    Overlap,
-    Resources,
     RunId,
 )
-from hourglass.schedules import After, At, Bounds, Cron, Every, Schedule
+from hourglass.schedules import Cron, Every
 from hourglass.store import job_columns
 from hourglass.store.db import JOBS_CHANNEL, Connection, notify
 from hourglass.store.runs import request_cancel
@@ -51,141 +44,6 @@ class UnknownArtifact(Exception):
 
 class NotAllowed(Exception):
     """The job's state does not allow the change (e.g. resuming a cancelled job)."""
-
-
-def schedule_to_json(schedule: Schedule, bounds: Bounds | None = None) -> dict[str, Any]:
-    bounds = bounds or Bounds()
-    data: dict[str, Any]
-    match schedule:
-        case At(at=at):
-            data = {"kind": "at", "at": at.isoformat()}
-        case After(delay=delay):
-            data = {"kind": "after", "delay_seconds": delay.total_seconds()}
-        case Cron(expression=expression, time_zone=time_zone):
-            data = {"kind": "cron", "expression": expression, "time_zone": time_zone}
-        case Every(interval=interval, jitter=jitter):
-            data = {
-                "kind": "every",
-                "interval_seconds": interval.total_seconds(),
-                "jitter_seconds": jitter.total_seconds(),
-            }
-    if bounds.start:
-        data["start"] = bounds.start.isoformat()
-    if bounds.end:
-        data["end"] = bounds.end.isoformat()
-    return data
-
-
-def schedule_from_json(data: dict[str, Any]) -> tuple[Schedule, Bounds]:
-    schedule: Schedule
-    match data["kind"]:
-        case "at":
-            schedule = At(datetime.fromisoformat(data["at"]))
-        case "after":
-            schedule = After(timedelta(seconds=data["delay_seconds"]))
-        case "cron":
-            schedule = Cron(data["expression"], data["time_zone"])
-        case "every":
-            schedule = Every(
-                timedelta(seconds=data["interval_seconds"]),
-                timedelta(seconds=data.get("jitter_seconds", 0)),
-            )
-        case kind:
-            raise ValueError(f"unknown schedule kind {kind!r}")
-    bounds = Bounds(
-        start=datetime.fromisoformat(data["start"]) if data.get("start") else None,
-        end=datetime.fromisoformat(data["end"]) if data.get("end") else None,
-    )
-    return schedule, bounds
-
-
-def _spec(row: dict[str, Any]) -> JobSpec:
-    schedule, bounds = schedule_from_json(row["schedule"])
-    return JobSpec(
-        name=row["name"],
-        task=job_columns.task(row),
-        schedule=schedule,
-        bounds=bounds,
-        retry=job_columns.retry(row),
-        timeout=row["timeout"],
-        overlap=Overlap(row["overlap"]),
-        catch_up=CatchUp(CatchUpPolicy(row["catch_up"]), row["catch_up_window"]),
-    )
-
-
-def from_row(row: dict[str, Any]) -> Job:
-    """A job from its row of the jobs table."""
-    return Job(
-        id=JobId(row["id"]),
-        spec=_spec(row),
-        state=JobState(row["state"]),
-        next_fire_at=row["next_fire_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        missed_fires=row["missed_fires"],
-        revision=row["revision"],
-        namespace=row["namespace"],
-        managed_by=row["managed_by"],
-    )
-
-
-def _spec_params(spec: JobSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "command": list(spec.task.command),
-        "args": list(spec.task.args),
-        "env": Jsonb(spec.task.env),
-        "image": spec.task.image,
-        "working_dir": spec.task.working_dir,
-        "binary": spec.task.binary or None,
-        "resources": Jsonb(_resources_json(spec.task.resources)),
-        "secret_env": Jsonb(spec.task.secret_env),
-        "kubernetes": _kubernetes(spec),
-        "schedule": Jsonb(schedule_to_json(spec.schedule, spec.bounds)),
-        "max_attempts": spec.retry.max_attempts,
-        "backoff": spec.retry.backoff,
-        "timeout": spec.timeout,
-        "overlap": spec.overlap.value,
-        "catch_up": spec.catch_up.policy.value,
-        "catch_up_window": spec.catch_up.window,
-    }
-
-
-def _kubernetes(spec: JobSpec) -> Jsonb | None:
-    column = job_columns.kubernetes_json(spec.task.kubernetes)
-    return None if column is None else Jsonb(column)
-
-
-# Resources' fields, read once: dataclasses.asdict deep-copied every value, a fifth of
-# ScheduleJobs' time per job (docs/benchmarks.md).
-_RESOURCE_FIELDS = tuple(field.name for field in dataclasses.fields(Resources))
-
-
-def _resources_json(resources: Resources) -> dict[str, str]:
-    return {name: value for name in _RESOURCE_FIELDS if (value := getattr(resources, name))}
-
-
-def _spec_json(spec: JobSpec, params: dict[str, Any] | None = None) -> Jsonb:
-    """A job revision as stored in job_revisions: the spec columns, as JSON. `params`:
-    _spec_params(spec), when the caller has it already."""
-    params = params if params is not None else _spec_params(spec)
-    return Jsonb(
-        {
-            **{k: v for k, v in params.items() if not isinstance(v, Jsonb | timedelta)},
-            "env": spec.task.env,
-            "resources": params["resources"].obj,
-            # The names only: a secret's value is never kept in the history.
-            "secret_env": sorted(spec.task.secret_env),
-            # The template holds references to Secrets, never their values.
-            "kubernetes": params["kubernetes"].obj if params["kubernetes"] else None,
-            "schedule": params["schedule"].obj,
-            "retry_backoff_seconds": spec.retry.backoff.total_seconds(),
-            "timeout_seconds": spec.timeout.total_seconds() if spec.timeout else None,
-            "catch_up_window_seconds": (
-                spec.catch_up.window.total_seconds() if spec.catch_up.window else None
-            ),
-        }
-    )
 
 
 async def check_binary(conn: Connection, specs: list[JobSpec], *, namespace: str) -> None:
@@ -245,7 +103,7 @@ async def create(
         RETURNING id
         """,
         {
-            **_spec_params(spec),
+            **job_columns.spec_params(spec),
             "id": job_id,
             "namespace": namespace,
             "managed_by": managed_by,
@@ -265,7 +123,7 @@ async def create(
         return managed.id, False
     await conn.execute(
         "INSERT INTO job_revisions (job_id, revision, spec, created_at) VALUES (%s, 1, %s, %s)",
-        (job_id, _spec_json(spec), now),
+        (job_id, job_columns.spec_json(spec), now),
     )
     await notify(conn, JOBS_CHANNEL)
     return job_id, True
@@ -292,7 +150,7 @@ async def by_manager(conn: Connection, namespace: str, managed_by: str) -> Job |
         (namespace, managed_by),
     )
     row = await cursor.fetchone()
-    return from_row(row) if row else None
+    return job_columns.from_row(row) if row else None
 
 
 async def get(
@@ -304,7 +162,7 @@ async def get(
         query + (" FOR UPDATE" if for_update else ""), (job_id, namespace, namespace)
     )
     row = await cursor.fetchone()
-    return from_row(row) if row else None
+    return job_columns.from_row(row) if row else None
 
 
 async def list_page(
@@ -339,7 +197,7 @@ async def list_page(
             "high": ids[1] if ids else None,
         },
     )
-    return [from_row(row) for row in await cursor.fetchall()]
+    return [job_columns.from_row(row) for row in await cursor.fetchall()]
 
 
 async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetime) -> Job | None:
@@ -369,16 +227,22 @@ async def update(conn: Connection, job_id: JobId, *, spec: JobSpec, now: datetim
         WHERE id = %(id)s
         RETURNING *
         """,
-        {**_spec_params(spec), "id": job_id, "state": state, "next_fire_at": next_fire, "now": now},
+        {
+            **job_columns.spec_params(spec),
+            "id": job_id,
+            "state": state,
+            "next_fire_at": next_fire,
+            "now": now,
+        },
     )
     row = await cursor.fetchone()
     assert row is not None
     await conn.execute(
         "INSERT INTO job_revisions (job_id, revision, spec, created_at) VALUES (%s, %s, %s, %s)",
-        (job_id, row["revision"], _spec_json(spec), now),
+        (job_id, row["revision"], job_columns.spec_json(spec), now),
     )
     await notify(conn, JOBS_CHANNEL)
-    return from_row(row)
+    return job_columns.from_row(row)
 
 
 async def pause(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
@@ -421,7 +285,7 @@ async def _set_state(
     row = await cursor.fetchone()
     assert row is not None
     await notify(conn, JOBS_CHANNEL)
-    return from_row(row)
+    return job_columns.from_row(row)
 
 
 async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | None:
@@ -443,7 +307,7 @@ async def cancel(conn: Connection, job_id: JobId, *, now: datetime) -> Job | Non
         " WHERE job_id = %(id)s AND state = 'queued'",
         {"id": job_id, "now": now},
     )
-    return from_row(row)
+    return job_columns.from_row(row)
 
 
 async def delete(conn: Connection, job_id: JobId, *, now: datetime) -> bool:

@@ -1,6 +1,6 @@
 """The job_revisions table read back: every spec a job has had, newest first.
 
-jobs.create and jobs.update write a revision with each spec (jobs._spec_json); this module
+jobs.create and jobs.update write a revision with each spec (job_columns.spec_json); this module
 reads them, for ListJobRevisions. A revision keeps the names of the secrets, never their
 values, so a spec read back has each secret's name with an empty value. Revisions written
 before a field existed (resources, secret_env, kubernetes) read back with its default.
@@ -24,7 +24,7 @@ from hourglass.domain import (
 )
 from hourglass.store import job_columns
 from hourglass.store.db import Connection
-from hourglass.store.jobs import schedule_from_json
+from hourglass.store.job_columns import schedule_from_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ def _seconds(value: float | None) -> timedelta | None:
 
 
 def spec_from_json(data: dict[str, Any]) -> JobSpec:
-    """A spec from its revision's JSON (what jobs._spec_json wrote)."""
+    """A spec from its revision's JSON (what job_columns.spec_json wrote)."""
     schedule, bounds = schedule_from_json(data["schedule"])
     task = Task(
         command=tuple(data.get("command") or ()),

@@ -18,7 +18,7 @@ from hourglass.domain import (
     Task,
 )
 from hourglass.schedules import Bounds, Cron, Every
-from hourglass.store import jobs, revisions
+from hourglass.store import job_columns, revisions
 from hourglass.v1 import scheduler_pb2 as pb
 
 
@@ -126,7 +126,7 @@ def test_a_revision_reads_back_as_the_spec_it_kept_without_secret_values() -> No
         overlap=Overlap.SKIP,
         catch_up=CatchUp(CatchUpPolicy.SKIP, timedelta(seconds=30)),
     )
-    stored = jobs._spec_json(spec).obj
+    stored = job_columns.spec_json(spec).obj
     assert "hunter2" not in str(stored)
     read = revisions.spec_from_json(stored)
     assert read.task.secret_env == {"API_KEY": ""}
@@ -134,7 +134,7 @@ def test_a_revision_reads_back_as_the_spec_it_kept_without_secret_values() -> No
 
 
 def test_a_revision_from_before_resources_and_secrets_reads_back_with_defaults() -> None:
-    # What the first releases wrote (jobs._spec_json before tenancy): no resources, no
+    # What the first releases wrote (job_columns.spec_json before tenancy): no resources, no
     # secret names, no kubernetes.
     old = {
         "name": "old",
