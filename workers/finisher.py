@@ -4,8 +4,10 @@ One result per transaction cost a pool check, BEGIN, the fenced UPDATE and a COM
 WAL flush, plus an etcd round to release the run's key, all while the run held one of the
 worker's slots (docs/benchmarks.md: 19% and 15% of the worker's time). Now an attempt hands
 its outcome over and frees its slot at once; the finisher writes whatever has accumulated in
-one statement (`results.finish_many`), each row still fenced by its own token, then releases
-those keys in one etcd transaction.
+one statement (`results.finish_many`, outside a transaction: the statement is atomic by
+itself), each row still fenced by its own token. Their keys are released in one etcd
+transaction per RELEASE_AFTER rather than per batch, except a requeued run's, which goes at
+once.
 
 A worker that dies with results not yet written loses nothing the contract promises: those
 runs are still `running` under keys on its lease, and the claimer takes them back.
@@ -38,17 +40,24 @@ from dataclasses import dataclass, replace
 
 from hourglass import metrics, retrying
 from hourglass.clock import Clock
-from hourglass.domain import FencingToken, Outcome, RunState
+from hourglass.domain import FencingToken, Outcome, RunId, RunState
 from hourglass.locks import Etcd
 from hourglass.policies import Requeue
 from hourglass.store import db
 from hourglass.store.claims import QueuedRun
-from hourglass.store.results import Finish, finish_many
+from hourglass.store.results import RETRIED, Finish, finish_many
 
 log = logging.getLogger(__name__)
 
 # The longest database error quoted in an attempt's record.
 MAX_REASON = 1000
+# Keys of finished runs are released together, at most this many seconds after their results
+# are written (etcd write transactions were a tenth of a run's CPU, docs/benchmarks.md). A
+# key outliving its finished run holds nothing: only a run that went back to the queue is
+# claimed again, and its key goes at once, so that its next claim finds it free.
+RELEASE_AFTER = 0.25
+# Keys per etcd transaction (etcd refuses one of more than 128 operations by default).
+RELEASE_MAX = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,10 @@ class Finisher:
         self.crashed: BaseException | None = None
         self._on_crash = on_crash
         self._task: asyncio.Task[None] | None = None
+        # Keys of runs whose results are written, not yet released; the timer that will.
+        self._unreleased: dict[RunId, FencingToken] = {}
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._releases: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="finisher")
@@ -104,6 +117,7 @@ class Finisher:
         the finisher dies first (they never will be)."""
         if self._task is None:
             await self.queue.join()
+            await self._release()
             return
         joined = asyncio.create_task(self.queue.join())
         try:
@@ -111,8 +125,14 @@ class Finisher:
         finally:
             joined.cancel()
         self.check()
+        await self._release()
 
     async def stop(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        for task in list(self._releases):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             # A crashed loop's error was reported by `_ended`; stopping does not raise it.
@@ -165,14 +185,49 @@ class Finisher:
         # Once per batch and state, not once per run.
         for state, count in finished.items():
             metrics.runs_finished.labels(state).inc(count)
-        with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
-            await self.etcd.release_runs({r.run.id: r.token for r in results})
+        requeued = False
+        for result in results:
+            self._unreleased[result.run.id] = result.token
+            requeued = requeued or (
+                result.requeue.at is not None and result.outcome.state in RETRIED
+            )
+        if requeued or len(self._unreleased) >= RELEASE_MAX:
+            await self._release()
+        elif self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(
+                RELEASE_AFTER, self._release_later
+            )
+
+    def _release_later(self) -> None:
+        self._release_timer = None
+        task = asyncio.create_task(self._release(), name="finisher releases")
+        self._releases.add(task)
+        task.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releases.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("releasing the keys of finished runs failed", exc_info=task.exception())
+
+    async def _release(self) -> None:
+        """Releases the keys of the runs whose results are written, in one etcd transaction
+        per RELEASE_MAX keys. A release that fails leaves the keys to the lease: they hold
+        finished runs, which nobody claims."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        held, self._unreleased = self._unreleased, {}
+        keys = list(held.items())
+        for start in range(0, len(keys), RELEASE_MAX):
+            with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
+                await self.etcd.release_runs(dict(keys[start : start + RELEASE_MAX]))
 
     async def _store(self, results: list[Result]) -> list[bool]:
-        """Writes results in one transaction, retrying transient failures."""
+        """Writes results in one statement (atomic by itself: no BEGIN and COMMIT round
+        trips), retrying transient failures."""
         async for attempt in retrying.forever():
             with attempt:
-                async with db.transaction(self.pool) as conn:
+                async with self.pool.connection() as conn:
                     return await finish_many(
                         conn,
                         [

@@ -68,10 +68,11 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
     to queued (attempt + 1, available at `requeue.at`) for a failure that has attempts left.
     Returns, in the order of `batch`, whether each row was accepted.
 
-    One statement for the whole batch (River's JobSetStateIfRunningMany), plus one NOTIFY when
-    a run went back to the queue, however many rows: the worker's finisher writes whatever
-    results accumulated at once. Each row is fenced on its own: it changes nothing, and is
-    refused (False), unless its attempt is still running under its token.
+    One statement for the whole batch (River's JobSetStateIfRunningMany), its NOTIFY
+    included (one when a run went back to the queue, however many rows): the worker's
+    finisher writes whatever results accumulated at once, outside a transaction, so the
+    statement is its only round trip. Each row is fenced on its own: it changes nothing, and
+    is refused (False), unless its attempt is still running under its token.
 
     A retry of a write whose commit landed but whose reply was lost (the server went away)
     finds the fence closed by its own first write: that is not a refusal. Only the holder
@@ -123,15 +124,19 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
             RETURNING b.position
         )
         SELECT b.position,
-               b.position IN (SELECT position FROM run) AS moved,
                b.position IN (SELECT position FROM attempt)
                OR EXISTS (SELECT 1 FROM attempts a
                           WHERE a.run_id = b.run_id AND a.number = b.attempt
-                            AND a.fencing_token = b.token AND a.state = b.state) AS accepted
+                            AND a.fencing_token = b.token AND a.state = b.state) AS accepted,
+               -- Evaluated once: wakes the workers when a run went back to the queue.
+               (SELECT count(*) FROM (
+                    SELECT pg_notify(%(channel)s, '') FROM run JOIN batch q USING (position)
+                    WHERE q.run_state = 'queued' LIMIT 1) AS requeued) AS woken
         FROM batch b
         ORDER BY b.position
         """,
         {
+            "channel": RUNS_CHANNEL,
             "run_ids": [row.run_id for row in batch],
             "attempts": [row.attempt for row in batch],
             "tokens": [row.token for row in batch],
@@ -159,10 +164,7 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
             ],
         },
     )
-    rows = await cursor.fetchall()
-    if any(row["moved"] and requeued[row["position"] - 1] for row in rows):
-        await notify(conn, RUNS_CHANNEL)
-    return [bool(row["accepted"]) for row in rows]
+    return [bool(row["accepted"]) for row in await cursor.fetchall()]
 
 
 async def list_held(conn: Connection) -> list[HeldRun]:

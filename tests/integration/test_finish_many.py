@@ -141,7 +141,7 @@ async def test_statements_per_batch_do_not_grow_with_the_batch(
             )
         assert accepted == [True] * len(batch)
         counts.append(counting.statements)
-    assert counts == [2, 2]  # the UPDATE, and one NOTIFY for the runs that went back
+    assert counts == [1, 1]  # one statement, the NOTIFY for the runs that went back included
 
 
 async def test_only_a_batch_that_requeues_a_run_wakes_the_workers(
