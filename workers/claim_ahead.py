@@ -12,8 +12,8 @@ attempts are long, claims only for its free slots, as before. (`SHORT` is the de
 WorkerConfig.claim_ahead_below.)
 
 A held run costs nothing if its worker dies: its attempt is stored not started until its slot
-comes (workers/starter.py), and the claimer hands such a run back to the queue with its
-attempt unspent instead of recording it lost.
+comes (Finisher.mark_started, workers/finisher.py), and the claimer hands such a run back to the
+queue with its attempt unspent instead of recording it lost.
 """
 
 from __future__ import annotations

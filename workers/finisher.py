@@ -35,7 +35,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from hourglass import metrics, retrying
@@ -45,7 +45,7 @@ from hourglass.locks import Etcd
 from hourglass.policies import Requeue
 from hourglass.store import db
 from hourglass.store.claims import QueuedRun
-from hourglass.store.results import RETRIED, Finish, finish_many
+from hourglass.store.results import RETRIED, Finish, finish_and_start
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class Result:
     fields: dict[str, object]
 
 
+# A run claimed ahead to mark started: (run, attempt, token), and who waits for the answer.
+_Start = tuple[RunId, int, FencingToken, "asyncio.Future[bool]"]
+
+
 class FinisherCrashed(RuntimeError):
     """The finisher's loop died: this worker can no longer write results, so it must end."""
 
@@ -87,7 +91,9 @@ class Finisher:
         self.etcd = etcd
         self.clock = clock
         self.batch = batch
-        self.queue: asyncio.Queue[Result] = asyncio.Queue()
+        # Results, and None when start marks are waiting (`mark_started`).
+        self.queue: asyncio.Queue[Result | None] = asyncio.Queue()
+        self._starts: list[_Start] = []
         self.fenced_off = 0
         # Results recorded as failed attempts because the database refused them.
         self.unstorable = 0
@@ -106,6 +112,24 @@ class Finisher:
 
     def submit(self, result: Result) -> None:
         self.queue.put_nowait(result)
+
+    async def mark_started(self, run_id: RunId, attempt: int, token: FencingToken) -> bool:
+        """Marks an attempt claimed ahead as started, just before its command starts, with
+        the next batch of results (`results.finish_and_start`). True once marked; False if it
+        must not start (the claimer took the run back first).
+
+        A run claimed ahead holds its key and token but has not begun: its attempt is stored
+        not started, so that if its worker dies the claimer hands it back to the queue with
+        the attempt unspent. In a drain, the slot a finished run frees goes at once to a run
+        claimed ahead, so its mark and the freed run's result are written together."""
+        self.check()
+        if self._task is None or self._task.done():
+            raise FinisherCrashed("the finisher is not running: nothing can be marked started")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self._starts:
+            self.queue.put_nowait(None)  # wakes the loop
+        self._starts.append((run_id, attempt, token, done))
+        return await done
 
     def check(self) -> None:
         """Raises FinisherCrashed once the loop has died."""
@@ -151,20 +175,39 @@ class Finisher:
             self._on_crash()
 
     async def _run(self) -> None:
-        while True:
-            results = [await self.queue.get()]
-            while len(results) < self.batch and not self.queue.empty():
-                results.append(self.queue.get_nowait())
-            try:
-                await self._write(results)
-            finally:
-                for _ in results:
-                    self.queue.task_done()
-
-    async def _write(self, results: list[Result]) -> None:
+        starts: list[_Start] = []
         try:
-            written = list(zip(results, await self._store(results), strict=True))
+            while True:
+                items = [await self.queue.get()]
+                while len(items) < self.batch and not self.queue.empty():
+                    items.append(self.queue.get_nowait())
+                starts, self._starts = self._starts, []
+                try:
+                    results = [item for item in items if item is not None]
+                    if results or starts:
+                        await self._write(results, starts)
+                finally:
+                    for _ in items:
+                        self.queue.task_done()
+        finally:
+            # Ended (stopped or crashed): nobody marks these, so none of them starts.
+            for *_, done in [*starts, *self._starts]:
+                done.cancel()
+            self._starts = []
+
+    async def _write(self, results: list[Result], starts: list[_Start]) -> None:
+        marks = [(run_id, attempt, token) for run_id, attempt, token, _ in starts]
+        try:
+            accepted, started = await self._store(results, marks)
+            written = list(zip(results, accepted, strict=True))
         except Exception as exc:  # not transient: `_store` retries those
+            if not results:
+                raise  # not a result's fault
+            # A result at fault: the marks alone, then the results as the database allows.
+            started = (await self._store([], marks))[1] if marks else set()
+            for run_id, _, _, done in starts:
+                if not done.done():
+                    done.set_result(run_id in started)
             if len(results) == 1:
                 written = [await self._store_unstorable(results[0], exc)]
             else:
@@ -174,6 +217,9 @@ class Finisher:
                     exc,
                 )
                 written = [await self._write_alone(result) for result in results]
+        for run_id, _, _, done in starts:
+            if not done.done():  # its waiter may have been cancelled
+                done.set_result(run_id in started)
         finished: collections.Counter[str] = collections.Counter()
         for result, ok in written:
             if ok:
@@ -222,13 +268,16 @@ class Finisher:
             with contextlib.suppress(*retrying.TRANSIENT_ERRORS):
                 await self.etcd.release_runs(dict(keys[start : start + RELEASE_MAX]))
 
-    async def _store(self, results: list[Result]) -> list[bool]:
-        """Writes results in one statement (atomic by itself: no BEGIN and COMMIT round
-        trips), retrying transient failures."""
+    async def _store(
+        self, results: list[Result], starts: Sequence[tuple[RunId, int, FencingToken]] = ()
+    ) -> tuple[list[bool], set[RunId]]:
+        """Writes results and start marks in one statement (atomic by itself: no BEGIN and
+        COMMIT round trips), retrying transient failures: both writes are fenced, and a
+        repeated one whose first reply was lost is accepted again."""
         async for attempt in retrying.forever():
             with attempt:
                 async with self.pool.connection() as conn:
-                    return await finish_many(
+                    return await finish_and_start(
                         conn,
                         [
                             Finish(
@@ -240,13 +289,14 @@ class Finisher:
                             )
                             for result in results
                         ],
+                        starts=starts,
                         now=self.clock.now(),
                     )
         raise AssertionError("unreachable: retrying.forever returns or raises")
 
     async def _write_alone(self, result: Result) -> tuple[Result, bool]:
         try:
-            (ok,) = await self._store([result])
+            (ok,) = (await self._store([result]))[0]
         except Exception as exc:
             return await self._store_unstorable(result, exc)
         return result, ok
@@ -282,7 +332,7 @@ class Finisher:
                 finished_at=outcome.finished_at,
             ),
         )
-        (ok,) = await self._store([failed])
+        (ok,) = (await self._store([failed]))[0]
         return failed, ok
 
     @staticmethod

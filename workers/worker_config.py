@@ -28,7 +28,7 @@ class WorkerConfig:
     # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
     # starts a held run at once instead of waiting for a claim's round trips, and a claim
     # takes at least half this many at once. A held run's attempt is stored not started, so
-    # a worker that dies holding it spends none of its attempts (workers/starter.py).
+    # a worker that dies holding it spends none of its attempts (Finisher.mark_started).
     claim_ahead: int | None = None
     # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
     claim_ahead_below: float = claim_ahead_module.SHORT
