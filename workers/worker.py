@@ -77,7 +77,11 @@ class Worker:
         # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
         self.slots = Slots(self.config.concurrency)
-        self.ahead = ClaimAhead(limit=self.config.ahead, short=self.config.claim_ahead_below)
+        self.ahead = ClaimAhead(
+            limit=self.config.ahead,
+            short=self.config.claim_ahead_below,
+            slots=self.config.concurrency,
+        )
         # When each executing attempt started (event loop time).
         self.started: dict[RunId, float] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
