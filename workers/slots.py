@@ -5,12 +5,14 @@ A run waiting for a slot has been claimed (running, under its fencing token) but
 started (nor has its stored attempt, unless it was claimed for a slot that was free). A
 user's cancel ends its wait at once; a stopping worker hands such runs back
 (`waiting`). Neither ever starts the command.
+
+In a drain nearly every run waits here, so a wait costs one future: a freed slot is handed
+to the oldest waiting run directly (True), and a cancel answers its wait with False.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
 from hourglass.domain import FencingToken, RunId
 from hourglass.store.claims import QueuedRun
@@ -18,45 +20,51 @@ from hourglass.store.claims import QueuedRun
 
 class Slots:
     def __init__(self, concurrency: int) -> None:
-        self._free = asyncio.Semaphore(concurrency)
-        # Each waiting run's slot request (cancelled to end its wait), and the run.
-        self._requests: dict[RunId, asyncio.Task[Literal[True]]] = {}
+        self._free = concurrency
+        # Each waiting run's slot request, in claim order: True once a slot is handed to it,
+        # False once its wait is cancelled. A request stays here, answered, until its run
+        # has woken up to it.
+        self._requests: dict[RunId, asyncio.Future[bool]] = {}
         self.waiting: dict[RunId, tuple[QueuedRun, FencingToken]] = {}
 
     async def take(self, run: QueuedRun, token: FencingToken, *, cancelled: set[RunId]) -> bool:
         """True once a slot is this run's; False if the run was cancelled first (in
         `cancelled` as its slot came, or by `cancel` while it waited); the slot, if it came,
         is given back."""
-        if self._free.locked():
-            request = asyncio.create_task(self._free.acquire())
+        if self._free > 0:  # then nobody waits: a freed slot goes to a waiting run first
+            self._free -= 1
+        else:
+            request: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._requests[run.id] = request
             self.waiting[run.id] = (run, token)
             try:
-                await asyncio.wait([request])
-            except asyncio.CancelledError:  # abandoned: give the slot back or stop asking
-                if request.done() and not request.cancelled():
-                    self._free.release()
-                request.cancel()
+                granted = await request
+            except asyncio.CancelledError:  # abandoned: give the slot back if it came
+                if request.done() and not request.cancelled() and request.result():
+                    self.release()
                 raise
             finally:
-                self._requests.pop(run.id, None)
+                del self._requests[run.id]
                 self.waiting.pop(run.id, None)
-            if request.cancelled():
+            if not granted:
                 return False
-        else:
-            await self._free.acquire()  # free: returns at once
         if run.id in cancelled:  # cancelled just as its slot came
-            self._free.release()
+            self.release()
             return False
         return True
 
     def release(self) -> None:
-        self._free.release()
+        for request in self._requests.values():
+            if not request.done():
+                request.set_result(True)
+                return
+        self._free += 1
 
     def cancel(self, run_id: RunId) -> bool:
         """Ends a waiting run's wait (`take` returns False); False if it is not waiting."""
         request = self._requests.get(run_id)
         if request is None:
             return False
-        request.cancel()
+        if not request.done():
+            request.set_result(False)
         return True

@@ -34,7 +34,6 @@ from hourglass.workers.executors.base import AttemptContext, Executor
 from hourglass.workers.finisher import Finisher, FinisherCrashed, Result
 from hourglass.workers.logs import STDERR, STDOUT, LogShipper
 from hourglass.workers.slots import Slots
-from hourglass.workers.starter import Starter
 from hourglass.workers.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,11 @@ class Worker:
         # Every claimed run's task: those executing and those waiting for a slot.
         self.active: dict[asyncio.Task[None], QueuedRun] = {}
         self.slots = Slots(self.config.concurrency)
-        self.ahead = ClaimAhead(limit=self.config.ahead, short=self.config.claim_ahead_below)
+        self.ahead = ClaimAhead(
+            limit=self.config.ahead,
+            short=self.config.claim_ahead_below,
+            slots=self.config.concurrency,
+        )
         # When each executing attempt started (event loop time).
         self.started: dict[RunId, float] = {}
         # The executor call of each running attempt, cancelled when a user cancels the run.
@@ -91,7 +94,6 @@ class Worker:
         # A crashed finisher ends the worker (see workers/finisher.py); the poke makes the
         # loop notice at once.
         self.finisher = Finisher(pool=pool, etcd=etcd, clock=self.clock, on_crash=self.wakeups.poke)
-        self.starter = Starter(pool, self.clock)
         # Runs of a claim that failed after its etcd transaction may have created their keys
         # on our lease (see `claim`); their keys are deleted before the next claim.
         self._unclaimed: set[RunId] = set()
@@ -152,7 +154,6 @@ class Worker:
             raise
         finally:
             await self.finisher.stop()
-            await self.starter.stop()
             await self.wakeups.stop()
             await self.cancellations.stop()
             await self.lease.stop(revoke=True)
@@ -179,7 +180,7 @@ class Worker:
                 )
                 held = [(run, tokens[run.id]) for run in queued if run.id in tokens]
                 # The runs that take a free slot at once start now; the rest are claimed
-                # ahead and start (claims.start) when a slot frees.
+                # ahead and start (Finisher.mark_started) when a slot frees.
                 free_slots = max(self.config.concurrency - len(self.active), 0)
                 starting = {run.id for run, _ in held[:free_slots]}
                 await claims.mark_running(
@@ -243,16 +244,14 @@ class Worker:
             self.slots.release()
 
     async def _start(self, run: QueuedRun, token: FencingToken) -> bool:
-        """Marks a run claimed ahead as started (workers/starter.py); False: start nothing."""
+        """Marks a run claimed ahead as started, with the next results (Finisher.mark_started,
+        which retries a transient failure until it knows whether the mark landed); False:
+        start nothing."""
         try:
-            if await self.starter.start(run.id, run.attempt, token):
+            if await self.finisher.mark_started(run.id, run.attempt, token):
                 return True
-        except retrying.TRANSIENT_ERRORS as exc:
-            # Unknown whether it landed. Its key goes with the next claim, so that the claimer
-            # takes the run back: handed back if the mark did not land, lost if it did.
-            log.warning("run %s: marking it started failed (%s); giving it up", run.id, exc)
-            self._unclaimed.add(run.id)
-            return False
+        except FinisherCrashed:
+            return False  # the worker ends (`run`), and the claimer takes the run back
         log.info("run %s was taken back before it started; not starting it", run.id)
         return False
 

@@ -24,11 +24,12 @@ def default_worker_id() -> str:
 class WorkerConfig:
     # Attempts executed at once.
     concurrency: int = 32
-    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 4 x
-    # `concurrency`), while attempts are short (workers/claim_ahead.py). A freed slot then
+    # Runs claimed beyond the free slots at most, each waiting for a slot (None: 8 x
+    # `concurrency`; never more than claim_ahead.LEAD seconds of the slots' work), while
+    # attempts are short (workers/claim_ahead.py). A freed slot then
     # starts a held run at once instead of waiting for a claim's round trips, and a claim
     # takes at least half this many at once. A held run's attempt is stored not started, so
-    # a worker that dies holding it spends none of its attempts (workers/starter.py).
+    # a worker that dies holding it spends none of its attempts (Finisher.mark_started).
     claim_ahead: int | None = None
     # Attempts shorter than this (seconds, on average and running now) are claimed ahead for.
     claim_ahead_below: float = claim_ahead_module.SHORT
@@ -50,4 +51,4 @@ class WorkerConfig:
 
     @property
     def ahead(self) -> int:
-        return 4 * self.concurrency if self.claim_ahead is None else self.claim_ahead
+        return 8 * self.concurrency if self.claim_ahead is None else self.claim_ahead

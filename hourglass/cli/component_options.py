@@ -191,7 +191,8 @@ def _add_worker(commands: Any) -> None:
         default=None,
         metavar="N",
         help="runs held beyond the free slots while attempts take under a second, so a freed"
-        " slot starts one at once (default 4 x concurrency; 0 turns it off)",
+        " slot starts one at once (default 8 x concurrency, and never more than about a"
+        " second of the slots' work; 0 turns it off)",
     )
     worker.add_argument(
         "--processes",

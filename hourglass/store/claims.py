@@ -24,7 +24,7 @@ from hourglass.domain import (
     RunId,
     Task,
 )
-from hourglass.store import job_columns
+from hourglass.store import job_columns, results
 from hourglass.store.db import RUNS_CHANNEL, Connection, notify
 
 
@@ -263,26 +263,10 @@ async def start(
     token (a claimer that found its holder gone handed it back). The attempts row is the
     one both writes name, so they are ordered by its lock: whichever commits first wins,
     and the other finds the row changed. One statement, fenced per row; repeating it after
-    a lost reply is harmless."""
-    if not held:
-        return set()
-    cursor = await conn.execute(
-        """
-        UPDATE attempts a SET started = true, started_at = %(now)s
-        FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(tokens)s::bigint[])
-             AS v(id, attempt, token)
-        WHERE a.run_id = v.id AND a.number = v.attempt AND a.fencing_token = v.token
-          AND a.state = 'running'
-        RETURNING a.run_id
-        """,
-        {
-            "ids": [run_id for run_id, _, _ in held],
-            "attempts": [attempt for _, attempt, _ in held],
-            "tokens": [token for _, _, token in held],
-            "now": now,
-        },
-    )
-    return {RunId(row["run_id"]) for row in await cursor.fetchall()}
+    a lost reply is harmless. (A worker sends its marks with its results, in the same
+    statement: `results.finish_and_start`.)"""
+    _, started = await results.finish_and_start(conn, (), starts=held, now=now)
+    return started
 
 
 async def hand_back(

@@ -64,14 +64,33 @@ async def finish(
 
 
 async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetime) -> list[bool]:
+    """`finish_and_start` with nothing to start."""
+    accepted, _ = await finish_and_start(conn, batch, starts=(), now=now)
+    return accepted
+
+
+async def finish_and_start(
+    conn: Connection,
+    batch: Sequence[Finish],
+    *,
+    starts: Sequence[tuple[RunId, int, FencingToken]],
+    now: datetime,
+) -> tuple[list[bool], set[RunId]]:
     """Records how attempts ended and moves their runs on: each to its outcome's state, or back
     to queued (attempt + 1, available at `requeue.at`) for a failure that has attempts left.
-    Returns, in the order of `batch`, whether each row was accepted.
+    Returns, in the order of `batch`, whether each row was accepted; and which of `starts`
+    were marked started.
 
-    One statement for the whole batch (River's JobSetStateIfRunningMany), plus one NOTIFY when
-    a run went back to the queue, however many rows: the worker's finisher writes whatever
-    results accumulated at once. Each row is fenced on its own: it changes nothing, and is
-    refused (False), unless its attempt is still running under its token.
+    `starts` are attempts claimed ahead that have just got a slot, marked started in the same
+    statement (as `claims.start` would, fenced the same way): in a drain, the slot a result
+    frees is taken by a run claimed ahead at once, so the two writes travel together and
+    cost one statement, one round trip and one commit.
+
+    One statement for the whole batch (River's JobSetStateIfRunningMany), its NOTIFY
+    included (one when a run went back to the queue, however many rows): the worker's
+    finisher writes whatever results accumulated at once, outside a transaction, so the
+    statement is its only round trip. Each row is fenced on its own: it changes nothing, and
+    is refused (False), unless its attempt is still running under its token.
 
     A retry of a write whose commit landed but whose reply was lost (the server went away)
     finds the fence closed by its own first write: that is not a refusal. Only the holder
@@ -83,8 +102,8 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
     Text from the attempt (output tails, error) is made storable on the way in: a NUL byte a
     job printed must not fail the write of its result, nor of the rest of the batch.
     """
-    if not batch:
-        return []
+    if not batch and not starts:
+        return [], set()
     if len({(row.run_id, row.attempt) for row in batch}) < len(batch):
         # UPDATE ... FROM would apply one of two rows for the same attempt, unpredictably.
         raise ValueError("a batch names the same attempt twice")
@@ -121,17 +140,36 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
             FROM batch b JOIN attempt USING (position)
             WHERE r.id = b.run_id AND r.fencing_token = b.token AND r.state = 'running'
             RETURNING b.position
+        ),
+        started AS (
+            UPDATE attempts a SET started = true, started_at = %(now)s
+            FROM unnest(%(start_ids)s::uuid[], %(start_attempts)s::int[],
+                        %(start_tokens)s::bigint[]) AS s(id, attempt, token)
+            WHERE a.run_id = s.id AND a.number = s.attempt AND a.fencing_token = s.token
+              AND a.state = 'running'
+            RETURNING a.run_id
         )
         SELECT b.position,
-               b.position IN (SELECT position FROM run) AS moved,
                b.position IN (SELECT position FROM attempt)
                OR EXISTS (SELECT 1 FROM attempts a
                           WHERE a.run_id = b.run_id AND a.number = b.attempt
-                            AND a.fencing_token = b.token AND a.state = b.state) AS accepted
+                            AND a.fencing_token = b.token AND a.state = b.state) AS accepted,
+               -- Evaluated once: wakes the workers when a run went back to the queue.
+               (SELECT count(*) FROM (
+                    SELECT pg_notify(%(channel)s, '') FROM run JOIN batch q USING (position)
+                    WHERE q.run_state = 'queued' LIMIT 1) AS requeued) AS woken,
+               NULL::uuid AS started
         FROM batch b
-        ORDER BY b.position
+        UNION ALL
+        SELECT NULL, NULL, NULL, run_id FROM started
+        ORDER BY 1
         """,
         {
+            "channel": RUNS_CHANNEL,
+            "start_ids": [run_id for run_id, _, _ in starts],
+            "start_attempts": [attempt for _, attempt, _ in starts],
+            "start_tokens": [token for _, _, token in starts],
+            "now": now,
             "run_ids": [row.run_id for row in batch],
             "attempts": [row.attempt for row in batch],
             "tokens": [row.token for row in batch],
@@ -160,9 +198,10 @@ async def finish_many(conn: Connection, batch: Sequence[Finish], *, now: datetim
         },
     )
     rows = await cursor.fetchall()
-    if any(row["moved"] and requeued[row["position"] - 1] for row in rows):
-        await notify(conn, RUNS_CHANNEL)
-    return [bool(row["accepted"]) for row in rows]
+    return (
+        [bool(row["accepted"]) for row in rows if row["position"] is not None],
+        {RunId(row["started"]) for row in rows if row["position"] is None},
+    )
 
 
 async def list_held(conn: Connection) -> list[HeldRun]:

@@ -1,4 +1,5 @@
-"""results.finish_many: a batch of results in one statement, each row fenced on its own."""
+"""results.finish_many: a batch of results in one statement, each row fenced on its own; and
+results.finish_and_start, the start marks of runs claimed ahead in that same statement."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 from hourglass.domain import FencingToken, Outcome, RetryPolicy, Run, RunState
 from hourglass.locks import Etcd
 from hourglass.policies import Requeue
-from hourglass.store import db, results, runs
+from hourglass.store import claims, db, results, runs
 from hourglass.store.claims import QueuedRun
 from hourglass.store.results import Finish
-from tests.integration.helpers import hold_runs, seconds
+from hourglass.workers.producer import Producer
+from tests.integration.helpers import hold_runs, schedule, seconds
 
 
 def row(
@@ -141,7 +143,7 @@ async def test_statements_per_batch_do_not_grow_with_the_batch(
             )
         assert accepted == [True] * len(batch)
         counts.append(counting.statements)
-    assert counts == [2, 2]  # the UPDATE, and one NOTIFY for the runs that went back
+    assert counts == [1, 1]  # one statement, the NOTIFY for the runs that went back included
 
 
 async def test_only_a_batch_that_requeues_a_run_wakes_the_workers(
@@ -206,3 +208,54 @@ async def test_a_batch_naming_one_attempt_twice_is_refused_whole(
     with pytest.raises(ValueError, match="same attempt twice"):
         await finish_many(pool, [row(held, exit_code=0), row(held, RunState.FAILED)])
     assert (await get(pool, held)).state == RunState.RUNNING
+
+
+async def test_start_marks_ride_with_results_in_one_statement_each_fenced(
+    pool: db.Pool, database_url: str, etcd: Etcd
+) -> None:
+    (done,) = await hold_runs(pool, database_url, etcd, 1)
+    # Two more runs claimed ahead of a free slot (their attempts not started), one of which
+    # the claimer has already handed back to the queue (its holder looked gone).
+    for _ in range(2):
+        await schedule(pool, "true")
+    assert await Producer(pool=pool, dsn=database_url).run_once() == 2
+    lease = await etcd.grant(30)
+    async with db.transaction(pool) as conn:
+        ahead = await claims.lock_queued(conn, limit=2, now=datetime.now(UTC))
+        tokens = await etcd.hold_runs([r.id for r in ahead], lease_id=lease, holder="w")
+        held = [(run, tokens[run.id]) for run in ahead]
+        await claims.mark_running(
+            conn, held=held, starting=set(), worker_id="w", now=datetime.now(UTC)
+        )
+    (waiting, waiting_token), (taken, taken_token) = held
+    async with db.transaction(pool) as conn:
+        handed = await claims.hand_back(
+            conn, [(taken.id, taken.attempt, taken_token)], unstarted_only=True
+        )
+    assert handed == [taken.id]
+
+    async with pool.connection() as conn:
+        counting = CountingConnection(conn)
+        accepted, started = await results.finish_and_start(
+            cast(db.Connection, counting),
+            [row(done, exit_code=0)],
+            starts=[
+                (waiting.id, waiting.attempt, waiting_token),
+                (taken.id, taken.attempt, taken_token),
+            ],
+            now=datetime.now(UTC),
+        )
+    assert counting.statements == 1
+    assert accepted == [True]
+    # The handed-back run must not start: its mark is refused by the fence.
+    assert started == {waiting.id}
+    assert (await get(pool, done)).state == RunState.SUCCEEDED
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT run_id, started FROM attempts WHERE run_id = ANY(%s)",
+            ([waiting.id, taken.id],),
+        )
+        assert {row["run_id"]: row["started"] for row in await cursor.fetchall()} == {
+            waiting.id: True
+        }
+    assert (await get(pool, (taken, taken_token))).state == RunState.QUEUED

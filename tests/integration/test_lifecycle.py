@@ -85,8 +85,11 @@ async def test_runs_claimed_ahead_start_when_a_slot_frees_marked_started(
     marked started (fenced) and it runs as its first attempt."""
     go = tmp_path / "go"
     quick = await schedule(pool, "true")
+    # Room for 4 held runs: a worker claims again once half its lead is spent, so with room
+    # for 3 only, runs fired one producer cycle apart left the third unclaimed (it would
+    # have been claimed when the busy run ended), and the test failed about once in 8.
     async with running_service(
-        pool, database_url, etcd, concurrency=1, claim_ahead=3, claim_ahead_below=60.0
+        pool, database_url, etcd, concurrency=1, claim_ahead=4, claim_ahead_below=60.0
     ):
         await finished_run(pool, quick)
         # Holds the only slot until the test says go.

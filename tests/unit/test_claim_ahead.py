@@ -47,3 +47,13 @@ def test_an_attempt_running_long_stops_claiming_ahead_before_it_ends() -> None:
         pace.observe(0.002)
     assert pace.runs(longest_running=0.5) == 8
     assert pace.runs(longest_running=SHORT + 1) == 0
+
+
+def test_the_lead_holds_about_a_second_of_the_slots_work_at_most() -> None:
+    # /bin/true: the whole limit. Attempts of 0.1 s on 8 slots: 80 runs are about a second.
+    # Attempts near SHORT: one per slot, so that a held run waits about one attempt.
+    for seconds, held in ((0.002, 256), (0.1, 80), (0.9, 8)):
+        pace = ClaimAhead(limit=256, slots=8)
+        for _ in range(30):
+            pace.observe(seconds)
+        assert pace.runs(longest_running=0.0) == held, seconds

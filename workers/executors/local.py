@@ -29,6 +29,7 @@ from hourglass.artifacts import ArtifactError, ArtifactStore, Digest, parse_dige
 from hourglass.domain import Outcome, RunState
 from hourglass.workers.executors.base import AttemptContext
 from hourglass.workers.executors.host import Host, Slot
+from hourglass.workers.executors.process import AttemptProcess
 from hourglass.workers.executors.sandbox import (
     SandboxError,
     attempt_environment,
@@ -152,8 +153,18 @@ class LocalExecutor:
         cwd: str | None,
         slot: Slot | None = None,
     ) -> Outcome:
+        stdout, stderr = _Tail(TAIL_BYTES), _Tail(TAIL_BYTES)
+        log_file = _LogFile(self.log_path(attempt), self.log_limit)
+        tails = {1: stdout, 2: stderr}
+
+        def output(number: int, chunk: bytes) -> None:
+            tails[number].add(chunk)
+            attempt.on_output(number, chunk)
+            log_file.write(chunk)
+
         try:
-            process = await asyncio.create_subprocess_exec(
+            transport, process = await asyncio.get_running_loop().subprocess_exec(
+                lambda: AttemptProcess(output),
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -164,12 +175,7 @@ class LocalExecutor:
             )
         except OSError as exc:
             return _failed(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
-        stdout, stderr = _Tail(TAIL_BYTES), _Tail(TAIL_BYTES)
-        log_file = _LogFile(self.log_path(attempt), self.log_limit)
-        readers = [
-            asyncio.create_task(self._pump(process.stdout, 1, stdout, log_file, attempt)),
-            asyncio.create_task(self._pump(process.stderr, 2, stderr, log_file, attempt)),
-        ]
+        process.pid = transport.get_pid()
         timeout = attempt.timeout.total_seconds() if attempt.timeout else None
         timed_out = False
         try:
@@ -184,15 +190,19 @@ class LocalExecutor:
             # Output still open after the process ended belongs to children it left behind
             # (unsandboxed: a sandbox's end takes them along); give them a moment, then end the
             # group so the pipes close.
-            _, pending = await asyncio.wait(readers, timeout=1.0)
-            if pending:
+            try:
+                if process.open_pipes:  # most have closed by now: no wait, no timer
+                    await asyncio.wait_for(process.drained(), 1.0)
+            except TimeoutError:
                 if slot is not None:
                     slot.cgroup.kill()
                 _signal_group(process.pid, signal.SIGKILL)
-                await asyncio.wait(readers)
-            log_file.close()
+                await process.drained()
+            finally:
+                transport.close()
+                log_file.close()
         finished_at = datetime.now(UTC)
-        code = process.returncode
+        code = transport.get_returncode()
         if timed_out:
             return Outcome(
                 state=RunState.TIMED_OUT,
@@ -216,22 +226,7 @@ class LocalExecutor:
             finished_at=finished_at,
         )
 
-    async def _pump(
-        self,
-        stream: asyncio.StreamReader | None,
-        number: int,
-        tail: _Tail,
-        log_file: _LogFile,
-        attempt: AttemptContext,
-    ) -> None:
-        if stream is None:
-            return
-        while chunk := await stream.read(65536):
-            tail.add(chunk)
-            attempt.on_output(number, chunk)
-            log_file.write(chunk)
-
-    async def _stop(self, process: asyncio.subprocess.Process, slot: Slot | None) -> None:
+    async def _stop(self, process: AttemptProcess, slot: Slot | None) -> None:
         """SIGTERM to the whole tree, then SIGKILL if it is still there after the grace."""
         if slot is None:
             await self._kill_group(process)
@@ -250,7 +245,7 @@ class LocalExecutor:
         slot.cgroup.kill()
         await process.wait()
 
-    async def _kill_group(self, process: asyncio.subprocess.Process) -> None:
+    async def _kill_group(self, process: AttemptProcess) -> None:
         """SIGTERM to the whole group, then SIGKILL if it is still there after the grace."""
         _signal_group(process.pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
