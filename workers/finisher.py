@@ -45,7 +45,7 @@ from hourglass.locks import Etcd
 from hourglass.policies import Requeue
 from hourglass.store import db
 from hourglass.store.claims import QueuedRun
-from hourglass.store.results import RETRIED, Finish, finish_and_start
+from hourglass.store.results import Finish, finish_and_start, requeues
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,7 @@ class Finisher:
         requeued = False
         for result in results:
             self._unreleased[result.run.id] = result.token
-            requeued = requeued or (
-                result.requeue.at is not None and result.outcome.state in RETRIED
-            )
+            requeued = requeued or requeues(result.outcome, result.requeue)
         if requeued or len(self._unreleased) >= RELEASE_MAX:
             await self._release()
         elif self._release_timer is None:

@@ -23,6 +23,11 @@ from hourglass.text import storable
 RETRIED = (RunState.FAILED, RunState.TIMED_OUT)
 
 
+def requeues(outcome: Outcome, requeue: Requeue) -> bool:
+    """Whether this result sends its run back to the queue for another attempt."""
+    return outcome.state in RETRIED and requeue.at is not None
+
+
 @dataclass(frozen=True, slots=True)
 class HeldRun:
     """A running run as the claimer sees it: who should hold it, with which token."""
@@ -107,7 +112,7 @@ async def finish_and_start(
     if len({(row.run_id, row.attempt) for row in batch}) < len(batch):
         # UPDATE ... FROM would apply one of two rows for the same attempt, unpredictably.
         raise ValueError("a batch names the same attempt twice")
-    requeued = [row.outcome.state in RETRIED and row.requeue.at is not None for row in batch]
+    requeued = [requeues(row.outcome, row.requeue) for row in batch]
     cursor = await conn.execute(
         """
         WITH batch AS (
